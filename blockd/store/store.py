@@ -1,0 +1,541 @@
+"""Read and write orders through the journal (SQLite by default, any SQLAlchemy URL).
+
+Every write is one transaction that appends journal entries and updates the materialised
+``orders``/``targets`` tables together, so a crash or a refused input never leaves them
+apart. SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` for writers: one writing CLI and
+any number of reading daemons at once, and sequence numbers allocated without races.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlmodel import Session, col
+
+from blockd.core.journal import (
+    ORDER_ADD,
+    ORDER_STATUS,
+    TARGET_ADD,
+    TARGET_REMOVE,
+    ChainFault,
+    JournalEntry,
+    OrderBook,
+    chunks,
+    make_entry,
+    order_payload,
+    verify_chain,
+)
+from blockd.core.model import (
+    BlockdError,
+    InputError,
+    OrderRecord,
+    Status,
+    Target,
+    TargetKind,
+    check_transition,
+)
+from blockd.core.names import name_suffixes, target_from_parts
+from blockd.core.timeparse import iso, to_utc
+from blockd.store import migrations
+from blockd.store.tables import SCHEMA_VERSION, JournalRow, OrderRow, TargetRow
+
+BUSY_TIMEOUT_MS = 5000
+
+
+class StoreError(BlockdError):
+    """The store cannot be used (missing, locked, corrupt, wrong schema)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forced:
+    """Why the overblocking guard was overridden; recorded in the journal entry."""
+
+    justification: str
+    refusals: tuple[str, ...]
+
+    def payload(self) -> dict[str, Any]:
+        return {"justification": self.justification, "refusals": list(self.refusals)}
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSummary:
+    order: OrderRecord
+    targets: int
+
+
+def database_url(db: str) -> tuple[str, Path | None]:
+    """A URL stays a URL; anything else is a SQLite file path."""
+    if "://" in db:
+        if db.startswith("sqlite:///"):
+            return db, Path(db.removeprefix("sqlite:///"))
+        return db, None
+    path = Path(db).expanduser().absolute()
+    return f"sqlite:///{path}", path
+
+
+def _explain(exc: DBAPIError, where: str) -> StoreError:
+    message = str(exc.orig) if exc.orig is not None else str(exc)
+    if "locked" in message or "busy" in message:
+        return StoreError(
+            f"database {where} is locked by another process "
+            f"(waited {BUSY_TIMEOUT_MS // 1000} s); try again"
+        )
+    if "not a database" in message or "malformed" in message:
+        return StoreError(f"database {where} is not a blockd database or is damaged: {message}")
+    if "readonly" in message or "read-only" in message:
+        return StoreError(f"database {where} is read-only for this user: {message}")
+    return StoreError(f"database {where}: {message}")
+
+
+class Store:
+    """A handle on one store. ``Store.open`` checks it exists and is at the current schema."""
+
+    def __init__(self, engine: Engine, where: str, path: Path | None) -> None:
+        self.engine = engine
+        self.where = where
+        self.path = path
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, db: str, *, create: bool = False) -> Store:
+        url, path = database_url(db)
+        where = str(path) if path is not None else url.split("@")[-1]
+        if path is not None:
+            if not create and not path.exists():
+                raise StoreError(f"no database at {path}; run `blockd init` to create it")
+            if create:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
+        try:
+            engine = create_engine(url)
+        except Exception as exc:  # bad URL or missing driver: one line, no traceback
+            raise StoreError(f"cannot use database {db!r}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            _sqlite_setup(engine)
+        store = cls(engine, where, path)
+        if not create:
+            version = store.schema_version()
+            if version == 0:
+                raise StoreError(f"{where} is not initialised; run `blockd init`")
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{where} has schema v{version}, this blockd uses v{SCHEMA_VERSION}; "
+                    "run `blockd init` to upgrade"
+                    if version < SCHEMA_VERSION
+                    else f"{where} has schema v{version}, newer than this blockd "
+                    f"(v{SCHEMA_VERSION}); upgrade blockd"
+                )
+        return store
+
+    def init(self) -> tuple[int, int]:
+        """Create or upgrade the schema; (version before, version after). Idempotent."""
+        with self._write() as session:
+            return migrations.upgrade(session.connection())
+
+    def schema_version(self) -> int:
+        with self._read() as session:
+            return migrations.current_version(session.connection())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine) as session:
+                if self.engine.dialect.name == "sqlite":
+                    session.connection().exec_driver_sql("BEGIN")  # one consistent snapshot
+                yield session
+        except DBAPIError as exc:
+            raise _explain(exc, self.where) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One atomic write: BEGIN IMMEDIATE on SQLite, rolled back on any error."""
+        try:
+            with Session(self.engine) as session:
+                if self.engine.dialect.name == "sqlite":
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                yield session
+                session.commit()
+        except IntegrityError as exc:
+            raise StoreError(f"database {self.where}: conflicting change: {exc.orig}") from None
+        except DBAPIError as exc:
+            raise _explain(exc, self.where) from None
+
+    # -- journal -----------------------------------------------------------------
+
+    def _append(
+        self, session: Session, prev: JournalEntry | None, at: datetime, actor: str,
+        action: str, payload: dict[str, Any],
+    ) -> JournalEntry:
+        entry = make_entry(prev, at, actor, action, payload)
+        session.add(JournalRow(
+            seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action,
+            payload=entry.payload, prev_hash=entry.prev_hash, hash=entry.hash,
+        ))
+        return entry
+
+    def _head(self, session: Session) -> JournalEntry | None:
+        row = session.execute(
+            select(JournalRow).order_by(col(JournalRow.seq).desc()).limit(1)
+        ).scalars().first()
+        return _entry(row) if row is not None else None
+
+    def head(self) -> JournalEntry | None:
+        with self._read() as session:
+            return self._head(session)
+
+    def journal(
+        self, since_seq: int = 0, since_at: datetime | None = None, limit: int | None = None
+    ) -> list[JournalEntry]:
+        """Entries after ``since_seq`` (and at or after ``since_at``), oldest first."""
+        query = select(JournalRow).where(col(JournalRow.seq) > since_seq)
+        if since_at is not None:
+            query = query.where(col(JournalRow.at) >= _at_text(since_at))
+        query = query.order_by(col(JournalRow.seq))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as session:
+            return [_entry(r) for r in session.execute(query).scalars()]
+
+    # -- writes ------------------------------------------------------------------
+
+    def add_order(
+        self, order: OrderRecord, targets: Sequence[Target], *, actor: str, at: datetime,
+        forced: Forced | None = None,
+    ) -> list[JournalEntry]:
+        """Record a new order with its first targets; the reference must be new."""
+        with self._write() as session:
+            if self._order_row(session, order.reference) is not None:
+                raise InputError("reference", f"order {order.reference} already exists")
+            prev = self._head(session)
+            batches = list(chunks(list(targets))) or [[]]
+            payload: dict[str, Any] = {"order": order_payload(order), "targets": batches[0]}
+            if forced is not None:
+                payload["forced"] = forced.payload()
+            entry = self._append(session, prev, at, actor, ORDER_ADD, payload)
+            row = OrderRow(
+                **{k: v for k, v in _order_columns(order).items()},
+                created_seq=entry.seq, updated_seq=entry.seq,
+            )
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            entries = [entry]
+            for batch in batches[1:]:
+                entries.append(self._append(
+                    session, entries[-1], at, actor, TARGET_ADD,
+                    {"reference": order.reference, "targets": batch},
+                ))
+            self._insert_targets(session, row.id, list(targets), entry.seq)
+            return entries
+
+    def add_targets(
+        self, reference: str, targets: Sequence[Target], *, actor: str, at: datetime,
+        forced: Forced | None = None,
+    ) -> tuple[list[Target], list[Target]]:
+        """Add targets to an order; (added, already present). Lifted orders take none."""
+        with self._write() as session:
+            row = self._require(session, reference)
+            if row.status == Status.LIFTED.value:
+                raise InputError("reference", f"order {reference} is lifted; it takes no targets")
+            assert row.id is not None
+            present = self._present(session, row.id, targets)
+            added = [t for t in dict.fromkeys(targets) if t not in present]
+            already = [t for t in targets if t in present]
+            if not added:
+                return [], already
+            prev = self._head(session)
+            first: JournalEntry | None = None
+            for batch in chunks(added):
+                payload: dict[str, Any] = {"reference": reference, "targets": batch}
+                if forced is not None and first is None:
+                    payload["forced"] = forced.payload()
+                prev = self._append(session, prev, at, actor, TARGET_ADD, payload)
+                first = first or prev
+            assert first is not None and prev is not None
+            self._insert_targets(session, row.id, added, first.seq)
+            row.updated_seq = prev.seq
+            session.add(row)
+            return added, already
+
+    def remove_targets(
+        self, reference: str, targets: Sequence[Target], *, actor: str, at: datetime,
+    ) -> list[Target]:
+        """Remove targets; every one must be on the order, else nothing changes."""
+        with self._write() as session:
+            row = self._require(session, reference)
+            assert row.id is not None
+            present = self._present(session, row.id, targets)
+            missing = [t for t in targets if t not in present]
+            if missing:
+                raise InputError("target", f"{missing[0].spec} is not on order {reference}")
+            removing = list(dict.fromkeys(targets))
+            prev = self._head(session)
+            for batch in chunks(removing):
+                prev = self._append(
+                    session, prev, at, actor, TARGET_REMOVE,
+                    {"reference": reference, "targets": batch},
+                )
+            for t in removing:
+                session.execute(
+                    text(
+                        "DELETE FROM targets WHERE order_id = :o AND kind = :k AND value = :v "
+                        "AND match = :m"
+                    ),
+                    {"o": row.id, "k": t.kind.value, "v": t.value, "m": t.match.value},
+                )
+            assert prev is not None
+            row.updated_seq = prev.seq
+            session.add(row)
+            return removing
+
+    def set_status(
+        self, reference: str, status: Status, reason: str, *, actor: str, at: datetime
+    ) -> JournalEntry:
+        """Suspend, resume or lift, with the reason recorded in the journal."""
+        with self._write() as session:
+            row = self._require(session, reference)
+            check_transition(reference, Status(row.status), status)
+            entry = self._append(
+                session, self._head(session), at, actor, ORDER_STATUS,
+                {"reference": reference, "status": status.value, "reason": reason},
+            )
+            row.status = status.value
+            row.status_reason = reason
+            row.updated_seq = entry.seq
+            session.add(row)
+            return entry
+
+    # -- reads -------------------------------------------------------------------
+
+    def get_order(self, reference: str, *, with_targets: bool = True) -> OrderRecord:
+        with self._read() as session:
+            row = self._require(session, reference)
+            order = _record(row)
+            if with_targets:
+                assert row.id is not None
+                order = replace(order, targets=frozenset(self._targets_of(session, [row.id])))
+            return order
+
+    def count_targets(self, reference: str) -> int:
+        with self._read() as session:
+            row = self._require(session, reference)
+            return int(session.scalar(
+                select(func.count()).select_from(TargetRow).where(TargetRow.order_id == row.id)
+            ) or 0)
+
+    def list_orders(self, status: Status | None = None) -> list[OrderSummary]:
+        counts = (
+            select(TargetRow.order_id, func.count().label("n"))
+            .group_by(col(TargetRow.order_id))
+            .subquery()
+        )
+        query = select(OrderRow, counts.c.n).outerjoin(counts, OrderRow.id == counts.c.order_id)
+        if status is not None:
+            query = query.where(OrderRow.status == status.value)
+        query = query.order_by(col(OrderRow.received_at), col(OrderRow.reference))
+        with self._read() as session:
+            return [OrderSummary(_record(r), int(n or 0)) for r, n in session.execute(query)]
+
+    def load_orders(self) -> Iterator[tuple[OrderRecord, list[Target]]]:
+        """Every order with its targets, for compiling a policy from scratch."""
+        with self._read() as session:
+            rows = list(session.execute(select(OrderRow)).scalars())
+            by_id: dict[int, list[Target]] = {r.id: [] for r in rows if r.id is not None}
+            result = session.execute(text("SELECT order_id, kind, value, match FROM targets"))
+            for order_id, kind, value, match in result:
+                by_id[order_id].append(target_from_parts(kind, value, match))
+            for r in rows:
+                assert r.id is not None
+                yield _record(r), by_id[r.id]
+
+    def candidates(self, subject: Target) -> list[tuple[OrderRecord, list[Target]]]:
+        """Only the orders and targets that could cover ``subject`` (``blockd check``).
+
+        The policy core still makes the decision; this keeps one check fast on a store
+        with a million targets by not compiling the rest.
+        """
+        if subject.kind is TargetKind.DOMAIN:
+            values = name_suffixes(subject.value)
+            kinds = ["domain"]
+        else:
+            ip = ipaddress.ip_address(subject.value)
+            values = [str(ip)] + [
+                str(ipaddress.ip_network((ip, plen), strict=False))
+                for plen in range(ip.max_prefixlen)
+            ]
+            kinds = ["ip", "prefix"]
+        with self._read() as session:
+            found = session.execute(
+                select(TargetRow.order_id, TargetRow.kind, TargetRow.value, TargetRow.match)
+                .where(col(TargetRow.value).in_(values), col(TargetRow.kind).in_(kinds))
+            ).all()
+            by_id: dict[int, list[Target]] = {}
+            for order_id, kind, value, match in found:
+                by_id.setdefault(order_id, []).append(target_from_parts(kind, value, match))
+            if not by_id:
+                return []
+            rows = session.execute(
+                select(OrderRow).where(col(OrderRow.id).in_(list(by_id)))
+            ).scalars()
+            return [(_record(r), by_id[r.id]) for r in rows if r.id is not None]
+
+    def stats(self) -> dict[str, int]:
+        with self._read() as session:
+            by_status = dict(session.execute(
+                select(OrderRow.status, func.count()).group_by(col(OrderRow.status))
+            ).all())
+            targets = session.scalar(select(func.count()).select_from(TargetRow)) or 0
+            entries = session.scalar(select(func.count()).select_from(JournalRow)) or 0
+        out = {s.value: int(by_status.get(s.value, 0)) for s in Status}
+        out["targets"] = int(targets)
+        out["journal_entries"] = int(entries)
+        return out
+
+    # -- audit -------------------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        """Problems found (empty = the journal is intact and the tables match it)."""
+        entries = self.journal()
+        problems: list[str] = [str(f) for f in verify_chain(entries)]
+        book = OrderBook()
+        for e in entries:
+            try:
+                book.apply(e)
+            except (BlockdError, KeyError, ValueError, TypeError) as exc:
+                problems.append(str(ChainFault(e.seq, f"cannot be replayed: {exc}")))
+                return problems
+        actual = {o.reference: (o, set(targets)) for o, targets in self.load_orders()}
+        expected = {o.reference: o for o in book.records()}
+        for ref in sorted(set(actual) | set(expected)):
+            if ref not in expected:
+                problems.append(f"order {ref}: in the table but not in the journal")
+                continue
+            if ref not in actual:
+                problems.append(f"order {ref}: in the journal but missing from the table")
+                continue
+            have, targets = actual[ref]
+            want = expected[ref]
+            a, b = order_payload(have), order_payload(want)
+            for key in sorted(a):
+                if a[key] != b[key]:
+                    problems.append(
+                        f"order {ref}: {key} is {a[key]!r} in the table, "
+                        f"{b[key]!r} in the journal"
+                    )
+            extra = targets - want.targets
+            lost = want.targets - targets
+            for t in sorted(extra)[:5]:
+                problems.append(f"order {ref}: target {t.spec} in the table, not in the journal")
+            for t in sorted(lost)[:5]:
+                problems.append(f"order {ref}: target {t.spec} in the journal, not in the table")
+        return problems
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _order_row(self, session: Session, reference: str) -> OrderRow | None:
+        query = select(OrderRow).where(OrderRow.reference == reference)
+        return session.execute(query).scalars().first()
+
+    def _require(self, session: Session, reference: str) -> OrderRow:
+        row = self._order_row(session, reference)
+        if row is None:
+            raise InputError("reference", f"no order {reference!r}")
+        return row
+
+    def _present(self, session: Session, order_id: int, targets: Sequence[Target]) -> set[Target]:
+        values = list({t.value for t in targets})
+        found: set[Target] = set()
+        for i in range(0, len(values), 500):
+            rows = session.execute(
+                select(TargetRow.kind, TargetRow.value, TargetRow.match).where(
+                    TargetRow.order_id == order_id, col(TargetRow.value).in_(values[i : i + 500])
+                )
+            )
+            found.update(target_from_parts(k, v, m) for k, v, m in rows)
+        return found
+
+    def _targets_of(self, session: Session, order_ids: list[int]) -> list[Target]:
+        rows = session.execute(
+            select(TargetRow.kind, TargetRow.value, TargetRow.match).where(
+                col(TargetRow.order_id).in_(order_ids)
+            )
+        )
+        return [target_from_parts(k, v, m) for k, v, m in rows]
+
+    def _insert_targets(
+        self, session: Session, order_id: int, targets: list[Target], seq: int
+    ) -> None:
+        if not targets:
+            return
+        session.execute(
+            TargetRow.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {"order_id": order_id, "kind": t.kind.value, "value": t.value,
+                 "match": t.match.value, "added_seq": seq}
+                for t in targets
+            ],
+        )
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writers)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        except Exception:  # a read-only file keeps its journal mode; reading still works
+            pass
+        cur.close()
+
+
+def _at_text(value: datetime) -> str:
+    return iso(value) or ""
+
+
+def _entry(row: JournalRow) -> JournalEntry:
+    return JournalEntry(
+        row.seq, row.at, row.actor, row.action, row.payload, row.prev_hash, row.hash
+    )
+
+
+def _order_columns(order: OrderRecord) -> dict[str, Any]:
+    return {
+        "reference": order.reference, "authority": order.authority,
+        "jurisdiction": order.jurisdiction, "issued_on": order.issued_on,
+        "received_at": order.received_at, "effective_from": order.effective_from,
+        "effective_until": order.effective_until, "requested_by": order.requested_by,
+        "legal_basis": order.legal_basis, "notice": order.notice, "contact": order.contact,
+        "appeal": order.appeal, "policy": order.policy, "status": order.status.value,
+        "status_reason": order.status_reason,
+    }
+
+
+def _record(row: OrderRow) -> OrderRecord:
+    return OrderRecord(
+        reference=row.reference, authority=row.authority, issued_on=row.issued_on,
+        received_at=to_utc(row.received_at), status=Status(row.status),
+        jurisdiction=row.jurisdiction,
+        effective_from=to_utc(row.effective_from) if row.effective_from else None,
+        effective_until=to_utc(row.effective_until) if row.effective_until else None,
+        requested_by=row.requested_by, legal_basis=row.legal_basis, notice=row.notice,
+        contact=row.contact, appeal=row.appeal, policy=row.policy,
+        status_reason=row.status_reason,
+    )
