@@ -14,6 +14,7 @@ import idna
 from blockd.core.model import DomainMatch, InputError, Target, TargetKind
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_IPV4_SPEC = re.compile(r"^[0-9.]+(/[0-9]+)?$")
 MAX_NAME = 253
 
 
@@ -115,7 +116,7 @@ def target_from_spec(spec: str) -> Target:
         return Target(TargetKind.DOMAIN, spec[1:], DomainMatch.EXACT)
     if spec.startswith("*."):
         return Target(TargetKind.DOMAIN, spec[2:], DomainMatch.WILDCARD)
-    if ":" in spec or spec[-1:].isdigit():
+    if ":" in spec or _IPV4_SPEC.match(spec):
         kind = TargetKind.PREFIX if "/" in spec else TargetKind.IP
         return Target(kind, spec)
     return Target(TargetKind.DOMAIN, spec)
