@@ -266,8 +266,8 @@ def _summary(e: JournalEntry) -> str:
 
 def _policy_at(app: App, store: Store, at: datetime) -> Policy:
     builder = PolicyBuilder(at, app.actions())
-    for order, targets in store.load_orders():
-        builder.load(order, targets)
+    for order, rows in store.load_rows():
+        builder.load_rows(order, rows)
     return builder.policy()
 
 

@@ -122,9 +122,13 @@ def target_from_spec(spec: str) -> Target:
     return Target(TargetKind.DOMAIN, spec)
 
 
+_KINDS = {k.value: k for k in TargetKind}
+_MATCHES = {m.value: m for m in DomainMatch}
+
+
 def target_from_parts(kind: str, value: str, match: str) -> Target:
-    """Rebuild a target from stored columns (already canonical)."""
-    return Target(TargetKind(kind), value, DomainMatch(match))
+    """Rebuild a target from stored columns (already canonical; a hot path at load)."""
+    return Target(_KINDS[kind], value, _MATCHES[match])
 
 
 def name_suffixes(name: str) -> list[str]:

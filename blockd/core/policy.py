@@ -24,7 +24,13 @@ from blockd.core.journal import (
     OrderBook,
 )
 from blockd.core.model import Action, DomainMatch, OrderRecord, Target, TargetKind
-from blockd.core.names import name_suffixes, normalise_name, parse_address, target_from_spec
+from blockd.core.names import (
+    name_suffixes,
+    normalise_name,
+    parse_address,
+    target_from_parts,
+    target_from_spec,
+)
 
 _SUBTREE, _EXACT, _WILDCARD = 0, 1, 2
 _MODE = {DomainMatch.SUBTREE: _SUBTREE, DomainMatch.EXACT: _EXACT, DomainMatch.WILDCARD: _WILDCARD}
@@ -239,6 +245,32 @@ class PolicyBuilder:
             self._index(order.reference, targets, add=True)
             self._indexed.add(order.reference)
 
+    def load_rows(self, order: OrderRecord, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Like :meth:`load`, from stored (kind, value, match) columns without objects.
+
+        The bulk path at start-up: domain rows go straight into the index.
+        """
+        specs: set[str] = set()
+        self.book.orders[order.reference] = order
+        self.book.targets[order.reference] = specs
+        live = order.in_force(self.at)
+        if live:
+            self._unshare()
+            self._indexed.add(order.reference)
+        idx = self._slot(order.reference)
+        names: dict[object, Codes] = self._names  # type: ignore[assignment]
+        prefix = {"subtree": "", "exact": "=", "wildcard": "*."}
+        for kind, value, match in rows:
+            if kind == "domain":
+                specs.add(prefix[match] + value if match != "subtree" else value)
+                if live:
+                    _put(names, value, idx << 2 | _MODE[DomainMatch(match)])
+            else:
+                target = target_from_parts(kind, value, match)
+                specs.add(target.spec)
+                if live:
+                    self._index(order.reference, (target,), add=True)
+
     def apply(self, entry: JournalEntry) -> None:
         """Apply one journal entry; the index changes by exactly what the entry changed."""
         action, ref, touched = self.book.apply(entry)
@@ -310,6 +342,13 @@ class PolicyBuilder:
     def _all_targets(self, ref: str) -> list[Target]:
         return [target_from_spec(s) for s in self.book.targets[ref]]
 
+    def _slot(self, ref: str) -> int:
+        idx = self._idx.get(ref)
+        if idx is None:
+            idx = self._idx[ref] = len(self._refs)
+            self._refs.append(ref)
+        return idx
+
     def _unshare(self) -> None:
         if self._shared:
             self._names = dict(self._names)
@@ -318,10 +357,7 @@ class PolicyBuilder:
 
     def _index(self, ref: str, targets: Iterable[Target], *, add: bool) -> None:
         self._unshare()
-        idx = self._idx.get(ref)
-        if idx is None:
-            idx = self._idx[ref] = len(self._refs)
-            self._refs.append(ref)
+        idx = self._slot(ref)
         op = _put if add else _drop
         names: dict[object, Codes] = self._names  # type: ignore[assignment]
         for t in targets:

@@ -9,6 +9,8 @@ any number of reading daemons at once, and sequence numbers allocated without ra
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -351,16 +353,29 @@ class Store:
             return [OrderSummary(_record(r), int(n or 0)) for r, n in session.execute(query)]
 
     def load_orders(self) -> Iterator[tuple[OrderRecord, list[Target]]]:
-        """Every order with its targets, for compiling a policy from scratch."""
+        """Every order with its targets as objects (audits and small stores)."""
+        for order, rows in self.load_rows():
+            yield order, [target_from_parts(k, v, m) for k, v, m in rows]
+
+    def load_rows(self) -> Iterator[tuple[OrderRecord, Iterator[tuple[str, str, str]]]]:
+        """Every order with a stream of its (kind, value, match) rows, in one snapshot.
+
+        Streams instead of building objects: compiling a million targets must not hold
+        a million intermediate objects (the daemon's memory goal is 300 MB). Each order's
+        rows are valid only until the next order is taken.
+        """
         with self._read() as session:
-            rows = list(session.execute(select(OrderRow)).scalars())
-            by_id: dict[int, list[Target]] = {r.id: [] for r in rows if r.id is not None}
-            result = session.execute(text("SELECT order_id, kind, value, match FROM targets"))
-            for order_id, kind, value, match in result:
-                by_id[order_id].append(target_from_parts(kind, value, match))
-            for r in rows:
-                assert r.id is not None
-                yield _record(r), by_id[r.id]
+            rows = {r.id: r for r in session.execute(select(OrderRow)).scalars()}
+            result = session.connection().exec_driver_sql(
+                "SELECT order_id, kind, value, match FROM targets ORDER BY order_id"
+            )
+            seen: set[int] = set()
+            for order_id, group in itertools.groupby(result, key=operator.itemgetter(0)):
+                seen.add(order_id)
+                yield _record(rows[order_id]), ((k, v, m) for _, k, v, m in group)
+            for order_id, row in rows.items():
+                if order_id not in seen:
+                    yield _record(row), iter(())
 
     def candidates(self, subject: Target) -> list[tuple[OrderRecord, list[Target]]]:
         """Only the orders and targets that could cover ``subject`` (``blockd check``).
