@@ -1,0 +1,157 @@
+"""The store on a real SQLite file: schema versions, WAL, locking, atomic writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from blockd.core.model import InputError, OrderRecord, Status
+from blockd.core.names import parse_target
+from blockd.core.policy import PolicyBuilder
+from blockd.store.store import Store, StoreError
+from blockd.store.tables import SCHEMA_VERSION
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def order(ref: str = "R-1") -> OrderRecord:
+    return OrderRecord(reference=ref, authority="Court", issued_on=date(2025, 12, 1),
+                       received_at=NOW)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(str(tmp_path / "b.db"), create=True)
+    s.init()
+    return s
+
+
+def test_init_is_idempotent_and_versioned(tmp_path: Path) -> None:
+    s = Store.open(str(tmp_path / "sub" / "b.db"), create=True)
+    assert s.init() == (0, SCHEMA_VERSION)
+    assert s.init() == (SCHEMA_VERSION, SCHEMA_VERSION)
+    con = sqlite3.connect(tmp_path / "sub" / "b.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_missing_uninitialised_and_newer_schema_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no database at .*blockd init"):
+        Store.open(str(tmp_path / "none.db"))
+    assert not (tmp_path / "none.db").exists()
+    sqlite3.connect(tmp_path / "empty.db").close()
+    with pytest.raises(StoreError, match="not initialised"):
+        Store.open(str(tmp_path / "empty.db"))
+    s = Store.open(str(tmp_path / "new.db"), create=True)
+    s.init()
+    con = sqlite3.connect(tmp_path / "new.db")
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    with pytest.raises(StoreError, match="newer than this blockd"):
+        Store.open(str(tmp_path / "new.db"))
+    (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a blockd database|damaged"):
+        Store.open(str(tmp_path / "junk.db"))
+
+
+def test_failed_write_changes_nothing(store: Store) -> None:
+    store.add_order(order(), [parse_target("a.example")], actor="t", at=NOW)
+    head = store.head()
+    with pytest.raises(InputError, match="already exists"):
+        store.add_order(order(), [parse_target("b.example")], actor="t", at=NOW)
+    with pytest.raises(InputError, match="not on order"):
+        store.remove_targets("R-1", [parse_target("a.example"), parse_target("zz.example")],
+                             actor="t", at=NOW)
+    assert store.head() == head
+    assert {t.spec for t in store.get_order("R-1").targets} == {"a.example"}
+
+
+def test_lifted_is_final(store: Store) -> None:
+    store.add_order(order(), [], actor="t", at=NOW)
+    store.set_status("R-1", Status.LIFTED, "discharged", actor="t", at=NOW)
+    with pytest.raises(InputError, match="cannot resume order R-1: it is lifted"):
+        store.set_status("R-1", Status.ACTIVE, "x", actor="t", at=NOW)
+    with pytest.raises(InputError, match="lifted; it takes no targets"):
+        store.add_targets("R-1", [parse_target("a.example")], actor="t", at=NOW)
+
+
+def test_large_order_is_chunked_in_the_journal(store: Store) -> None:
+    targets = [parse_target(f"site{i}.example") for i in range(25_000)]
+    entries = store.add_order(order(), targets, actor="t", at=NOW)
+    assert [e.action for e in entries] == ["order.add", "target.add", "target.add"]
+    assert store.count_targets("R-1") == 25_000
+    assert store.verify() == []
+
+
+def test_store_compile_equals_journal_replay(store: Store) -> None:
+    store.add_order(order("A"), [parse_target(t) for t in ("a.example", "=b.example",
+                    "*.c.example", "45.33.32.0/24", "2a01:4f8::/48")], actor="t", at=NOW)
+    store.add_order(order("B"), [parse_target("d.example")], actor="t", at=NOW)
+    store.set_status("B", Status.SUSPENDED, "appeal", actor="t", at=NOW)
+    store.remove_targets("A", [parse_target("=b.example")], actor="t", at=NOW)
+    scratch = PolicyBuilder(NOW)
+    for rec, rows in store.load_rows():
+        scratch.load_rows(rec, rows)
+    replay = PolicyBuilder(NOW)
+    for entry in store.journal():
+        replay.apply(entry)
+    assert scratch.policy().snapshot() == replay.policy().snapshot()
+    assert {t for _, t in scratch.policy().snapshot()} == {
+        "a.example", "*.c.example", "45.33.32.0/24", "2a01:4f8::/48"}
+
+
+def test_readers_see_committed_state_while_a_writer_holds_the_lock(
+    store: Store, tmp_path: Path
+) -> None:
+    store.add_order(order(), [parse_target("a.example")], actor="t", at=NOW)
+    con = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    con.execute("DELETE FROM targets")
+    reader = Store.open(str(tmp_path / "b.db"))
+    assert reader.count_targets("R-1") == 1  # WAL: readers are not blocked
+    con.execute("ROLLBACK")
+
+
+def test_locked_database_gives_a_clear_error(store: Store, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import blockd.store.store as mod
+
+    monkeypatch.setattr(mod, "BUSY_TIMEOUT_MS", 200)
+    locked = Store.open(str(tmp_path / "b.db"))
+    con = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="locked by another process"):
+            locked.add_order(order("L"), [], actor="t", at=NOW)
+    finally:
+        con.execute("ROLLBACK")
+    locked.add_order(order("L"), [], actor="t", at=NOW)
+
+
+def test_concurrent_writers_keep_the_chain(tmp_path: Path) -> None:
+    """Two writers racing: sequence numbers stay gapless and the chain verifies."""
+    path = str(tmp_path / "race.db")
+    Store.open(path, create=True).init()
+    errors: list[BaseException] = []
+
+    def writer(prefix: str) -> None:
+        s = Store.open(path)
+        try:
+            for i in range(15):
+                s.add_order(order(f"{prefix}{i}"), [parse_target(f"{prefix}{i}.example")],
+                            actor=prefix, at=NOW)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s = Store.open(path)
+    assert [e.seq for e in s.journal()] == list(range(1, 31))
+    assert s.verify() == []
