@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -357,14 +357,19 @@ class Store:
         for order, rows in self.load_rows():
             yield order, [target_from_parts(k, v, m) for k, v, m in rows]
 
-    def load_rows(self) -> Iterator[tuple[OrderRecord, Iterator[tuple[str, str, str]]]]:
+    def load_rows(
+        self, on_head: Callable[[JournalEntry | None], None] | None = None
+    ) -> Iterator[tuple[OrderRecord, Iterator[tuple[str, str, str]]]]:
         """Every order with a stream of its (kind, value, match) rows, in one snapshot.
 
         Streams instead of building objects: compiling a million targets must not hold
         a million intermediate objects (the daemon's memory goal is 300 MB). Each order's
-        rows are valid only until the next order is taken.
+        rows are valid only until the next order is taken. ``on_head`` receives the
+        journal head of the same snapshot, so a follower knows exactly where to go on.
         """
         with self._read() as session:
+            if on_head is not None:
+                on_head(self._head(session))
             rows = {r.id: r for r in session.execute(select(OrderRow)).scalars()}
             result = session.connection().exec_driver_sql(
                 "SELECT order_id, kind, value, match FROM targets ORDER BY order_id"

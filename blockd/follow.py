@@ -1,0 +1,181 @@
+"""Keep a daemon's policy current: load once, then follow the journal and the clock.
+
+Shared by every daemon (DNS, notice server, nftables). The daemon reads ``follower.policy``
+(an immutable snapshot) on its hot path; this module swaps in a new snapshot when the
+journal grows or an order enters or leaves force. Builds run in a worker thread so the
+event loop keeps answering from the last good policy. If the store cannot be read, the
+last good policy stays in force (fail closed) and ``healthy`` turns false until it recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from blockd.core.journal import JournalEntry
+from blockd.core.model import Action, BlockdError
+from blockd.core.policy import Policy, PolicyBuilder
+from blockd.store.store import Store
+
+log = logging.getLogger("blockd.follow")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class FollowStats:
+    """Figures a daemon exports as metrics."""
+
+    loads: int = 0
+    entries_applied: int = 0
+    store_errors: int = 0
+    last_success: float = 0.0
+    last_error: str | None = None
+    swaps: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class PolicyFollower:
+    """Owns a PolicyBuilder and publishes snapshots of it.
+
+    ``db`` is a path or URL; ``actions`` maps enforcement policy names to DNS actions.
+    Listeners are called on the event loop after every swap (e.g. to clear caches).
+    """
+
+    def __init__(
+        self, db: str, actions: Mapping[str, Action], *, clock: Clock = utcnow,
+        interval: float = 0.2,
+    ) -> None:
+        self.db = db
+        self.actions = dict(actions)
+        self.clock = clock
+        self.interval = interval
+        self.stats = FollowStats()
+        self.healthy = False
+        self._builder: PolicyBuilder | None = None
+        self._policy: Policy | None = None
+        self._last_hash: str | None = None
+        self._store: Store | None = None
+        self._listeners: list[Callable[[Policy], None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            raise RuntimeError("policy not loaded yet: await start() first")
+        return self._policy
+
+    def on_swap(self, listener: Callable[[Policy], None]) -> None:
+        self._listeners.append(listener)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the full policy (raises if the store cannot be read at start-up)."""
+        self._swap(await asyncio.to_thread(self._load))
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-follow")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.poll()
+
+    async def poll(self) -> bool:
+        """One round: apply new journal entries and clock transitions. True if swapped."""
+        try:
+            fresh = await asyncio.to_thread(self._step)
+        except (BlockdError, OSError, Exception) as exc:  # noqa: BLE001 - fail closed on any
+            self.stats.store_errors += 1
+            message = f"{type(exc).__name__}: {exc}"
+            if self.healthy or self.stats.last_error != message:
+                log.error("order store unreadable, keeping last good policy (seq %s): %s",
+                          self._policy.seq if self._policy else "-", message)
+            self.stats.last_error = message
+            self.healthy = False
+            self._store = None  # reopen next time (the file may have been replaced)
+            return False
+        if not self.healthy:
+            log.info("order store readable again (journal seq %s)", self.policy.seq)
+        self.healthy = True
+        self.stats.last_success = time.time()
+        if fresh is not None:
+            self._swap(fresh)
+        return fresh is not None
+
+    # -- work (in a worker thread) ---------------------------------------------
+
+    def _open(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.db)
+        return self._store
+
+    def _load(self) -> Policy:
+        store = self._open()
+        builder = PolicyBuilder(self.clock(), self.actions)
+        heads: list[JournalEntry | None] = []
+        for order, rows in store.load_rows(heads.append):
+            builder.load_rows(order, rows)
+        head = heads[0] if heads else store.head()
+        builder.book.seq = head.seq if head else 0
+        self._last_hash = head.hash if head else None
+        self._builder = builder
+        self.stats.loads += 1
+        policy = builder.policy()
+        log.info("policy loaded: journal seq %s, %s entries in force", policy.seq, policy.size)
+        return policy
+
+    def _step(self) -> Policy | None:
+        """Runs in a worker thread; returns a new snapshot when something changed."""
+        store = self._open()
+        builder = self._builder
+        if builder is None:
+            return self._load()
+        head = store.head()
+        changed = False
+        if (head.seq if head else 0) < builder.book.seq:
+            log.warning("journal went backwards (store replaced?); reloading")
+            return self._load()
+        if head is not None and head.seq > builder.book.seq:
+            entries = store.journal(builder.book.seq)
+            if entries and entries[0].prev_hash != (self._last_hash or entries[0].prev_hash):
+                log.warning("journal does not continue from seq %s; reloading",
+                            builder.book.seq)
+                return self._load()
+            for entry in entries:
+                builder.apply(entry)
+                self._last_hash = entry.hash
+            self.stats.entries_applied += len(entries)
+            changed = bool(entries)
+        if builder.advance(self.clock()) or changed:
+            return builder.policy()
+        return None
+
+    def _swap(self, policy: Policy) -> None:
+        """On the event loop: publish the snapshot, then let listeners drop caches."""
+        self._policy = policy
+        self.stats.swaps += 1
+        for listener in self._listeners:
+            try:
+                listener(self.policy)
+            except Exception:  # a broken listener must not stop enforcement
+                log.exception("policy listener failed")
