@@ -30,6 +30,52 @@ def _repo_policies() -> Path:
     return here if here.is_dir() else Path(sys.prefix) / "share" / "blockd" / "policies"
 
 
+Address = tuple[str, int]
+
+
+def parse_address_port(text: str, field: str, default_port: int = 53) -> Address:
+    """``127.0.0.1:5353``, ``[::1]:5353``, ``::1`` or ``127.0.0.1`` (default port)."""
+    raw = text.strip()
+    host, port = raw, default_port
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{field}: {text!r} is not [ADDRESS]:PORT")
+        if rest:
+            port = _port(rest[1:], field, text)
+    elif raw.count(":") == 1:
+        host, _, p = raw.partition(":")
+        port = _port(p, field, text)
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{field}: {text!r} is not an IP address with an optional port") from None
+    return str(addr), port
+
+
+def _port(text: str, field: str, whole: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError(f"{field}: {whole!r} has a bad port")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    """The resolver's knobs; defaults are safe for the embedded loopback run."""
+
+    listen: tuple[Address, ...] = (("127.0.0.1", 5353),)
+    upstream: tuple[Address, ...] = (("127.0.0.1", 53),)
+    workers: int = 1
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    rate_limit: float = 500.0  # queries per second per client, UDP
+    rate_burst: float = 1000.0
+    cache_mb: int = 64
+    upstream_timeout: float = 1.5
+    tcp_idle_timeout: float = 10.0
+    stale_for: float = 86400.0
+    max_inflight: int = 2000
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything an operator may set. Flags and environment variables override the file."""
@@ -40,6 +86,8 @@ class Config:
     notice_ipv6: str | None = None
     notice_url: str = "http://127.0.0.1:8080/"
     rpz_zone: str = "rpz.blockd."
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    hits_flush_interval: float = 5.0
     source: Path | None = None
 
     def with_db(self, db: str | None) -> Config:
@@ -51,10 +99,42 @@ _SCHEMA: dict[str, dict[str, str]] = {
     "policies": {"dir": "policies_dir"},
     "notice": {"ipv4": "notice_ipv4", "ipv6": "notice_ipv6", "url": "notice_url"},
     "rpz": {"zone": "rpz_zone"},
+    "dns": {f: f"dns.{f}" for f in (
+        "listen", "upstream", "workers", "allow", "rate_limit", "rate_burst", "cache_mb",
+        "upstream_timeout", "tcp_idle_timeout", "stale_for", "max_inflight")},
+    "hits": {"flush_interval": "hits_flush_interval"},
 }
 
 
+def _dns_value(key: str, attr: str, value: Any) -> Any:
+    name = attr.removeprefix("dns.")
+    if name in ("listen", "upstream"):
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key}: must be a non-empty list of \"ADDRESS:PORT\" strings")
+        return tuple(parse_address_port(v, key) for v in value)
+    if name == "allow":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key}: must be a list of networks")
+        try:
+            return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    if name in ("workers", "cache_mb", "max_inflight"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key}: must be a positive integer, got {value!r}")
+        return value
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{key}: must be a positive number, got {value!r}")
+    return float(value)
+
+
 def _check(key: str, attr: str, value: Any, base: Path) -> Any:
+    if attr.startswith("dns."):
+        return _dns_value(key, attr, value)
+    if attr == "hits_flush_interval":
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{key}: must be a positive number of seconds, got {value!r}")
+        return float(value)
     if not isinstance(value, str):
         raise ValueError(f"{key}: must be a string, got {value!r}")
     if attr == "policies_dir":
@@ -111,6 +191,7 @@ def load_config(path: Path | None = None) -> Config:
                 values[attr] = _check(f"{section}.{key}", attr, value, path.parent)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {exc}") from None
+    dns = {k.removeprefix("dns."): values.pop(k) for k in list(values) if k.startswith("dns.")}
     known = {f.name for f in fields(Config)}
     assert set(values) <= known
-    return Config(source=path, **values)
+    return Config(source=path, dns=DnsSettings(**dns), **values)

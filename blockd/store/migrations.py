@@ -51,6 +51,7 @@ def upgrade(conn: Connection) -> tuple[int, int]:
         SQLModel.metadata.create_all(conn, tables=[
             tables.Meta.__table__, tables.OrderRow.__table__,  # type: ignore[list-item]
             tables.TargetRow.__table__, tables.JournalRow.__table__,  # type: ignore[list-item]
+            tables.HitRow.__table__,  # type: ignore[list-item]
         ])
         _stamp(conn, SCHEMA_VERSION)
         return 0, SCHEMA_VERSION

@@ -11,10 +11,10 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from blockd.core.model import (
 from blockd.core.names import name_suffixes, target_from_parts
 from blockd.core.timeparse import iso, to_utc
 from blockd.store import migrations
-from blockd.store.tables import SCHEMA_VERSION, JournalRow, OrderRow, TargetRow
+from blockd.store.tables import SCHEMA_VERSION, HitRow, JournalRow, OrderRow, TargetRow
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -424,6 +424,33 @@ class Store:
         out["targets"] = int(targets)
         out["journal_entries"] = int(entries)
         return out
+
+    # -- hits --------------------------------------------------------------------
+
+    def add_hits(self, counts: Mapping[tuple[date, str, str], int]) -> None:
+        """Add batched hit counts (one transaction per flush, never one per query)."""
+        if not counts:
+            return
+        with self._write() as session:
+            session.execute(
+                text(
+                    "INSERT INTO hits (day, reference, target, count) "
+                    "VALUES (:day, :reference, :target, :count) "
+                    "ON CONFLICT (day, reference, target) "
+                    "DO UPDATE SET count = hits.count + excluded.count"
+                ),
+                [{"day": d, "reference": r, "target": t, "count": n}
+                 for (d, r, t), n in counts.items()],
+            )
+
+    def hits(self, reference: str | None = None) -> list[tuple[date, str, str, int]]:
+        query = select(HitRow).order_by(col(HitRow.day), col(HitRow.reference),
+                                        col(HitRow.target))
+        if reference is not None:
+            query = query.where(HitRow.reference == reference)
+        with self._read() as session:
+            return [(h.day, h.reference, h.target, h.count)
+                    for h in session.execute(query).scalars()]
 
     # -- audit -------------------------------------------------------------------
 

@@ -73,3 +73,14 @@ class JournalRow(SQLModel, table=True):
     payload: str = Field(sa_column=Column(Text, nullable=False))
     prev_hash: str
     hash: str
+
+
+class HitRow(SQLModel, table=True):
+    """Blocked answers served, per order, target and UTC day (no client data here)."""
+
+    __tablename__ = "hits"
+
+    day: date = Field(primary_key=True)
+    reference: str = Field(primary_key=True)
+    target: str = Field(primary_key=True)
+    count: int = 0

@@ -1,0 +1,114 @@
+"""Blocked answers: what a subscriber's resolver receives for a name under an order.
+
+Built once per (name, type, EDNS, DO) and kept until the policy changes, as the part of
+the message after the question; each answer then costs a header and a copy of the
+client's question. Every blocked answer carries EDE 16 "Censored" naming the order when
+the query had EDNS, and uses the order's policy TTL (also as the SOA minimum, so negative
+answers are cached no longer than that).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from blockd.core.model import Action
+from blockd.core.policy import Match
+from blockd.dns import wire
+
+if TYPE_CHECKING:
+    from blockd.enforcement import EnforcementPolicy
+
+SOA_MNAME = "blockd.invalid"
+SOA_RNAME = "hostmaster.blockd.invalid"
+MAX_EDE_TEXT = 300  # keep blocked answers far below the 512-byte floor
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """Everything of a response but the header's ID/RD and the question."""
+
+    rcode: int
+    an: int
+    ns: int
+    ar: int
+    body: bytes
+    aa: bool = True
+
+    def render(self, query: wire.Query) -> bytes:
+        flags = wire.response_flags(query.flags, self.rcode, aa=self.aa)
+        return wire.header(query.id, flags, self.an, self.ns, self.ar) + query.question + self.body
+
+
+class BlockedAnswers:
+    """Builds blocked-answer tails for a policy snapshot; cache cleared on every swap."""
+
+    def __init__(
+        self, policies: Mapping[str, EnforcementPolicy], notice_ipv4: str | None,
+        notice_ipv6: str | None, notice_url: str, serial: int = 0,
+    ) -> None:
+        self.policies = policies
+        self.notice_v4 = ipaddress.IPv4Address(notice_ipv4).packed if notice_ipv4 else None
+        self.notice_v6 = ipaddress.IPv6Address(notice_ipv6).packed if notice_ipv6 else None
+        self.notice_url = notice_url
+        self.serial = serial
+        self._cache: dict[tuple[str, int, bool, bool], Tail] = {}
+
+    def clear(self, serial: int) -> None:
+        self.serial = serial
+        self._cache.clear()
+
+    def policy_of(self, match: Match) -> EnforcementPolicy | None:
+        return self.policies.get(match.order.policy) or self.policies.get("default")
+
+    def ede_text(self, match: Match) -> str:
+        policy = self.policy_of(match)
+        order = match.order
+        if policy is None:
+            text = f"blocked under order {order.reference} of {order.authority}"
+        else:
+            text = policy.ede(order.reference, order.authority, self.notice_url,
+                              order.jurisdiction or "")
+        encoded = text.encode("utf-8")[:MAX_EDE_TEXT]
+        return encoded.decode("utf-8", "ignore")
+
+    def tail(self, query: wire.Query, match: Match) -> Tail:
+        key = (query.name, query.qtype, query.edns, query.do)
+        cached = self._cache.get(key)
+        if cached is None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            cached = self._cache[key] = self._build(query, match)
+        return cached
+
+    def _build(self, query: wire.Query, match: Match) -> Tail:
+        policy = self.policy_of(match)
+        ttl = policy.dns_ttl if policy else 30
+        action = match.action
+        rcode = wire.NOERROR
+        answers: list[bytes] = []
+        if action is Action.NXDOMAIN:
+            rcode = wire.NXDOMAIN
+        elif action is Action.REFUSED:
+            rcode = wire.REFUSED
+        elif action is Action.NOTICE:
+            if query.qtype in (wire.T_A, wire.T_ANY) and self.notice_v4:
+                answers.append(wire.rr(wire.POINTER_TO_QNAME, wire.T_A, ttl, self.notice_v4))
+            elif query.qtype == wire.T_AAAA and self.notice_v6:
+                answers.append(wire.rr(wire.POINTER_TO_QNAME, wire.T_AAAA, ttl, self.notice_v6))
+        authority: list[bytes] = []
+        if not answers and rcode != wire.REFUSED:
+            # owned by the query name itself: always in bailiwick, also for CNAME-chain blocks
+            soa = wire.soa_rdata(SOA_MNAME, SOA_RNAME, self.serial, ttl)
+            authority.append(wire.rr(wire.POINTER_TO_QNAME, wire.T_SOA, ttl, soa))
+        additional = b""
+        if query.edns:
+            additional = wire.opt_record(
+                query.do, wire.ede_option(wire.EDE_CENSORED, self.ede_text(match)))
+        return Tail(
+            rcode, len(answers), len(authority), 1 if query.edns else 0,
+            b"".join(answers) + b"".join(authority) + additional,
+            aa=rcode != wire.REFUSED,
+        )

@@ -1,0 +1,154 @@
+"""The answer cache: upstream responses kept as bytes, served with patched TTLs.
+
+Keyed by (name, type, class, DO bit), names case-insensitive. An entry stores the message
+after its question with the upstream OPT removed, and where every TTL sits, so a hit is a
+header, the client's question, and the body with TTLs lowered by the entry's age. Negative
+answers are cached for their SOA minimum (RFC 2308); expired entries are kept a while
+longer to be served stale when every upstream fails (RFC 8767). Bounded by bytes (LRU).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from blockd.dns import wire
+
+Key = tuple[str, int, int, bool]
+STALE_TTL = 30  # RFC 8767's recommended TTL for stale answers
+AD = 0x0020
+_TTL = struct.Struct("!I")
+
+
+@dataclass(slots=True)
+class Entry:
+    body: bytes
+    ttl_offsets: tuple[int, ...]
+    ttls: tuple[int, ...]
+    rcode: int
+    an: int
+    ns: int
+    ar: int
+    ad: bool
+    stored: float
+    ttl: int
+    chain: tuple[str, ...] = ()  # CNAME targets: re-checked against the policy on every hit
+    _age: int = -1
+    _rendered: bytes = field(default=b"", repr=False)
+
+    def body_at(self, age: int, stale: bool) -> bytes:
+        """The body with TTLs as of ``age`` seconds after storing (memoised per second)."""
+        if stale:
+            return self._patch([STALE_TTL] * len(self.ttls))
+        if age != self._age:
+            self._rendered = self._patch([max(0, t - age) for t in self.ttls])
+            self._age = age
+        return self._rendered
+
+    def _patch(self, values: list[int]) -> bytes:
+        out = bytearray(self.body)
+        for offset, value in zip(self.ttl_offsets, values, strict=True):
+            _TTL.pack_into(out, offset, value)
+        return bytes(out)
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + 200
+
+    @classmethod
+    def from_response(cls, response: bytes, ttl: int, now: float,
+                      chain: tuple[str, ...] = ()) -> Entry | None:
+        """Split an upstream response into a reusable entry (None if malformed)."""
+        try:
+            lay = wire.layout(response)
+        except ValueError:
+            return None
+        _, flags, _, an, ns, ar = wire.HEADER.unpack_from(response)
+        body = response[lay.question_end:]
+        offsets = [o - lay.question_end for o in lay.ttl_offsets]
+        if lay.opt_span is not None:
+            start, end = (p - lay.question_end for p in lay.opt_span)
+            body = body[:start] + body[end:]
+            offsets = [o if o < start else o - (end - start) for o in offsets]
+            ar -= 1
+        ttls = tuple(_TTL.unpack_from(body, o)[0] for o in offsets)
+        return cls(body, tuple(offsets), ttls, flags & 0xF, an, ns, ar, bool(flags & AD),
+                   now, ttl, chain)
+
+
+class Cache:
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, stale_for: float = 86400.0,
+                 max_ttl: int = 86400) -> None:
+        self.max_bytes = max_bytes
+        self.stale_for = stale_for
+        self.max_ttl = max_ttl
+        self.bytes = 0
+        self._entries: OrderedDict[Key, Entry] = OrderedDict()
+        self.hits = self.misses = self.evictions = self.stale_served = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+    def put(self, key: Key, entry: Entry) -> None:
+        """Keep an entry for its TTL (capped), evicting the least recently used."""
+        entry.ttl = min(entry.ttl, self.max_ttl)
+        if entry.ttl <= 0:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        self._entries[key] = entry
+        self.bytes += entry.size
+        while self.bytes > self.max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= dropped.size
+            self.evictions += 1
+
+    def get(self, key: Key, now: float, *, stale_ok: bool = False) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        age = now - entry.stored
+        if age >= entry.ttl:
+            if age >= entry.ttl + self.stale_for:
+                del self._entries[key]
+                self.bytes -= entry.size
+                self.misses += 1
+                return None
+            if not stale_ok:
+                self.misses += 1
+                return None
+            self.stale_served += 1
+        else:
+            self.hits += 1
+        self._entries.move_to_end(key)
+        return entry
+
+    @staticmethod
+    def render(query: wire.Query, entry: Entry, now: float, *, stale: bool = False) -> bytes:
+        age = int(now - entry.stored)
+        flags = wire.response_flags(query.flags, entry.rcode) | (AD if entry.ad else 0)
+        body = entry.body_at(age, stale)
+        if query.edns:
+            opt = wire.opt_record(
+                query.do, wire.ede_option(wire.EDE_STALE) if stale else b"")
+            message = (wire.header(query.id, flags, entry.an, entry.ns, entry.ar + 1)
+                       + query.question + body + opt)
+        else:
+            message = wire.header(query.id, flags, entry.an, entry.ns, entry.ar) \
+                + query.question + body
+        return message
+
+
+def truncated(query: wire.Query, rcode: int = wire.NOERROR) -> bytes:
+    """TC=1 with the question only: the client retries over TCP (RFC 7766)."""
+    flags = wire.response_flags(query.flags, rcode, tc=True)
+    if query.edns:
+        return wire.header(query.id, flags, ar=1) + query.question + wire.opt_record(query.do)
+    return wire.header(query.id, flags) + query.question

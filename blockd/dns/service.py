@@ -1,0 +1,313 @@
+"""The resolver's logic for one message, independent of the transport that carried it.
+
+``DnsService.handle`` returns bytes (answered at once: blocked names, cache hits, errors),
+None (drop), or an awaitable for answers that need an upstream. The fast path never
+builds a dnslib object; dnslib parses only unusual queries and upstream answers, and every
+exception from it becomes FORMERR/SERVFAIL rather than a crash (see pitfalls.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from dnslib import CNAME, QTYPE, SOA, DNSRecord  # type: ignore[import-untyped]
+
+from blockd.config import DnsSettings
+from blockd.core.policy import Decision, Match, Policy
+from blockd.dns import wire
+from blockd.dns.answers import BlockedAnswers
+from blockd.dns.cache import Cache, Entry, truncated
+from blockd.dns.upstream import Upstreams
+from blockd.hits import HitCounter
+
+log = logging.getLogger("blockd.dns")
+
+Reply = bytes | None | Awaitable[bytes | None]
+RFC8482_TTL = 3600
+NEGATIVE_DEFAULT_TTL = 0  # no SOA in a negative answer: do not cache it (RFC 2308)
+
+
+@dataclass
+class DnsStats:
+    queries: int = 0
+    blocked: int = 0
+    cache_hits: int = 0
+    forwarded: int = 0
+    servfail: int = 0
+    stale: int = 0
+    formerr: int = 0
+    refused_acl: int = 0
+    ratelimited: int = 0
+    dropped: int = 0
+    errors: int = 0
+    by_rcode: dict[int, int] = field(default_factory=dict)
+
+
+class Acl:
+    """Client networks allowed to query (no open resolver). Results memoised per address."""
+
+    def __init__(self, networks: tuple[str, ...]) -> None:
+        self.networks = [ipaddress.ip_network(n) for n in networks]
+        self._allowed = lru_cache(maxsize=65536)(self._check)
+
+    def _check(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks)
+
+    def allowed(self, address: str) -> bool:
+        return self._allowed(address)
+
+
+class RateLimiter:
+    """Token bucket per client address; applied to UDP (TCP needs a handshake)."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            return False
+        if len(self._buckets) > 100_000:
+            self._buckets.clear()
+        self._buckets[client] = (tokens - 1.0, now)
+        return True
+
+
+def _header_only(ident: int, query_flags: int, rcode: int) -> bytes:
+    return wire.header(ident, wire.response_flags(query_flags, rcode), qd=0)
+
+
+class DnsService:
+    def __init__(
+        self, policy: Callable[[], Policy], answers: BlockedAnswers, settings: DnsSettings,
+        upstreams: Upstreams, hits: HitCounter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.answers = answers
+        self.settings = settings
+        self.upstreams = upstreams
+        self.hits = hits
+        self.clock = clock
+        self.cache = Cache(settings.cache_mb * 1024 * 1024, settings.stale_for)
+        self.acl = Acl(settings.allow)
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
+        self.stats = DnsStats()
+
+    # -- entry point -------------------------------------------------------------
+
+    def handle(self, data: bytes, client: str, tcp: bool = False) -> Reply:
+        """Answer one message from ``client``; never raises."""
+        self.stats.queries += 1
+        try:
+            query = wire.scan(data)
+            if query is None:
+                return self._slow(data, client, tcp)
+            return self._answer(query, client, tcp)
+        except Exception:  # the last line of defence: log, answer SERVFAIL if we can
+            self.stats.errors += 1
+            log.exception("error handling a query from %s", client)
+            if len(data) >= 12:
+                ident, flags = struct.unpack_from("!HH", data)
+                if not flags & wire.QR:
+                    return _header_only(ident, flags, wire.SERVFAIL)
+            return None
+
+    def _answer(self, q: wire.Query, client: str, tcp: bool) -> Reply:
+        if not self.acl.allowed(client):
+            self.stats.refused_acl += 1
+            return self._refused_acl(q)
+        if not tcp and not self.limiter.allow(client):
+            self.stats.ratelimited += 1
+            return None
+        if q.edns and q.edns_version > 0:
+            return self._badvers(q)
+        policy = self.policy()
+        if q.name:
+            decision = policy.decide_name(q.name)
+            if decision.matches:
+                return self._blocked(q, decision.matches[0], tcp)
+        if q.qtype == wire.T_ANY:
+            return self._fit(q, self._rfc8482(q), tcp)
+        key = (q.name, q.qtype, q.qclass, q.do)
+        now = self.clock()
+        entry = self.cache.get(key, now)
+        if entry is not None:
+            blocked = self._chain_block(policy, entry.chain)
+            if blocked is not None:
+                return self._blocked(q, blocked, tcp)
+            self.stats.cache_hits += 1
+            return self._fit(q, Cache.render(q, entry, now), tcp)
+        return self._forward(q, key, tcp)
+
+    # -- forwarding --------------------------------------------------------------
+
+    async def _forward(self, q: wire.Query, key: tuple[str, int, int, bool],
+                       tcp: bool) -> bytes | None:
+        self.stats.forwarded += 1
+        try:
+            response = await self.upstreams.resolve(q.question, q.do)
+        except OverflowError:
+            response = None
+        now = self.clock()
+        inspected = self._inspect(response) if response is not None else None
+        if inspected is None or inspected[0] == wire.SERVFAIL:
+            stale = self.cache.get(key, now, stale_ok=True)
+            if stale is not None and self._chain_block(self.policy(), stale.chain) is None:
+                self.stats.stale += 1
+                return self._fit(q, Cache.render(q, stale, now, stale=True), tcp)
+            self.stats.servfail += 1
+            return self._fit(q, self._servfail(q), tcp)
+        assert response is not None
+        rcode, ttl, chain = inspected
+        blocked = self._chain_block(self.policy(), chain)
+        if blocked is not None:
+            return self._blocked(q, blocked, tcp)
+        entry = Entry.from_response(response, ttl, now, chain)
+        if entry is None:
+            self.stats.servfail += 1
+            return self._fit(q, self._servfail(q), tcp)
+        if rcode in (wire.NOERROR, wire.NXDOMAIN) and ttl > 0:
+            self.cache.put(key, entry)
+        return self._fit(q, Cache.render(q, entry, now), tcp)
+
+    def _inspect(self, response: bytes) -> tuple[int, int, tuple[str, ...]] | None:
+        """(rcode, cache TTL, CNAME chain names) of an upstream answer; None if malformed."""
+        try:
+            record = DNSRecord.parse(response)
+            rcode = record.header.rcode
+            chain = tuple(
+                str(rr.rdata.label).rstrip(".").lower()
+                for rr in record.rr if rr.rtype == QTYPE.CNAME and isinstance(rr.rdata, CNAME)
+            )
+            ttls = [rr.ttl for rr in record.rr]
+            if record.rr and rcode == wire.NOERROR:
+                ttl = min(ttls + [rr.ttl for rr in record.auth])
+            else:  # negative: the SOA's own TTL bounded by its minimum (RFC 2308)
+                soas = [rr for rr in record.auth if rr.rtype == QTYPE.SOA
+                        and isinstance(rr.rdata, SOA)]
+                ttl = min(soas[0].ttl, soas[0].rdata.times[4]) if soas else NEGATIVE_DEFAULT_TTL
+                if ttls:
+                    ttl = min([ttl, *ttls])
+            return rcode, max(0, int(ttl)), chain
+        except Exception:  # dnslib raises many kinds on hostile input
+            return None
+
+    def _chain_block(self, policy: Policy, chain: tuple[str, ...]) -> Match | None:
+        for name in chain:
+            decision: Decision = policy.decide_name(name)
+            if decision.matches:
+                return decision.matches[0]
+        return None
+
+    # -- answers -----------------------------------------------------------------
+
+    def _blocked(self, q: wire.Query, match: Match, tcp: bool) -> bytes:
+        self.stats.blocked += 1
+        if self.hits is not None:
+            self.hits.add(match.order.reference, match.target.spec, datetime.now(UTC))
+        return self._fit(q, self.answers.tail(q, match).render(q), tcp)
+
+    def _fit(self, q: wire.Query, message: bytes, tcp: bool) -> bytes:
+        if not tcp and len(message) > q.limit():
+            return truncated(q, struct.unpack_from("!H", message, 2)[0] & 0xF)
+        return message
+
+    def _opt(self, q: wire.Query, options: bytes = b"", ext_rcode: int = 0) -> tuple[int, bytes]:
+        return (1, wire.opt_record(q.do, options, ext_rcode)) if q.edns else (0, b"")
+
+    def _refused_acl(self, q: wire.Query) -> bytes:
+        ar, opt = self._opt(q, wire.ede_option(wire.EDE_PROHIBITED, "client not authorised"))
+        flags = wire.response_flags(q.flags, wire.REFUSED)
+        return wire.header(q.id, flags, ar=ar) + q.question + opt
+
+    def _servfail(self, q: wire.Query) -> bytes:
+        ar, opt = self._opt(q)
+        return wire.header(q.id, wire.response_flags(q.flags, wire.SERVFAIL), ar=ar) \
+            + q.question + opt
+
+    def _badvers(self, q: wire.Query) -> bytes:
+        flags = wire.response_flags(q.flags, wire.BADVERS & 0xF)
+        return wire.header(q.id, flags, ar=1) + q.question + \
+            wire.opt_record(q.do, ext_rcode=wire.BADVERS >> 4)
+
+    def _rfc8482(self, q: wire.Query) -> bytes:
+        """ANY gets one HINFO "RFC8482" record instead of everything (no amplification)."""
+        rdata = b"\x07RFC8482\x00"
+        answer = wire.rr(wire.POINTER_TO_QNAME, wire.T_HINFO, RFC8482_TTL, rdata, q.qclass)
+        ar, opt = self._opt(q)
+        return wire.header(q.id, wire.response_flags(q.flags), an=1, ar=ar) \
+            + q.question + answer + opt
+
+    # -- the slow path -----------------------------------------------------------
+
+    def _slow(self, data: bytes, client: str, tcp: bool) -> Reply:
+        """Queries the scanner declined: parse fully, or answer FORMERR/NOTIMP, or drop."""
+        if len(data) < 12:
+            self.stats.dropped += 1
+            return None
+        ident, flags = struct.unpack_from("!HH", data)
+        if flags & wire.QR:  # a response sent to us: never answer it (reflection loops)
+            self.stats.dropped += 1
+            return None
+        if not self.acl.allowed(client):
+            self.stats.dropped += 1
+            return None
+        opcode = (flags >> 11) & 0xF
+        try:
+            record = DNSRecord.parse(data)
+            questions = record.questions
+        except Exception:
+            self.stats.formerr += 1
+            return _header_only(ident, flags, wire.FORMERR)
+        if opcode != 0:
+            return _header_only(ident, flags, wire.NOTIMP)
+        if len(questions) != 1 or record.rr or record.auth:
+            self.stats.formerr += 1
+            return _header_only(ident, flags, wire.FORMERR)
+        query = self._query_from(record, ident, flags)
+        if query is None:
+            self.stats.formerr += 1
+            return _header_only(ident, flags, wire.FORMERR)
+        return self._answer(query, client, tcp)
+
+    @staticmethod
+    def _query_from(record: DNSRecord, ident: int, flags: int) -> wire.Query | None:
+        try:
+            q = record.questions[0]
+            labels: list[bytes] = list(q.qname.label)
+            if any(not 0 < len(label) <= 63 for label in labels):
+                return None
+            qname = b"".join(bytes([len(lb)]) + lb for lb in labels) + b"\x00"
+            if len(qname) > 255:
+                return None
+            question = qname + struct.pack("!HH", q.qtype, q.qclass)
+            name = ".".join(
+                lb.decode("latin-1").replace(".", "\\.") for lb in labels).lower()
+            opts = [rr for rr in record.ar if rr.rtype == wire.T_OPT]
+            if len(opts) > 1:
+                return None
+            edns = bool(opts)
+            udp = opts[0].rclass if edns else 512
+            ttl = opts[0].ttl if edns else 0
+            return wire.Query(ident, flags, question, name, q.qtype, q.qclass, edns, udp,
+                              bool(ttl & wire.DO_BIT), (ttl >> 16) & 0xFF)
+        except Exception:
+            return None

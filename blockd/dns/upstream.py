@@ -1,0 +1,153 @@
+"""Forwarding to upstream resolvers, with the RFC 5452 defences.
+
+Each upstream query gets a fresh random ID and its own UDP socket (so a fresh random source
+port), connected to the server so only its address can answer; an answer counts only if
+its ID and question match. A timeout moves on to the next server; a truncated answer is
+retried over TCP. Identical queries in flight share one upstream query, and the number in
+flight is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from blockd.dns import wire
+
+log = logging.getLogger("blockd.dns.upstream")
+
+Address = tuple[str, int]
+
+
+@dataclass
+class UpstreamStats:
+    queries: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    mismatched: int = 0
+    tcp_retries: int = 0
+    failures: int = 0
+    busy: int = 0
+
+
+class Upstreams:
+    def __init__(self, servers: Sequence[Address], *, timeout: float = 1.5,
+                 max_inflight: int = 2000) -> None:
+        if not servers:
+            raise ValueError("at least one upstream server is needed")
+        self.servers = list(servers)
+        self.timeout = timeout
+        self.max_inflight = max_inflight
+        self.stats = UpstreamStats()
+        self._inflight: dict[tuple[bytes, bool], asyncio.Future[bytes | None]] = {}
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def resolve(self, question: bytes, do: bool) -> bytes | None:
+        """The upstream answer for ``question`` (wire bytes), or None if every server failed.
+
+        Raises OverflowError when too many distinct queries are in flight already.
+        """
+        key = (question.lower(), do)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if len(self._inflight) >= self.max_inflight:
+            self.stats.busy += 1
+            raise OverflowError("too many upstream queries in flight")
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await self._ask_all(question, do)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # consumed: waiters get it through shield
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _ask_all(self, question: bytes, do: bool) -> bytes | None:
+        for server in self.servers:
+            self.stats.queries += 1
+            try:
+                answer = await self._udp(server, question, do)
+                if answer is not None and struct.unpack_from("!H", answer, 2)[0] & wire.TC:
+                    self.stats.tcp_retries += 1
+                    answer = await self._tcp(server, question, do)
+                if answer is not None:
+                    return answer
+                self.stats.timeouts += 1
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                self.stats.errors += 1
+                log.debug("upstream %s:%s failed: %s", *server, exc)
+        self.stats.failures += 1
+        return None
+
+    def _message(self, ident: int, question: bytes, do: bool) -> bytes:
+        return (wire.header(ident, wire.RD, ar=1) + question + wire.opt_record(do))
+
+    def _matches(self, answer: bytes, ident: int, question: bytes) -> bool:
+        if len(answer) < 12 + len(question):
+            return False
+        rid, flags, qd = struct.unpack_from("!HHH", answer)
+        return (rid == ident and bool(flags & wire.QR) and qd == 1
+                and answer[12 : 12 + len(question)].lower() == question.lower())
+
+    async def _udp(self, server: Address, question: bytes, do: bool) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        ident = secrets.randbits(16)
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+            sock.connect(server)  # only this address can answer (RFC 5452)
+            await loop.sock_sendall(sock, self._message(ident, question, do))
+            deadline = loop.time() + self.timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    answer = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
+                except TimeoutError:
+                    return None
+                except ConnectionRefusedError:
+                    raise OSError("connection refused") from None
+                if self._matches(answer, ident, question):
+                    return answer
+                self.stats.mismatched += 1  # spoofed or stale: keep waiting
+        finally:
+            sock.close()
+
+    async def _tcp(self, server: Address, question: bytes, do: bool) -> bytes | None:
+        ident = secrets.randbits(16)
+        message = self._message(ident, question, do)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(*server), self.timeout)
+        except TimeoutError:
+            return None
+        try:
+            writer.write(struct.pack("!H", len(message)) + message)
+            await writer.drain()
+            length = struct.unpack("!H", await asyncio.wait_for(
+                reader.readexactly(2), self.timeout))[0]
+            answer = await asyncio.wait_for(reader.readexactly(length), self.timeout)
+        except TimeoutError:
+            return None
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        return answer if self._matches(answer, ident, question) else None

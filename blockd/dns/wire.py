@@ -1,0 +1,204 @@
+"""DNS wire format: the fast path that never builds a full message object.
+
+The common queries (one question, optionally one OPT record) are scanned straight from
+the bytes, and answers are assembled from prebuilt byte strings: a header, the client's
+own question bytes (so 0x20 letter case is echoed exactly) and a cached tail. Anything
+unusual returns None from :func:`scan` and goes to the dnslib slow path.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct("!HHHHHH")
+RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+QTAIL = struct.Struct("!HH")
+
+QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+BADVERS = 16
+
+T_A, T_NS, T_CNAME, T_SOA, T_HINFO, T_AAAA, T_OPT, T_ANY = 1, 2, 5, 6, 13, 28, 41, 255
+C_IN = 1
+
+EDNS_SIZE = 1232  # DNS Flag Day 2020: never advertise or send more over UDP
+EDE_OPTION = 15
+EDE_CENSORED = 16
+EDE_PROHIBITED = 18
+EDE_STALE = 3
+DO_BIT = 0x8000
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What the fast path needs to know about a query."""
+
+    id: int
+    flags: int
+    question: bytes  # the question section exactly as sent (name, type, class)
+    name: str  # lower case, no trailing dot; "" for the root
+    qtype: int
+    qclass: int
+    edns: bool
+    udp_size: int  # the client's limit for UDP answers (512 without EDNS)
+    do: bool
+    edns_version: int
+
+    @property
+    def rd(self) -> bool:
+        return bool(self.flags & RD)
+
+    def limit(self) -> int:
+        return min(max(self.udp_size, 512), EDNS_SIZE) if self.edns else 512
+
+
+def scan(data: bytes) -> Query | None:
+    """Parse a plain query (QUERY opcode, one question, at most an OPT); else None."""
+    if len(data) < 17:
+        return None
+    ident, flags, qd, an, ns, ar = HEADER.unpack_from(data)
+    if flags & 0xF800 or qd != 1 or an or ns or ar > 1:  # QR set, or opcode not QUERY
+        return None
+    pos = 12
+    labels: list[bytes] = []
+    total = 0
+    end = len(data)
+    while True:
+        if pos >= end:
+            return None
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length > 63:
+            return None  # compression or a bad label: the slow path decides
+        total += length + 1
+        if total > 254 or pos + 1 + length > end:
+            return None
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+    if pos + 4 > end:
+        return None
+    qtype, qclass = QTAIL.unpack_from(data, pos)
+    pos += 4
+    question = data[12:pos]
+    if any(b"." in label for label in labels):
+        return None  # a dot inside a label would confuse name matching
+    try:
+        name = b".".join(labels).decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+    edns, udp_size, do, version = False, 512, False, 0
+    if ar:
+        if pos + 11 > end or data[pos] != 0:
+            return None
+        rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos + 1)
+        if rtype != T_OPT or pos + 11 + rdlen != end:
+            return None
+        edns, udp_size = True, rclass
+        version = (ttl >> 16) & 0xFF
+        do = bool(ttl & DO_BIT)
+        pos = end
+    if pos != end:
+        return None
+    return Query(ident, flags, question, name, qtype, qclass, edns, udp_size, do, version)
+
+
+def header(ident: int, flags: int, an: int = 0, ns: int = 0, ar: int = 0, qd: int = 1) -> bytes:
+    return HEADER.pack(ident, flags, qd, an, ns, ar)
+
+
+def response_flags(query_flags: int, rcode: int = NOERROR, *, aa: bool = False,
+                   tc: bool = False) -> int:
+    """QR set, RD copied, RA set (we are a recursive service)."""
+    return QR | (query_flags & RD) | RA | (AA if aa else 0) | (TC if tc else 0) | (rcode & 0xF)
+
+
+def encode_name(name: str) -> bytes:
+    if not name:
+        return b"\x00"
+    return b"".join(bytes([len(p)]) + p.encode("ascii") for p in name.split(".")) + b"\x00"
+
+
+def rr(owner: bytes, rtype: int, ttl: int, rdata: bytes, rclass: int = C_IN) -> bytes:
+    return owner + RR_FIXED.pack(rtype, rclass, ttl, len(rdata)) + rdata
+
+
+POINTER_TO_QNAME = b"\xc0\x0c"
+
+
+def opt_record(do: bool, options: bytes = b"", ext_rcode: int = 0) -> bytes:
+    """Our OPT: 1232-byte buffer, version 0, the query's DO bit copied (RFC 3225)."""
+    ttl = (ext_rcode << 24) | (DO_BIT if do else 0)
+    return b"\x00" + RR_FIXED.pack(T_OPT, EDNS_SIZE, ttl, len(options)) + options
+
+
+def ede_option(code: int, text: str = "") -> bytes:
+    payload = struct.pack("!H", code) + text.encode("utf-8")
+    return struct.pack("!HH", EDE_OPTION, len(payload)) + payload
+
+
+def soa_rdata(mname: str, rname: str, serial: int, minimum: int) -> bytes:
+    return (encode_name(mname) + encode_name(rname)
+            + struct.pack("!IIIII", serial & 0xFFFFFFFF, 3600, 600, 86400, minimum))
+
+
+def skip_name(data: bytes, pos: int) -> int:
+    """Offset just past a (possibly compressed) name; raises ValueError if malformed."""
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise ValueError("name runs past the end")
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            if pos + 2 > end:
+                raise ValueError("truncated pointer")
+            return pos + 2
+        if length > 63:
+            raise ValueError("bad label type")
+        pos += 1 + length
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where things are in a response: for TTL patching and section surgery."""
+
+    question_end: int
+    ttl_offsets: tuple[int, ...]  # answer + authority + non-OPT additional records
+    opt_span: tuple[int, int] | None  # start, end of the OPT record
+    counts: tuple[int, int, int]  # an, ns, ar (ar includes OPT)
+
+
+def layout(data: bytes) -> Layout:
+    """Walk a response once; raises ValueError on anything malformed."""
+    if len(data) < 12:
+        raise ValueError("short message")
+    _, _, qd, an, ns, ar = HEADER.unpack_from(data)
+    pos = 12
+    for _ in range(qd):
+        pos = skip_name(data, pos) + 4
+    ttls: list[int] = []
+    opt: tuple[int, int] | None = None
+    for i in range(an + ns + ar):
+        start = pos
+        pos = skip_name(data, pos)
+        if pos + 10 > len(data):
+            raise ValueError("truncated record")
+        rtype, _, _, rdlen = RR_FIXED.unpack_from(data, pos)
+        ttl_at = pos + 4
+        pos += 10 + rdlen
+        if pos > len(data):
+            raise ValueError("record runs past the end")
+        if rtype == T_OPT and i >= an + ns:
+            opt = (start, pos)
+        else:
+            ttls.append(ttl_at)
+    if pos != len(data):
+        raise ValueError("trailing bytes")
+    question_end = 12
+    for _ in range(qd):
+        question_end = skip_name(data, question_end) + 4
+    return Layout(question_end, tuple(ttls), opt, (an, ns, ar))
