@@ -8,7 +8,9 @@ is blocked and 1 when it is not, for scripts.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import ipaddress
 import json
 import re
 import socket
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 import click
 
 from blockd import __version__
-from blockd.config import Config, load_config
+from blockd.config import Address, Config, load_config, parse_address_port
 from blockd.core.guard import Guard, load_guard
 from blockd.core.journal import JournalEntry, order_payload
 from blockd.core.model import (
@@ -721,6 +723,61 @@ def audit_verify(ctx: click.Context, db: str | None, as_json: bool) -> None:
         f"journal OK: {data['entries']} entries, head {data['head_hash']}" if not problems
         else "journal FAILED verification:\n" + "\n".join(f"  {p}" for p in problems)))
     ctx.exit(0 if not problems else 1)
+
+
+@cli.group()
+def serve() -> None:
+    """Run a daemon in the foreground (systemd runs these)."""
+
+
+def _addresses(values: tuple[str, ...], field: str, default_port: int) -> tuple[Address, ...]:
+    try:
+        return tuple(parse_address_port(v, field, default_port) for v in values)
+    except ValueError as exc:
+        raise InputError(field, str(exc).split(": ", 1)[-1]) from None
+
+
+@serve.command("dns")
+@click.option("--listen", multiple=True, metavar="ADDR:PORT",
+              help="Address to answer on, UDP and TCP; repeat for several (IPv6 as "
+                   "[::1]:5353) [default: configuration's, else 127.0.0.1:5353].")
+@click.option("--upstream", multiple=True, metavar="ADDR:PORT",
+              help="Resolver to forward unblocked queries to; repeat for several, tried "
+                   "in order [default: configuration's].")
+@click.option("--allow", multiple=True, metavar="NETWORK",
+              help="Client network allowed to query; repeat [default: loopback only].")
+@click.option("--workers", type=click.IntRange(1, 256), metavar="N",
+              help="Worker processes sharing the ports (SO_REUSEPORT) [default: 1].")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@db_option
+@pass_app
+def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
+                  allow: tuple[str, ...], workers: int | None, verbose: bool,
+                  db: str | None) -> None:
+    """The DNS resolver: forwards and caches, answers names under orders in force per
+    their policy with EDE 16 (Censored), and follows the journal live."""
+    from blockd.daemon import run_dns, setup_logging
+
+    listen_a = _addresses(listen, "--listen", 5353)
+    upstream_a = _addresses(upstream, "--upstream", 53)
+    try:
+        networks = tuple(str(ipaddress.ip_network(n, strict=False)) for n in allow)
+    except ValueError as exc:
+        raise InputError("--allow", str(exc)) from None
+
+    def make_config() -> Config:
+        config = load_config(app.config_path).with_db(db)
+        dns = config.dns
+        dns = dataclasses.replace(
+            dns, listen=listen_a or dns.listen, upstream=upstream_a or dns.upstream,
+            allow=networks or dns.allow, workers=workers or dns.workers)
+        return dataclasses.replace(config, dns=dns)
+
+    config = make_config()
+    Store.open(config.db).close()  # fail now, with a clear message, if the store is unusable
+    app.policies  # noqa: B018 - validate the policy files before binding any port
+    setup_logging(verbose)
+    raise SystemExit(run_dns(make_config, config.dns.workers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

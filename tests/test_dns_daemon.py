@@ -1,0 +1,321 @@
+"""The real `blockd serve dns` on loopback, with a real store and a stub upstream.
+
+Queries are made with dnspython (not dnslib, which blockd encodes with), so the codec is
+not checked against itself. Orders change through the real CLI while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from blockd.cli import main
+from dnsstub import StubUpstream
+
+RECORDS = [
+    "ok.example. 300 IN A 192.0.2.1",
+    "ok.example. 300 IN AAAA 2001:db8::1",
+    "short.example. 1 IN A 192.0.2.2",
+    "alias.example. 300 IN CNAME www.allofmp3.com.",
+    "chain.example. 300 IN CNAME alias2.example.",
+    "alias2.example. 300 IN CNAME cdn.mp3clone.example.",
+    "cdn.mp3clone.example. 300 IN A 192.0.2.3",
+    "big.example. 300 IN A 192.0.2.4",
+    *[f"many.example. 300 IN TXT \"{'x' * 60} {i}\"" for i in range(12)],
+    "www.allofmp3.com. 300 IN A 192.0.2.66",
+    "later.example. 300 IN A 192.0.2.5",
+]
+
+
+@dataclass
+class Daemon:
+    host: str
+    port: int
+    db: Path
+    proc: subprocess.Popen[str]
+
+    def ask(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | bool = 0,
+            payload: int = 1232, want_dnssec: bool = False, timeout: float = 3.0
+            ) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload,
+                                   want_dnssec=want_dnssec)
+        if tcp:
+            return dns.query.tcp(q, self.host, port=self.port, timeout=timeout)
+        return dns.query.udp(q, self.host, port=self.port, timeout=timeout)
+
+    def blocked_within(self, name: str, want: bool, limit: float = 1.0) -> float:
+        """Seconds until the daemon's answer for ``name`` is (not) the notice address."""
+        start = time.monotonic()
+        while True:
+            r = self.ask(name, edns=False)
+            is_blocked = any(str(rr) == "127.0.0.80" for rrset in r.answer for rr in rrset)
+            elapsed = time.monotonic() - start
+            if is_blocked == want:
+                return elapsed
+            if elapsed > limit:
+                raise AssertionError(f"{name}: still {'not ' if want else ''}blocked "
+                                     f"after {elapsed:.2f} s")
+            time.sleep(0.02)
+
+
+def cli(db: Path, *args: str) -> int:
+    return main([*args, "--db", str(db)])
+
+
+def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
+    env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "tester"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db),
+         "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"daemon did not start: {line}{proc.stderr.read()}")  # type: ignore[union-attr]
+    where = line.split("listening on ", 1)[1].split(" ", 1)[0]
+    host, port = where.rsplit(":", 1)
+    return Daemon(host, int(port), db, proc)
+
+
+def stop_daemon(d: Daemon) -> str:
+    d.proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = d.proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        d.proc.kill()
+        raise
+    assert d.proc.returncode == 0, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[StubUpstream]:
+    with StubUpstream(RECORDS) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, upstream: StubUpstream) -> Iterator[Daemon]:
+    tmp = tmp_path_factory.mktemp("dns")
+    db = tmp / "blockd.db"
+    config = tmp / "blockd.toml"
+    config.write_text(
+        '[notice]\nipv4 = "127.0.0.80"\nurl = "https://isp.example/blocking"\n'
+        f'[dns]\nupstream = ["127.0.0.1:{upstream.port}"]\nupstream_timeout = 0.3\n'
+        'rate_limit = 100000\nrate_burst = 100000\n[hits]\nflush_interval = 0.2\n'
+    )
+    os.environ["BLOCKD_CONFIG"] = str(config)
+    try:
+        assert cli(db, "init") == 0
+        assert cli(db, "order", "add", "FI-15124/2006", "--authority",
+                   "Copenhagen City Court", "--issued", "2006-10-25",
+                   "allofmp3.com", "bücher.example", "=exact.example") == 0
+        assert cli(db, "order", "add", "IT-2024/17", "--authority", "AGCOM",
+                   "--issued", "2024-02-01", "--policy", "it", "nx-only.example") == 0
+    finally:
+        del os.environ["BLOCKD_CONFIG"]
+    d = start_daemon(db, config)
+    d.config = config  # type: ignore[attr-defined]
+    yield d
+    stop_daemon(d)
+
+
+def ede(r: dns.message.Message) -> list[tuple[int, str]]:
+    return [(o.code, o.text or "") for o in r.options if isinstance(o, dns.edns.EDEOption)]
+
+
+def test_blocked_name_gets_notice_address_with_ede(daemon: Daemon) -> None:
+    r = daemon.ask("www.allofmp3.com")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert [(rr.rdtype, str(rr[0]), rr.ttl) for rr in r.answer] == [
+        (dns.rdatatype.A, "127.0.0.80", 30)]
+    [(code, text)] = ede(r)
+    assert code == 16
+    assert "FI-15124/2006" in text and "Copenhagen City Court" in text
+    assert "https://isp.example/blocking" in text
+
+
+def test_subdomains_idn_exact(daemon: Daemon) -> None:
+    assert daemon.ask("a.b.c.ALLOFMP3.com").answer
+    assert str(daemon.ask("allofmp3.com").answer[0][0]) == "127.0.0.80"
+    assert str(daemon.ask("xn--bcher-kva.example").answer[0][0]) == "127.0.0.80"
+    assert str(daemon.ask("exact.example").answer[0][0]) == "127.0.0.80"
+    below = daemon.ask("www.exact.example")  # exact: subdomains not covered -> upstream
+    assert below.rcode() == dns.rcode.NXDOMAIN and not ede(below)
+
+
+def test_aaaa_and_other_types_get_nodata(daemon: Daemon) -> None:
+    for rdtype in ("AAAA", "MX", "TXT"):
+        r = daemon.ask("www.allofmp3.com", rdtype)
+        assert r.rcode() == dns.rcode.NOERROR and not r.answer, rdtype
+        assert r.authority[0].rdtype == dns.rdatatype.SOA
+        assert r.authority[0].ttl == 30
+        assert ede(r)[0][0] == 16
+
+
+def test_policy_action_nxdomain(daemon: Daemon) -> None:
+    r = daemon.ask("www.nx-only.example")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    assert "IT-2024/17" in ede(r)[0][1]
+
+
+def test_no_ede_without_edns(daemon: Daemon) -> None:
+    r = daemon.ask("www.allofmp3.com", edns=False)
+    assert r.edns < 0 and str(r.answer[0][0]) == "127.0.0.80"
+
+
+def test_forwarding_caching_and_case(daemon: Daemon, upstream: StubUpstream) -> None:
+    before = len([q for q in upstream.queries if q[1] == "ok.example"])
+    r1 = daemon.ask("ok.example")
+    r2 = daemon.ask("OK.Example")
+    assert str(r1.answer[0][0]) == "192.0.2.1"
+    assert r2.question[0].name.to_text() == "OK.Example."  # 0x20 case echoed
+    assert r2.answer[0].ttl <= 300
+    assert len([q for q in upstream.queries if q[1] == "ok.example"]) == before + 1
+    nx = daemon.ask("missing.example")
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+
+
+def test_cname_chain_to_blocked_name_is_blocked(daemon: Daemon) -> None:
+    r = daemon.ask("alias.example")
+    assert str(r.answer[0][0]) == "127.0.0.80"
+    assert "FI-15124/2006" in ede(r)[0][1]
+
+
+def test_cli_changes_apply_within_a_second(daemon: Daemon) -> None:
+    assert str(daemon.ask("cdn.mp3clone.example").answer[-1][0]) == "192.0.2.3"
+    assert str(daemon.ask("chain.example").answer[-1][0]) == "192.0.2.3"  # now cached
+    assert cli(daemon.db, "order", "target", "add", "FI-15124/2006", "mp3clone.example") == 0
+    assert daemon.blocked_within("cdn.mp3clone.example", True) < 1.0
+    assert daemon.blocked_within("chain.example", True) < 1.0  # cached chain re-checked
+    assert cli(daemon.db, "order", "suspend", "FI-15124/2006", "--reason", "appeal") == 0
+    assert daemon.blocked_within("www.allofmp3.com", False) < 1.0
+    assert cli(daemon.db, "order", "resume", "FI-15124/2006", "--reason", "dismissed") == 0
+    assert daemon.blocked_within("www.allofmp3.com", True) < 1.0
+
+
+def test_sunset_takes_effect_without_a_command(daemon: Daemon) -> None:
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    until = start + timedelta(seconds=1.5)
+    assert cli(daemon.db, "order", "add", "UK-SUNSET-1", "--authority", "High Court",
+               "--issued", "2026-01-01", "--effective-from", start.isoformat(),
+               "--until", until.isoformat(), "later.example") == 0
+    assert daemon.ask("later.example").answer[0][0].to_text() == "192.0.2.5"
+    time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
+    assert daemon.blocked_within("later.example", True) < 1.0
+    time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()))
+    assert daemon.blocked_within("later.example", False) < 1.0
+
+
+def test_any_is_minimal(daemon: Daemon) -> None:
+    r = daemon.ask("ok.example", "ANY")
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.HINFO]
+    assert "RFC8482" in r.answer[0][0].to_text()
+
+
+def test_truncation_and_tcp(daemon: Daemon, upstream: StubUpstream) -> None:
+    small = daemon.ask("many.example", "TXT", edns=False)
+    assert small.flags & dns.flags.TC and not small.answer
+    full = daemon.ask("many.example", "TXT", tcp=True)
+    assert len(full.answer[0]) == 12
+    upstream.truncate_udp.add("big.example")
+    r = daemon.ask("big.example")
+    assert str(r.answer[0][0]) == "192.0.2.4"
+    assert ("tcp", "big.example", "A") in upstream.queries  # retried upstream over TCP
+
+
+def test_tcp_pipelining(daemon: Daemon) -> None:
+    """Several queries on one connection, answered (possibly out of order) by ID."""
+    with socket.create_connection((daemon.host, daemon.port), timeout=3) as s:
+        names = ["www.allofmp3.com", "ok.example", "missing.example", "alias.example"]
+        msgs = [dns.message.make_query(n, "A") for n in names]
+        for m in msgs:
+            w = m.to_wire()
+            s.sendall(len(w).to_bytes(2, "big") + w)
+        got = {}
+        for _ in msgs:
+            n = int.from_bytes(s.recv(2, socket.MSG_WAITALL), "big")
+            r = dns.message.from_wire(s.recv(n, socket.MSG_WAITALL))
+            got[r.id] = r
+        assert {m.id for m in msgs} == set(got)
+
+
+def test_bad_edns_version_and_opcode(daemon: Daemon) -> None:
+    q = dns.message.make_query("ok.example", "A", use_edns=1)
+    r = dns.query.udp(q, daemon.host, port=daemon.port, timeout=3)
+    assert r.rcode() == dns.rcode.BADVERS and r.edns == 0
+    q = dns.message.make_query("ok.example", "A")
+    q.set_opcode(dns.opcode.STATUS)
+    r = dns.query.udp(q, daemon.host, port=daemon.port, timeout=3)
+    assert r.rcode() == dns.rcode.NOTIMP
+
+
+def test_upstream_failure_servfail_then_stale(daemon: Daemon, upstream: StubUpstream) -> None:
+    assert str(daemon.ask("short.example").answer[0][0]) == "192.0.2.2"  # TTL 1, cached
+    time.sleep(1.2)
+    upstream.silent = True
+    try:
+        r = daemon.ask("never-seen.example")
+        assert r.rcode() == dns.rcode.SERVFAIL
+        stale = daemon.ask("short.example")
+        assert str(stale.answer[0][0]) == "192.0.2.2"
+        assert stale.answer[0].ttl == 30
+        assert ede(stale) == [(3, "")]
+        assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
+    finally:
+        upstream.silent = False
+
+
+def test_hits_are_counted_in_the_store(daemon: Daemon) -> None:
+    daemon.ask("hits.allofmp3.com")
+    from blockd.store.store import Store
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        hits = Store.open(str(daemon.db)).hits("FI-15124/2006")
+        if any(t == "allofmp3.com" and n > 0 for _, _, t, n in hits):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no hits recorded")
+
+
+def test_acl_refuses_other_clients(tmp_path: Path, daemon: Daemon) -> None:
+    other = start_daemon(daemon.db, daemon.config,  # type: ignore[attr-defined]
+                         "--allow", "192.0.2.0/24")
+    try:
+        r = other.ask("www.allofmp3.com")
+        assert r.rcode() == dns.rcode.REFUSED and not r.answer
+        assert ede(r)[0][0] == 18
+    finally:
+        stop_daemon(other)
+
+
+def test_malformed_packets_do_not_hurt(daemon: Daemon) -> None:
+    samples = [b"", b"\x00", b"\x12\x34" + b"\x01\x00" + b"\x00\x01" * 4,
+               b"\xff" * 40, bytes(range(256)),
+               bytes.fromhex("abcd0100000100000000000050") + b"a" * 80 + b"\x00\x00\x01\x00\x01",
+               bytes.fromhex("abcd01000001000000000000c00c00010001")]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for p in samples:
+            s.sendto(p, (daemon.host, daemon.port))
+    assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
+    assert daemon.proc.poll() is None
