@@ -315,7 +315,7 @@ def status(app: App, db: str | None, as_json: bool) -> None:
     at = now()
     in_force = [s for s in store.list_orders(Status.ACTIVE) if s.order.in_force(at)]
     head = store.head()
-    data = {
+    data: dict[str, Any] = {
         "database": store.where, "schema": store.schema_version(),
         "orders": {s.value: stats[s.value] for s in Status},
         "in_force": len(in_force), "targets": stats["targets"],
@@ -464,7 +464,10 @@ def order_show(app: App, reference: str, limit: int, db: str | None, as_json: bo
     targets = sorted(record.targets)
     shown = targets if limit == 0 else targets[:limit]
     data = _order_dict(record, app.policies.get(record.policy), now(), shown, len(targets))
-    emit(as_json, data, lambda: _fmt_order(data))
+    history = store.journal(reference=record.reference)
+    data["history"] = [_entry_dict(e) for e in history]
+    emit(as_json, data, lambda: _fmt_order(data) + "\nHistory:\n"
+         + "\n".join(_summary(e) for e in history))
 
 
 @order.group("target")

@@ -76,14 +76,22 @@ class StubUpstream:
             finally:
                 writer.close()
 
-        async def start() -> None:
+        async def start() -> tuple[Any, Any]:
             transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
             self.port = transport.get_extra_info("sockname")[1]
-            await asyncio.start_server(tcp, "127.0.0.1", self.port)
+            server = await asyncio.start_server(tcp, "127.0.0.1", self.port)
+            return transport, server
 
-        loop.run_until_complete(start())
+        async def close(transport: Any, server: Any) -> None:
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+        transport, server = loop.run_until_complete(start())
         self._ready.set()
         loop.run_forever()
+        loop.run_until_complete(close(transport, server))
+        loop.close()
 
     # -- answers -------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from dnsstub import StubUpstream
 
 from blockd.cli import main
-from dnsstub import StubUpstream
 
 RECORDS = [
     "ok.example. 300 IN A 192.0.2.1",

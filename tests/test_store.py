@@ -39,7 +39,7 @@ def test_init_is_idempotent_and_versioned(tmp_path: Path) -> None:
 
 
 def test_missing_uninitialised_and_newer_schema_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="no database at .*blockd init"):
+    with pytest.raises(StoreError, match=r"no database at .*blockd init"):
         Store.open(str(tmp_path / "none.db"))
     assert not (tmp_path / "none.db").exists()
     sqlite3.connect(tmp_path / "empty.db").close()
@@ -53,7 +53,7 @@ def test_missing_uninitialised_and_newer_schema_are_clear(tmp_path: Path) -> Non
     with pytest.raises(StoreError, match="newer than this blockd"):
         Store.open(str(tmp_path / "new.db"))
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="not a blockd database|damaged"):
+    with pytest.raises(StoreError, match=r"not a blockd database|damaged"):
         Store.open(str(tmp_path / "junk.db"))
 
 

@@ -139,7 +139,14 @@ def order_from_payload(data: Mapping[str, Any]) -> OrderRecord:
         status=Status(data.get("status", "active")),
         effective_from=instant("effective_from"),
         effective_until=instant("effective_until"),
-        **{f: data.get(f) for f in _ORDER_FIELDS if f not in ("reference", "authority")},
+        jurisdiction=data.get("jurisdiction"),
+        requested_by=data.get("requested_by"),
+        legal_basis=data.get("legal_basis"),
+        notice=data.get("notice"),
+        contact=data.get("contact"),
+        appeal=data.get("appeal"),
+        policy=data.get("policy") or "default",
+        status_reason=data.get("status_reason"),
     )
 
 

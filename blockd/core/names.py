@@ -35,12 +35,15 @@ def normalise_name(text: str, field: str = "target") -> str:
         try:
             name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
         except idna.IDNAError as exc:
-            raise InputError(field, f"{text!r} is not a valid internationalised name ({exc})")
+            raise InputError(
+                field, f"{text!r} is not a valid internationalised name ({exc})") from None
         except UnicodeError as exc:
-            raise InputError(field, f"{text!r} is not a valid name ({exc})")
+            raise InputError(field, f"{text!r} is not a valid name ({exc})") from None
     name = name.lower()
     if len(name) > MAX_NAME:
         raise InputError(field, f"{text!r} is longer than {MAX_NAME} characters")
+    if name.rsplit(".", 1)[-1].isdigit():
+        raise InputError(field, f"{text!r} is not a valid host name (numeric top-level label)")
     for label in name.split("."):
         if not label:
             raise InputError(field, f"{text!r} has an empty label")

@@ -276,9 +276,7 @@ class PolicyBuilder:
         action, ref, touched = self.book.apply(entry)
         was = ref in self._indexed
         now = self.book.orders[ref].in_force(self.at)
-        if action == ORDER_ADD and now:
-            self._index(ref, touched, add=True)
-        elif action == TARGET_ADD and was:
+        if (action == ORDER_ADD and now) or (action == TARGET_ADD and was):
             self._index(ref, touched, add=True)
         elif action == TARGET_REMOVE and was:
             self._index(ref, touched, add=False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from dnslib import CNAME, QTYPE, SOA, DNSRecord  # type: ignore[import-untyped]
+from dnslib import CNAME, QTYPE, SOA, DNSRecord
 
 from blockd.config import DnsSettings
 from blockd.core.policy import Decision, Match, Policy
@@ -277,12 +277,14 @@ class DnsService:
         except Exception:
             self.stats.formerr += 1
             return _header_only(ident, flags, wire.FORMERR)
-        if opcode != 0:
-            return _header_only(ident, flags, wire.NOTIMP)
-        if len(questions) != 1 or record.rr or record.auth:
-            self.stats.formerr += 1
-            return _header_only(ident, flags, wire.FORMERR)
-        query = self._query_from(record, ident, flags)
+        query = self._query_from(record, ident, flags) if len(questions) == 1 else None
+        if opcode != 0:  # NOTIFY, UPDATE, STATUS...: not ours; echo the question if sane
+            if query is None:
+                return _header_only(ident, flags, wire.NOTIMP)
+            return wire.header(ident, wire.response_flags(flags, wire.NOTIMP) | (opcode << 11)) \
+                + query.question
+        if record.rr or record.auth:
+            query = None
         if query is None:
             self.stats.formerr += 1
             return _header_only(ident, flags, wire.FORMERR)

@@ -49,10 +49,7 @@ def upgrade(conn: Connection) -> tuple[int, int]:
         )
     if start == 0:
         SQLModel.metadata.create_all(conn, tables=[
-            tables.Meta.__table__, tables.OrderRow.__table__,  # type: ignore[list-item]
-            tables.TargetRow.__table__, tables.JournalRow.__table__,  # type: ignore[list-item]
-            tables.HitRow.__table__,  # type: ignore[list-item]
-        ])
+            SQLModel.metadata.tables[name] for name in tables.TABLES])
         _stamp(conn, SCHEMA_VERSION)
         return 0, SCHEMA_VERSION
     for version in range(start, SCHEMA_VERSION):

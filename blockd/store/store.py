@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col
 
 from blockd.core.journal import (
@@ -200,10 +201,14 @@ class Store:
             return self._head(session)
 
     def journal(
-        self, since_seq: int = 0, since_at: datetime | None = None, limit: int | None = None
+        self, since_seq: int = 0, since_at: datetime | None = None, limit: int | None = None,
+        reference: str | None = None,
     ) -> list[JournalEntry]:
         """Entries after ``since_seq`` (and at or after ``since_at``), oldest first."""
         query = select(JournalRow).where(col(JournalRow.seq) > since_seq)
+        if reference is not None:  # payloads are canonical JSON: the key/value text is exact
+            needle = '"reference":' + json.dumps(reference, ensure_ascii=False)
+            query = query.where(col(JournalRow.payload).contains(needle, autoescape=True))
         if since_at is not None:
             query = query.where(col(JournalRow.at) >= _at_text(since_at))
         query = query.order_by(col(JournalRow.seq))
@@ -336,18 +341,19 @@ class Store:
         with self._read() as session:
             row = self._require(session, reference)
             return int(session.scalar(
-                select(func.count()).select_from(TargetRow).where(TargetRow.order_id == row.id)
+                select(func.count()).select_from(TargetRow).where(col(TargetRow.order_id) == row.id)
             ) or 0)
 
     def list_orders(self, status: Status | None = None) -> list[OrderSummary]:
         counts = (
-            select(TargetRow.order_id, func.count().label("n"))
+            select(col(TargetRow.order_id), func.count().label("n"))
             .group_by(col(TargetRow.order_id))
             .subquery()
         )
-        query = select(OrderRow, counts.c.n).outerjoin(counts, OrderRow.id == counts.c.order_id)
+        query = select(OrderRow, counts.c.n).outerjoin(
+            counts, col(OrderRow.id) == counts.c.order_id)
         if status is not None:
-            query = query.where(OrderRow.status == status.value)
+            query = query.where(col(OrderRow.status) == status.value)
         query = query.order_by(col(OrderRow.received_at), col(OrderRow.reference))
         with self._read() as session:
             return [OrderSummary(_record(r), int(n or 0)) for r, n in session.execute(query)]
@@ -400,7 +406,8 @@ class Store:
             kinds = ["ip", "prefix"]
         with self._read() as session:
             found = session.execute(
-                select(TargetRow.order_id, TargetRow.kind, TargetRow.value, TargetRow.match)
+                select(col(TargetRow.order_id), col(TargetRow.kind), col(TargetRow.value),
+                       col(TargetRow.match))
                 .where(col(TargetRow.value).in_(values), col(TargetRow.kind).in_(kinds))
             ).all()
             by_id: dict[int, list[Target]] = {}
@@ -415,8 +422,8 @@ class Store:
 
     def stats(self) -> dict[str, int]:
         with self._read() as session:
-            by_status = dict(session.execute(
-                select(OrderRow.status, func.count()).group_by(col(OrderRow.status))
+            by_status: dict[str, int] = dict(session.execute(
+                select(col(OrderRow.status), func.count()).group_by(col(OrderRow.status))
             ).all())
             targets = session.scalar(select(func.count()).select_from(TargetRow)) or 0
             entries = session.scalar(select(func.count()).select_from(JournalRow)) or 0
@@ -447,7 +454,7 @@ class Store:
         query = select(HitRow).order_by(col(HitRow.day), col(HitRow.reference),
                                         col(HitRow.target))
         if reference is not None:
-            query = query.where(HitRow.reference == reference)
+            query = query.where(col(HitRow.reference) == reference)
         with self._read() as session:
             return [(h.day, h.reference, h.target, h.count)
                     for h in session.execute(query).scalars()]
@@ -494,7 +501,7 @@ class Store:
     # -- helpers -----------------------------------------------------------------
 
     def _order_row(self, session: Session, reference: str) -> OrderRow | None:
-        query = select(OrderRow).where(OrderRow.reference == reference)
+        query = select(OrderRow).where(col(OrderRow.reference) == reference)
         return session.execute(query).scalars().first()
 
     def _require(self, session: Session, reference: str) -> OrderRow:
@@ -508,8 +515,9 @@ class Store:
         found: set[Target] = set()
         for i in range(0, len(values), 500):
             rows = session.execute(
-                select(TargetRow.kind, TargetRow.value, TargetRow.match).where(
-                    TargetRow.order_id == order_id, col(TargetRow.value).in_(values[i : i + 500])
+                select(col(TargetRow.kind), col(TargetRow.value), col(TargetRow.match)).where(
+                    col(TargetRow.order_id) == order_id,
+                    col(TargetRow.value).in_(values[i : i + 500]),
                 )
             )
             found.update(target_from_parts(k, v, m) for k, v, m in rows)
@@ -517,7 +525,7 @@ class Store:
 
     def _targets_of(self, session: Session, order_ids: list[int]) -> list[Target]:
         rows = session.execute(
-            select(TargetRow.kind, TargetRow.value, TargetRow.match).where(
+            select(col(TargetRow.kind), col(TargetRow.value), col(TargetRow.match)).where(
                 col(TargetRow.order_id).in_(order_ids)
             )
         )

@@ -12,6 +12,7 @@ from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 1
+TABLES = ("meta", "orders", "targets", "journal", "hits")
 
 
 class Meta(SQLModel, table=True):

@@ -1,0 +1,357 @@
+"""The real `blockd` CLI against a real SQLite file: the AllofMP3 story and every refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Result, Runner, db_digest
+
+REF = "FI-15124/2006"
+ADD = ["order", "add", REF, "--authority", "Copenhagen City Court", "--issued", "2006-10-25",
+       "--received", "2006-10-26T09:00", "--policy", "dk", "--requested-by", "IFPI Danmark",
+       "--legal-basis", "Danish Copyright Act", "--contact", "abuse@isp.example"]
+
+
+def ok(r: Result) -> Result:
+    assert r.code == 0, r.err
+    return r
+
+
+def error(r: Result, *fragments: str) -> str:
+    assert r.code == 2, (r.out, r.err)
+    line = r.err.strip()
+    assert "\n" not in line and line.startswith("blockd: error: "), r.err
+    assert "Traceback" not in r.err
+    for f in fragments:
+        assert f in line, line
+    return line
+
+
+@pytest.fixture
+def store(blockd: Runner, db: Path) -> Path:
+    ok(blockd("init"))
+    return db
+
+
+def test_allofmp3_end_to_end(blockd: Runner, store: Path) -> None:
+    out = json.loads(ok(blockd(*ADD, "allofmp3.com", "--json")).out)
+    assert out["targets"] == ["allofmp3.com"] and out["jurisdiction"] == "DK"
+    assert out["deadline"] == "7 working days"
+    # received Thursday 26 Oct 2006 09:00 Copenhagen: 7 working days -> Mon 6 Nov
+    assert out["enforce_by"] == "2006-11-06T08:00:00Z"
+    assert blockd("check", "www.allofmp3.com").code == 0
+    assert blockd("check", "allofmp3.com.evil.example").code == 1
+    # the service resurfaces on clone domains: the order gains targets
+    ok(blockd("order", "target", "add", REF, "mp3sparks.com", "allofmp3.ru"))
+    r = blockd("check", "music.mp3sparks.com", "--json")
+    assert r.code == 0
+    assert json.loads(r.out)["matches"][0]["reference"] == REF
+    # suspended on appeal, resumed, lifted
+    ok(blockd("order", "suspend", REF, "--reason", "appeal lodged"))
+    assert blockd("check", "allofmp3.com").code == 1
+    ok(blockd("order", "resume", REF, "--reason", "appeal dismissed"))
+    assert blockd("check", "allofmp3.com").code == 0
+    ok(blockd("order", "target", "remove", REF, "allofmp3.ru"))
+    assert blockd("check", "allofmp3.ru").code == 1
+    ok(blockd("order", "lift", REF, "--reason", "order discharged"))
+    assert blockd("check", "allofmp3.com").code == 1
+    error(blockd("order", "resume", REF, "--reason", "x"), "lifted")
+    log = json.loads(ok(blockd("audit", "log", "--json")).out)
+    assert [e["action"] for e in log] == ["order.add", "target.add", "order.status",
+                                         "order.status", "target.remove", "order.status"]
+    assert {e["actor"] for e in log} == {"tester"}
+    assert ok(blockd("audit", "verify")).out.startswith("journal OK: 6 entries")
+    show = json.loads(ok(blockd("order", "show", REF, "--json")).out)
+    assert show["status"] == "lifted" and show["status_reason"] == "order discharged"
+    assert len(show["history"]) == 6
+    listed = json.loads(ok(blockd("order", "list", "--status", "lifted", "--json")).out)
+    assert [o["reference"] for o in listed] == [REF]
+    assert json.loads(ok(blockd("order", "list", "--in-force", "--json")).out) == []
+
+
+def test_sunset_by_date_needs_no_command(blockd: Runner, store: Path) -> None:
+    ok(blockd(*ADD, "--until", "2030-06-30", "allofmp3.com"))
+    # a bare date is read in the policy's zone (Copenhagen) and covers that whole day
+    assert blockd("check", "allofmp3.com", "--at", "2030-06-30T23:59:00+02:00").code == 0
+    assert blockd("check", "allofmp3.com", "--at", "2030-07-01T00:00:00+02:00").code == 1
+    later = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    ok(blockd("order", "add", "LATER-1", "--authority", "Court", "--issued", "2026-01-01",
+              "--effective-from", later, "later.example"))
+    assert blockd("check", "later.example").code == 1
+    assert blockd("check", "later.example", "--at", later + "T12:00:00Z").code == 0
+    assert "not yet in force" not in ok(blockd("order", "show", "LATER-1")).out
+
+
+def test_idn_and_ipv6(blockd: Runner, store: Path) -> None:
+    ok(blockd(*ADD, "bücher.example", "2a01:4f8:0:0::/48", "45.33.32.156"))
+    show = json.loads(ok(blockd("order", "show", REF, "--json")).out)
+    assert sorted(show["targets"]) == ["2a01:4f8::/48", "45.33.32.156", "xn--bcher-kva.example"]
+    assert blockd("check", "www.BÜCHER.example").code == 0
+    assert blockd("check", "www.xn--bcher-kva.example").code == 0
+    assert blockd("check", "2a01:4f8::1234").code == 0
+    assert blockd("check", "2a01:4f9::1").code == 1
+    assert blockd("check", "45.33.32.156").code == 0
+    assert blockd("check", "45.33.32.157").code == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("com", "top-level domain"),
+        ("co.uk", "public suffix"),
+        ("*.co.uk", "public suffix"),
+        ("blogspot.com", "public suffix"),
+        ("google.com", "protected name"),
+        ("drive.usercontent.google.com", "inside protected name google.com"),
+        ("10.1.2.3", "private"),
+        ("127.0.0.1", "loopback"),
+        ("224.0.0.1", "multicast"),
+        ("fe80::1", "link-local"),
+        ("45.33.0.0/16", "broader than /24"),
+        ("2a01:4f8::/32", "broader than /48"),
+        ("8.8.8.8", "public resolver"),
+        ("104.16.1.1", "Cloudflare"),
+        ("2606:4700::1", "Cloudflare"),
+        ("198.41.0.4", "root server"),
+    ],
+)
+def test_overblocking_guard_refuses(blockd: Runner, store: Path, target: str,
+                                    reason: str) -> None:
+    before = db_digest(store)
+    error(blockd(*ADD, "allofmp3.com", target), "overblocking guard", reason)
+    assert db_digest(store) == before
+
+
+def test_force_is_journaled(blockd: Runner, store: Path) -> None:
+    ok(blockd(*ADD, "allofmp3.com"))
+    error(blockd("order", "target", "add", REF, "blogspot.com", "--justification", "x"),
+          "--justification", "only meaningful with --force")
+    error(blockd("order", "target", "add", REF, "blogspot.com", "--force"), "--justification")
+    ok(blockd("order", "target", "add", REF, "blogspot.com", "--force", "--justification",
+              "order para 4 names the whole suffix"))
+    entry = json.loads(ok(blockd("audit", "log", "--json")).out)[-1]
+    assert entry["payload"]["forced"]["justification"] == "order para 4 names the whole suffix"
+    assert "public suffix" in entry["payload"]["forced"]["refusals"][0]
+
+
+BAD_INPUTS = [
+    (["--issued", "2006-13-45"], "--issued"),
+    (["--issued", "yesterday"], "--issued"),
+    (["--issued", "2999-01-01"], "--issued"),
+    (["--received", "2006-10-24"], "--received"),  # before the order was issued
+    (["--received", "31/10/2006"], "--received"),
+    (["--effective-from", "soon"], "--effective-from"),
+    (["--until", "2006-02-30"], "--until"),
+    (["--until", "2006-10-01"], "--until"),  # before enforcement starts
+    (["--jurisdiction", "Denmark"], "--jurisdiction"),
+    (["--policy", "nowhere"], "--policy"),
+    (["--authority", "   "], "--authority"),
+    (["--requested-by", "a\x00b"], "--requested-by"),
+    (["--contact", "x" * 600], "--contact"),
+    (["exa mple.com"], "target"),
+    (["http://allofmp3.com/"], "target"),
+    (["1.2.3.999"], "target"),
+    (["2001:db8::/129"], "target"),
+    (["a" * 64 + ".com"], "target"),
+    (["w*w.example"], "target"),
+]
+
+
+@pytest.mark.parametrize(("extra", "field"), BAD_INPUTS)
+def test_bad_input_names_the_field_and_changes_nothing(
+    blockd: Runner, store: Path, extra: list[str], field: str
+) -> None:
+    ok(blockd("order", "add", "EXISTING-1", "--authority", "Court", "--issued", "2020-01-01",
+              "existing.example"))
+    before = db_digest(store)
+    args = [*ADD]
+    for i in range(0, len(extra) - 1, 2):
+        if extra[i].startswith("--") and extra[i] in args:
+            args[args.index(extra[i]) + 1] = extra[i + 1]
+            extra = extra[:i] + extra[i + 2:]
+            break
+    line = error(blockd(*args, *extra, "allofmp3.com"))
+    assert field in line
+    assert db_digest(store) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["order", "add", "bad\nref", "--authority", "a", "--issued", "2020-01-01"], "reference"),
+        (["order", "add", "EXISTING-1", "--authority", "a", "--issued", "2020-01-01"],
+         "already exists"),
+        (["order", "target", "add", "NOPE", "x.example"], "no order"),
+        (["order", "target", "remove", "EXISTING-1", "other.example"], "not on order"),
+        (["order", "suspend", "EXISTING-1", "--reason", ""], "--reason"),
+        (["order", "lift", "NOPE", "--reason", "x"], "no order"),
+        (["order", "list", "--at", "tomorrow-ish"], "--at"),
+        (["order", "show", "EXISTING-1", "--limit", "-1"], "--limit"),
+        (["check", "not a name"], "NAME_OR_IP"),
+        (["check", "10.0.0.0/8"], "NAME_OR_IP"),
+        (["audit", "log", "--since", "last week"], "--since"),
+        (["import", "missing.txt", "--format", "list", "--order", "EXISTING-1"], "FILE"),
+        (["order", "add"], "Missing argument"),
+        (["order", "frobnicate"], "No such command"),
+    ],
+)
+def test_other_errors_are_one_line(blockd: Runner, store: Path, args: list[str],
+                                   field: str) -> None:
+    ok(blockd("order", "add", "EXISTING-1", "--authority", "Court", "--issued", "2020-01-01",
+              "existing.example"))
+    before = db_digest(store)
+    error(blockd(*args), field)
+    assert db_digest(store) == before
+
+
+def test_missing_and_locked_database(blockd: Runner, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "b.db"
+    error(blockd("status", "--db", str(missing)), "no database at", "blockd init")
+    assert not missing.exists()
+    ok(blockd("init", "--db", str(tmp_path / "l.db")))
+    con = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "blockd", "order", "add", "L-1", "--authority", "a",
+             "--issued", "2020-01-01", "--db", str(tmp_path / "l.db")],
+            capture_output=True, text=True, timeout=30, env={**os.environ},
+        )
+    finally:
+        con.execute("ROLLBACK")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("blockd: error: database")
+    assert "locked" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 512)
+    error(blockd("status", "--db", str(tmp_path / "junk.db")), "not a blockd database")
+
+
+def test_tamper_detection(blockd: Runner, store: Path) -> None:
+    ok(blockd(*ADD, "allofmp3.com"))
+    ok(blockd("order", "target", "add", REF, "mp3sparks.com"))
+    ok(blockd("order", "suspend", REF, "--reason", "appeal"))
+    ok(blockd("audit", "verify"))
+    con = sqlite3.connect(store)
+    con.execute("UPDATE journal SET payload = replace(payload, 'mp3sparks', 'innocent') "
+                "WHERE seq = 2")
+    con.commit()
+    r = blockd("audit", "verify", "--json")
+    assert r.code == 1
+    problems = json.loads(r.out)["problems"]
+    assert any(p.startswith("entry 2: content does not match its hash") for p in problems)
+    # a direct edit of the order tables, with the journal intact, is caught too
+    con.execute("UPDATE journal SET payload = replace(payload, 'innocent', 'mp3sparks') "
+                "WHERE seq = 2")
+    con.execute("UPDATE orders SET status = 'active'")
+    con.commit()
+    r = blockd("audit", "verify")
+    assert r.code == 1
+    assert "status is 'active' in the table, 'suspended' in the journal" in r.out
+    con.execute("UPDATE orders SET status = 'suspended'")
+    con.execute("DELETE FROM journal WHERE seq = 2")
+    con.commit()
+    r = blockd("audit", "verify")
+    assert r.code == 1 and "sequence gap" in r.out
+    con.close()
+
+
+def test_import_all_or_nothing(blockd: Runner, store: Path, tmp_path: Path) -> None:
+    ok(blockd(*ADD, "allofmp3.com"))
+    good = tmp_path / "mirrors.txt"
+    good.write_text("# clones\nmp3sparks.com\nallofmp3.com  # already there\n*.mp3clone.example\n"
+                    "45.33.32.0/24\n")
+    r = json.loads(ok(blockd("import", str(good), "--format", "list", "--order", REF,
+                             "--json")).out)
+    assert r == {"reference": REF, "added": 3, "already": 1}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("target,note\nnew1.example,x\nnot a domain,y\n")
+    before = db_digest(store)
+    error(blockd("import", str(bad), "--format", "csv", "--order", REF), "line 3")
+    guarded = tmp_path / "guarded.txt"
+    guarded.write_text("new2.example\n8.8.8.8\n")
+    error(blockd("import", str(guarded), "--format", "list", "--order", REF),
+          "overblocking guard")
+    assert db_digest(store) == before
+    dry = tmp_path / "dry.txt"
+    dry.write_text("new3.example\n")
+    assert "nothing written" in ok(blockd("import", str(dry), "--format", "list",
+                                          "--order", REF, "--dry-run")).out
+    assert db_digest(store) == before
+
+
+def test_export_rpz_loads_in_bind_and_unbound(blockd: Runner, store: Path,
+                                              tmp_path: Path) -> None:
+    ok(blockd(*ADD, "allofmp3.com", "=exact.example", "*.wild.example", "bücher.example",
+              "45.33.32.0/24", "45.33.33.7", "2a01:4f8::/48"))
+    ok(blockd("order", "add", "IT-1", "--authority", "AGCOM", "--issued", "2024-02-01",
+              "--policy", "it", "nx.example", "allofmp3.com"))
+    zone = tmp_path / "blockd.rpz"
+    ok(blockd("export", "--format", "rpz", "--output", str(zone)))
+    text = zone.read_text()
+    assert "32.7.33.45.45.rpz-ip" not in text and "32.7.33.33.45.rpz-ip" in text
+    assert "48.zz.4f8.2a01.rpz-ip" in text
+    assert "nx.example CNAME ." in text and "*.allofmp3.com A 127.0.0.1" in text
+    checkzone = subprocess.run([shutil.which("named-checkzone") or "named-checkzone",
+                                "rpz.blockd", str(zone)], capture_output=True, text=True)
+    assert checkzone.returncode == 0, checkzone.stdout + checkzone.stderr
+    conf = tmp_path / "unbound.conf"
+    conf.write_text(
+        f"server:\n  directory: \"{tmp_path}\"\n  chroot: \"\"\n  username: \"\"\n"
+        f"  pidfile: \"{tmp_path}/u.pid\"\n  module-config: \"respip validator iterator\"\n"
+        "  local-zone: \".\" static\n  interface: 127.0.0.1\n  port: 5399\n"
+        f"rpz:\n  name: rpz.blockd\n  zonefile: \"{zone}\"\n")
+    check = subprocess.run([shutil.which("unbound-checkconf") or "unbound-checkconf",
+                            str(conf)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # and the checkers do fail on a broken zone, so the assertions above can fail
+    zone.write_text(text + "broken.example A 300.1.2.3\n")
+    assert subprocess.run(["named-checkzone", "rpz.blockd", str(zone)],
+                          capture_output=True).returncode != 0
+    # the exported list imports back into an order unchanged
+    listing = tmp_path / "list.txt"
+    ok(blockd("export", "--format", "list", "-o", str(listing)))
+    ok(blockd("order", "add", "COPY-1", "--authority", "Court", "--issued", "2020-01-01"))
+    ok(blockd("import", str(listing), "--format", "list", "--order", "COPY-1"))
+    original = json.loads(ok(blockd("order", "show", REF, "--json")).out)["targets"]
+    copied = json.loads(ok(blockd("order", "show", "COPY-1", "--json")).out)["targets"]
+    assert set(original) <= set(copied)
+
+
+def test_help_everywhere(blockd: Runner) -> None:
+    commands = [[], ["init"], ["status"], ["order"], ["order", "add"], ["order", "list"],
+                ["order", "show"], ["order", "target", "add"], ["order", "target", "remove"],
+                ["order", "suspend"], ["order", "resume"], ["order", "lift"], ["check"],
+                ["import"], ["export"], ["audit", "log"], ["audit", "verify"],
+                ["serve", "dns"]]
+    for cmd in commands:
+        r = blockd(*cmd, "--help")
+        assert r.code == 0 and "Usage: blockd" in r.out, cmd
+        if cmd and cmd[-1] not in ("order", "target"):
+            assert "--db" in r.out, cmd
+
+
+def test_status_json(blockd: Runner, store: Path) -> None:
+    ok(blockd(*ADD, "allofmp3.com", "mp3sparks.com"))
+    s = json.loads(ok(blockd("status", "--json")).out)
+    assert s["orders"]["active"] == 1 and s["in_force"] == 1 and s["targets_in_force"] == 2
+    assert s["journal"]["head_seq"] == 1 and len(s["journal"]["head_hash"]) == 64
+    assert s["policies"] == ["de", "default", "dk", "it", "uk"]
+
+
+def test_console_script_runs(tmp_path: Path) -> None:
+    """The installed `blockd` entry point, as an engineer runs it."""
+    exe = Path(sys.executable).with_name("blockd")
+    env = {**os.environ, "BLOCKD_DB": str(tmp_path / "c.db")}
+    env.pop("BLOCKD_CONFIG", None)
+    assert subprocess.run([str(exe), "init"], env=env, capture_output=True).returncode == 0
+    r = subprocess.run([str(exe), "check", "allofmp3.com"], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "not blocked" in r.stdout
