@@ -90,6 +90,7 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
         service.acl = Acl(s.allow)
         service.limiter = RateLimiter(s.rate_limit, s.rate_burst, service.clock)
         upstreams.servers = list(s.upstream)
+        service.forget()
         if s.listen != settings.listen:
             log.warning("SIGHUP: listen addresses change only on restart")
         log.info("SIGHUP: configuration reloaded (actions apply from the next rebuild)")

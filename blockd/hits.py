@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from datetime import UTC, date, datetime
 
@@ -29,9 +30,19 @@ class HitCounter:
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
         self._store: Store | None = None
+        self._day_number = -1
+        self._day = date(1970, 1, 1)
 
     def add(self, reference: str, target: str, when: datetime | None = None) -> None:
-        day = (when or datetime.now(UTC)).date()
+        """Count one hit (hot path: no clock object unless the UTC day has changed)."""
+        if when is not None:
+            day = when.astimezone(UTC).date()
+        else:
+            number = int(time.time() // 86400)
+            if number != self._day_number:
+                self._day_number = number
+                self._day = datetime.fromtimestamp(number * 86400, UTC).date()
+            day = self._day
         self.pending[(day, reference, target)] += 1
 
     def start(self) -> None:

@@ -14,10 +14,9 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 
-from dnslib import CNAME, QTYPE, SOA, DNSRecord
+from dnslib import DNSRecord
 
 from blockd.config import DnsSettings
 from blockd.core.policy import Decision, Match, Policy
@@ -31,7 +30,7 @@ log = logging.getLogger("blockd.dns")
 
 Reply = bytes | None | Awaitable[bytes | None]
 RFC8482_TTL = 3600
-NEGATIVE_DEFAULT_TTL = 0  # no SOA in a negative answer: do not cache it (RFC 2308)
+MEMO_SIZE = 200_000
 
 
 @dataclass
@@ -110,6 +109,8 @@ class DnsService:
         self.acl = Acl(settings.allow)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
         self.stats = DnsStats()
+        self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None]] = {}
+        self._memo_policy: Policy | None = None
 
     # -- entry point -------------------------------------------------------------
 
@@ -117,10 +118,14 @@ class DnsService:
         """Answer one message from ``client``; never raises."""
         self.stats.queries += 1
         try:
+            if not tcp:
+                fast = self._replay(data, client)
+                if fast is not None:
+                    return fast
             query = wire.scan(data)
             if query is None:
                 return self._slow(data, client, tcp)
-            return self._answer(query, client, tcp)
+            return self._answer(query, client, tcp, data)
         except Exception:  # the last line of defence: log, answer SERVFAIL if we can
             self.stats.errors += 1
             log.exception("error handling a query from %s", client)
@@ -130,7 +135,48 @@ class DnsService:
                     return _header_only(ident, flags, wire.SERVFAIL)
             return None
 
-    def _answer(self, q: wire.Query, client: str, tcp: bool) -> Reply:
+    # -- the replay memo ---------------------------------------------------------
+    #
+    # A UDP answer depends on everything in the query but its ID, on the policy snapshot
+    # and (for cache hits) on the current second. So the bytes after the ID map straight
+    # to the bytes of the answer after the ID: most queries cost one dict lookup, the ACL
+    # and the rate limiter. The memo is dropped whenever the policy changes.
+
+    def forget(self) -> None:
+        """Drop memoised answers (after a configuration reload)."""
+        self._memo.clear()
+
+    def _replay(self, data: bytes, client: str) -> bytes | None:
+        policy = self.policy()
+        if policy is not self._memo_policy:
+            self._memo.clear()
+            self._memo_policy = policy
+        memo = self._memo.get(data[2:])
+        if memo is None:
+            return None
+        tail, until, hit = memo
+        if until and self.clock() >= until:
+            return None
+        if not self.acl.allowed(client) or not self.limiter.allow(client):
+            return None  # the slow path counts and answers (REFUSED or drop)
+        if hit is not None:
+            self.stats.blocked += 1
+            if self.hits is not None:
+                self.hits.add(*hit)
+        else:
+            self.stats.cache_hits += 1
+        return data[:2] + tail
+
+    def _remember(self, data: bytes | None, reply: bytes, until: float,
+                  hit: tuple[str, str] | None) -> bytes:
+        if data is not None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[data[2:]] = (reply[2:], until, hit)
+        return reply
+
+    def _answer(self, q: wire.Query, client: str, tcp: bool, data: bytes | None = None
+                ) -> Reply:
         if not self.acl.allowed(client):
             self.stats.refused_acl += 1
             return self._refused_acl(q)
@@ -139,11 +185,14 @@ class DnsService:
             return None
         if q.edns and q.edns_version > 0:
             return self._badvers(q)
+        memo = None if tcp else data
         policy = self.policy()
         if q.name:
             decision = policy.decide_name(q.name)
             if decision.matches:
-                return self._blocked(q, decision.matches[0], tcp)
+                match = decision.matches[0]
+                return self._remember(memo, self._blocked(q, match, tcp), 0.0,
+                                      (match.order.reference, match.target.spec))
         if q.qtype == wire.T_ANY:
             return self._fit(q, self._rfc8482(q), tcp)
         key = (q.name, q.qtype, q.qclass, q.do)
@@ -154,7 +203,10 @@ class DnsService:
             if blocked is not None:
                 return self._blocked(q, blocked, tcp)
             self.stats.cache_hits += 1
-            return self._fit(q, Cache.render(q, entry, now), tcp)
+            reply = self._fit(q, Cache.render(q, entry, now), tcp)
+            age = int(now - entry.stored)
+            until = min(entry.stored + age + 1, entry.stored + entry.ttl)
+            return self._remember(memo, reply, until, None)
         return self._forward(q, key, tcp)
 
     # -- forwarding --------------------------------------------------------------
@@ -188,26 +240,12 @@ class DnsService:
             self.cache.put(key, entry)
         return self._fit(q, Cache.render(q, entry, now), tcp)
 
-    def _inspect(self, response: bytes) -> tuple[int, int, tuple[str, ...]] | None:
+    @staticmethod
+    def _inspect(response: bytes) -> tuple[int, int, tuple[str, ...]] | None:
         """(rcode, cache TTL, CNAME chain names) of an upstream answer; None if malformed."""
         try:
-            record = DNSRecord.parse(response)
-            rcode = record.header.rcode
-            chain = tuple(
-                str(rr.rdata.label).rstrip(".").lower()
-                for rr in record.rr if rr.rtype == QTYPE.CNAME and isinstance(rr.rdata, CNAME)
-            )
-            ttls = [rr.ttl for rr in record.rr]
-            if record.rr and rcode == wire.NOERROR:
-                ttl = min(ttls + [rr.ttl for rr in record.auth])
-            else:  # negative: the SOA's own TTL bounded by its minimum (RFC 2308)
-                soas = [rr for rr in record.auth if rr.rtype == QTYPE.SOA
-                        and isinstance(rr.rdata, SOA)]
-                ttl = min(soas[0].ttl, soas[0].rdata.times[4]) if soas else NEGATIVE_DEFAULT_TTL
-                if ttls:
-                    ttl = min([ttl, *ttls])
-            return rcode, max(0, int(ttl)), chain
-        except Exception:  # dnslib raises many kinds on hostile input
+            return wire.inspect(response)
+        except (ValueError, struct.error):
             return None
 
     def _chain_block(self, policy: Policy, chain: tuple[str, ...]) -> Match | None:
@@ -222,7 +260,7 @@ class DnsService:
     def _blocked(self, q: wire.Query, match: Match, tcp: bool) -> bytes:
         self.stats.blocked += 1
         if self.hits is not None:
-            self.hits.add(match.order.reference, match.target.spec, datetime.now(UTC))
+            self.hits.add(match.order.reference, match.target.spec)
         return self._fit(q, self.answers.tail(q, match).render(q), tcp)
 
     def _fit(self, q: wire.Query, message: bytes, tcp: bool) -> bytes:

@@ -202,3 +202,74 @@ def layout(data: bytes) -> Layout:
     for _ in range(qd):
         question_end = skip_name(data, question_end) + 4
     return Layout(question_end, tuple(ttls), opt, (an, ns, ar))
+
+
+def read_name(data: bytes, pos: int) -> str:
+    """The lower-case dotted name at ``pos``, following compression pointers."""
+    labels: list[str] = []
+    jumps = 0
+    total = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("name runs past the end")
+        length = data[pos]
+        if length == 0:
+            return ".".join(labels)
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= len(data):
+                raise ValueError("truncated pointer")
+            jumps += 1
+            if jumps > 32:
+                raise ValueError("compression loop")
+            pos = ((length & 0x3F) << 8) | data[pos + 1]
+            continue
+        if length > 63:
+            raise ValueError("bad label type")
+        total += length + 1
+        if total > 255:
+            raise ValueError("name too long")
+        labels.append(data[pos + 1 : pos + 1 + length].decode("latin-1").lower()
+                      .replace(".", "\\."))
+        pos += 1 + length
+
+
+def inspect(data: bytes) -> tuple[int, int, tuple[str, ...]]:
+    """(rcode, cache TTL, CNAME targets) of an upstream answer, without a message object.
+
+    The TTL is the smallest TTL of the answer and authority records; a negative answer
+    (NXDOMAIN, or NOERROR without answers) lives for its SOA's TTL bounded by the SOA
+    minimum (RFC 2308), or 0 (not cached) without an SOA. Raises ValueError if malformed.
+    """
+    if len(data) < 12:
+        raise ValueError("short message")
+    _, flags, qd, an, ns, _ = HEADER.unpack_from(data)
+    pos = 12
+    for _ in range(qd):
+        pos = skip_name(data, pos) + 4
+    ttls: list[int] = []
+    chain: list[str] = []
+    soa: tuple[int, int] | None = None
+    for i in range(an + ns):
+        pos = skip_name(data, pos)
+        if pos + 10 > len(data):
+            raise ValueError("truncated record")
+        rtype, _, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+        rdata = pos + 10
+        pos = rdata + rdlen
+        if pos > len(data):
+            raise ValueError("record runs past the end")
+        ttls.append(ttl)
+        if i < an and rtype == T_CNAME:
+            chain.append(read_name(data, rdata))
+        elif i >= an and rtype == T_SOA and soa is None:
+            if rdlen < 22:
+                raise ValueError("short SOA")
+            soa = (ttl, struct.unpack_from("!I", data, pos - 4)[0])
+    rcode = flags & 0xF
+    if an and rcode == NOERROR:
+        ttl = min(ttls)
+    else:
+        ttl = min(soa) if soa else 0
+        if ttls:
+            ttl = min(ttl, *ttls)
+    return rcode, max(0, ttl), tuple(chain)

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""DNS benchmark: blockd against unbound with the same 100k-domain blocklist, same run.
+
+Starts, all on 127.0.0.1:
+  * an upstream unbound answering every name under ``bench.`` (the "internet");
+  * the anchor: unbound, 1 thread, the blocklist as ``local-zone redirect`` entries,
+    forwarding the rest to the upstream;
+  * blockd ``serve dns`` with the same blocklist in a fresh store, forwarding likewise.
+Then runs dnsperf against each for three workloads and prints QPS, p50/p99 latency and
+the ratio blockd/unbound:
+  * blocked: names under the blocklist (half bare, half ``www.``);
+  * cache hits: a small set of answerable names, warmed first;
+  * cache misses: unique answerable names, never asked before.
+Servers are pinned to CPU 0 and dnsperf to CPU 1 when taskset is available.
+
+    python bench/dns_bench.py [--domains 100000] [--seconds 10] [--workers 1]
+Needs Debian's unbound and dnsperf. Sends traffic to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+HOST = "127.0.0.1"
+NOTICE = "127.0.0.80"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind((HOST, 0))
+        port = int(u.getsockname()[1])
+    return port
+
+
+def pin(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() else []
+
+
+def domains(n: int) -> list[str]:
+    rnd = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return [f"{''.join(rnd.choices(alphabet, k=rnd.randint(6, 12)))}{i}.com" for i in range(n)]
+
+
+def unbound_conf(path: Path, port: int, body: str) -> Path:
+    path.write_text(
+        "server:\n"
+        f"  interface: {HOST}\n  port: {port}\n  num-threads: 1\n"
+        f"  directory: \"{path.parent}\"\n  chroot: \"\"\n  username: \"\"\n"
+        f"  pidfile: \"{path.with_suffix('.pid')}\"\n  use-syslog: no\n  logfile: \"\"\n"
+        "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n"
+        "  msg-cache-size: 64m\n  rrset-cache-size: 128m\n  verbosity: 0\n"
+        "  ratelimit: 0\n  ip-ratelimit: 0\n  minimal-responses: yes\n"
+        "  module-config: \"iterator\"\n"
+        + body
+    )
+    return path
+
+
+def wait_dns(port: int, timeout: float = 60.0) -> None:
+    """Until the server answers a query on UDP."""
+    query = bytes.fromhex("1234010000010000000000000570726f6265000001" "0001")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            try:
+                s.sendto(query, (HOST, port))
+                s.recv(512)
+                return
+            except OSError:
+                time.sleep(0.2)
+    raise RuntimeError(f"no DNS server answered on port {port}")
+
+
+@contextmanager
+def process(cmd: list[str], name: str, **kw: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            print(f"{name} exited {proc.returncode}: {err}", file=sys.stderr)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def dnsperf(port: int, qfile: Path, seconds: float, clients: int = 4) -> tuple[float, float,
+                                                                              float]:
+    """QPS, p50 and p99 latency (ms) from dnsperf's verbose per-query output."""
+    out = subprocess.run(
+        [*pin(1), "dnsperf", "-s", HOST, "-p", str(port), "-d", str(qfile), "-c",
+         str(clients), "-l", str(seconds), "-q", "200", "-v"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    latencies: list[float] = []
+    qps = 0.0
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith(">") and len(parts) >= 5:
+            with suppress(ValueError):
+                latencies.append(float(parts[-1]))
+        elif "Queries per second:" in line:
+            qps = float(parts[-1])
+    latencies.sort()
+    if not latencies:
+        return qps, float("nan"), float("nan")
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return qps, p50, p99
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--domains", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    for tool in ("unbound", "dnsperf"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} not found: apt-get install unbound dnsperf")
+    unbound = shutil.which("unbound") or "/usr/sbin/unbound"
+
+    from blockd.core.model import OrderRecord, Target, TargetKind
+    from blockd.store.store import Store
+
+    blocked = domains(args.domains)
+    with tempfile.TemporaryDirectory(prefix="blockd-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        # the store: one order with every domain (the guard is the CLI's job, not measured)
+        db = tmp / "blockd.db"
+        store = Store.open(str(db), create=True)
+        store.init()
+        now = datetime.now(UTC)
+        store.add_order(OrderRecord("BENCH-1", "Bench Court", date(2026, 1, 1), now),
+                        [Target(TargetKind.DOMAIN, d) for d in blocked], actor="bench", at=now)
+        store.close()
+        # query files
+        rnd = random.Random(3)
+        qblocked = tmp / "blocked.txt"
+        qblocked.write_text("".join(
+            f"{'www.' if i % 2 else ''}{rnd.choice(blocked)} A\n" for i in range(200_000)))
+        qhits = tmp / "hits.txt"
+        qhits.write_text("".join(f"h{i % 1000}.bench A\n" for i in range(200_000)))
+
+        def misses(tag: str) -> Path:
+            path = tmp / f"miss-{tag}.txt"
+            path.write_text("".join(f"m{i}.{tag}.bench A\n" for i in range(400_000)))
+            return path
+
+        up_port, ub_port, bd_port = free_port(), free_port(), free_port()
+        upstream = unbound_conf(tmp / "upstream.conf", up_port,
+                                '  local-zone: "." static\n  local-zone: "bench." redirect\n'
+                                '  local-data: "bench. 3600 IN A 192.0.2.1"\n')
+        anchor = unbound_conf(
+            tmp / "anchor.conf", ub_port,
+            "".join(f'  local-zone: "{d}" redirect\n  local-data: "{d} 30 IN A {NOTICE}"\n'
+                    for d in blocked)
+            + f'forward-zone:\n  name: "."\n  forward-addr: {HOST}@{up_port}\n')
+        config = tmp / "blockd.toml"
+        config.write_text(f'[notice]\nipv4 = "{NOTICE}"\n[dns]\nrate_limit = 10000000\n'
+                          'rate_burst = 10000000\n')
+        env = {**os.environ, "BLOCKD_CONFIG": str(config)}
+        blockd_cmd = [*pin(0), sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db),
+                      "--listen", f"{HOST}:{bd_port}", "--upstream", f"{HOST}:{up_port}",
+                      "--workers", str(args.workers)]
+        if args.workers > 1:
+            blockd_cmd = blockd_cmd[3:] if blockd_cmd[0] == "taskset" else blockd_cmd
+        with process([*pin(1), unbound, "-d", "-c", str(upstream)], "upstream"), \
+             process([*pin(0), unbound, "-d", "-c", str(anchor)], "unbound") as ub, \
+             process(blockd_cmd, "blockd", env=env) as bd:
+            wait_dns(up_port)
+            t0 = time.monotonic()
+            wait_dns(ub_port, 300)
+            ub_start = time.monotonic() - t0
+            t0 = time.monotonic()
+            wait_dns(bd_port, 300)
+            bd_start = time.monotonic() - t0
+            print(f"blocklist: {args.domains} domains; start-up: unbound {ub_start:.1f} s, "
+                  f"blockd {bd_start:.1f} s; RSS: unbound {rss_mb(ub.pid):.0f} MB, "
+                  f"blockd {rss_mb(bd.pid):.0f} MB")
+            print(f"{'workload':<12} {'server':<8} {'QPS':>9} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'ratio':>6}")
+            for label in ("blocked", "cache hit", "cache miss"):
+                results = {}
+                for server, port in (("unbound", ub_port), ("blockd", bd_port)):
+                    if label == "blocked":
+                        qfile = qblocked
+                    elif label == "cache hit":
+                        qfile = qhits
+                        dnsperf(port, qfile, 2)  # warm the cache
+                    else:
+                        qfile = misses(server)
+                    results[server] = dnsperf(port, qfile, args.seconds)
+                ratio = results["blockd"][0] / results["unbound"][0]
+                for server in ("unbound", "blockd"):
+                    qps, p50, p99 = results[server]
+                    print(f"{label:<12} {server:<8} {qps:>9.0f} {p50:>8.2f} {p99:>8.2f} "
+                          f"{ratio if server == 'blockd' else 1.0:>6.2f}")
+            print(f"blockd RSS after the run: {rss_mb(bd.pid):.0f} MB")
+    print("goals: blocked and cache hit >= 0.50, cache miss >= 0.30 (one worker, one core)")
+
+
+if __name__ == "__main__":
+    main()
