@@ -751,17 +751,21 @@ def _addresses(values: tuple[str, ...], field: str, default_port: int) -> tuple[
               help="Client network allowed to query; repeat [default: loopback only].")
 @click.option("--workers", type=click.IntRange(1, 256), metavar="N",
               help="Worker processes sharing the ports (SO_REUSEPORT) [default: 1].")
+@click.option("--metrics", metavar="ADDR:PORT",
+              help="Serve Prometheus /metrics and /healthz here (port 0: any free port) "
+                   "[default: configuration's, else off].")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @db_option
 @pass_app
 def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
-                  allow: tuple[str, ...], workers: int | None, verbose: bool,
-                  db: str | None) -> None:
+                  allow: tuple[str, ...], workers: int | None, metrics: str | None,
+                  verbose: bool, db: str | None) -> None:
     """The DNS resolver: forwards and caches, answers names under orders in force per
     their policy with EDE 16 (Censored), and follows the journal live."""
     from blockd.daemon import run_dns, setup_logging
 
     listen_a = _addresses(listen, "--listen", 5353)
+    metrics_a = _addresses((metrics,), "--metrics", 9253)[0] if metrics else None
     upstream_a = _addresses(upstream, "--upstream", 53)
     try:
         networks = tuple(str(ipaddress.ip_network(n, strict=False)) for n in allow)
@@ -773,7 +777,8 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
         dns = config.dns
         dns = dataclasses.replace(
             dns, listen=listen_a or dns.listen, upstream=upstream_a or dns.upstream,
-            allow=networks or dns.allow, workers=workers or dns.workers)
+            allow=networks or dns.allow, workers=workers or dns.workers,
+            metrics=metrics_a or dns.metrics)
         return dataclasses.replace(config, dns=dns)
 
     config = make_config()

@@ -74,6 +74,7 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     stale_for: float = 86400.0
     max_inflight: int = 2000
+    metrics: Address | None = None  # Prometheus /metrics and /healthz, e.g. 127.0.0.1:9253
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
     "rpz": {"zone": "rpz_zone"},
     "dns": {f: f"dns.{f}" for f in (
         "listen", "upstream", "workers", "allow", "rate_limit", "rate_burst", "cache_mb",
-        "upstream_timeout", "tcp_idle_timeout", "stale_for", "max_inflight")},
+        "upstream_timeout", "tcp_idle_timeout", "stale_for", "max_inflight", "metrics")},
     "hits": {"flush_interval": "hits_flush_interval"},
 }
 
@@ -112,6 +113,10 @@ def _dns_value(key: str, attr: str, value: Any) -> Any:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{key}: must be a non-empty list of \"ADDRESS:PORT\" strings")
         return tuple(parse_address_port(v, key) for v in value)
+    if name == "metrics":
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: must be an \"ADDRESS:PORT\" string")
+        return None if value == "" else parse_address_port(value, key, 9253)
     if name == "allow":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{key}: must be a list of networks")

@@ -14,6 +14,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+
+from aiohttp import web
 
 from blockd.config import Config
 from blockd.core.model import BlockdError
@@ -24,6 +27,7 @@ from blockd.dns.upstream import Upstreams
 from blockd.enforcement import load_policies
 from blockd.follow import PolicyFollower
 from blockd.hits import HitCounter
+from blockd.metrics import StatsCollector, start_metrics
 
 log = logging.getLogger("blockd")
 
@@ -64,10 +68,25 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
     server = DnsServer(service, settings.listen, idle_timeout=settings.tcp_idle_timeout,
                        reuse_port=reuse_port)
     bound = await server.start()
-    where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in bound)
-    print(f"blockd dns: listening on {where} (udp+tcp); upstream "
-          f"{', '.join(f'{h}:{p}' for h, p in settings.upstream)}; journal seq "
-          f"{follower.policy.seq}", flush=True)
+    metrics_runner = None
+    metrics_where = ""
+    if settings.metrics is not None:
+        collector = StatsCollector(
+            "blockd_dns", follower,
+            {"queries": lambda: service.stats, "upstream": lambda: upstreams.stats},
+            {"cache_entries": lambda: float(len(service.cache)),
+             "cache_bytes": lambda: float(service.cache.bytes),
+             "upstream_inflight": lambda: float(upstreams.inflight),
+             "hits_pending": lambda: float(sum(hits.pending.values()))})
+        metrics_runner = await start_metrics(collector, *settings.metrics)
+        port = _bound_port(metrics_runner) or settings.metrics[1]
+        metrics_where = f"; metrics http://{_hostport(settings.metrics[0], port)}/metrics"
+    where = ", ".join(_hostport(h, p) for h, p in bound)
+    # one write per line: with --workers several processes share this stdout
+    sys.stdout.write(f"blockd dns: listening on {where} (udp+tcp); upstream "
+                     f"{', '.join(_hostport(h, p) for h, p in settings.upstream)}; journal "
+                     f"seq {follower.policy.seq}{metrics_where}\n")
+    sys.stdout.flush()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,8 +118,22 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
     await stop.wait()
     log.info("stopping")
     await server.stop()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await hits.stop()
     await follower.stop()
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or []:
+            return int(sock.getsockname()[1])
+    return None
 
 
 def run_dns(make_config: Callable[[], Config], workers: int) -> int:
@@ -118,13 +151,17 @@ def run_dns(make_config: Callable[[], Config], workers: int) -> int:
     if any(port == 0 for _, port in config.dns.listen):
         raise BlockdError("--workers needs explicit listen ports (not 0)")
     children: list[int] = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
-        if pid == 0:  # child
+        if pid == 0:  # child; only the first worker serves /metrics (its own counters)
+            mine = config if index == 0 else replace(
+                config, dns=replace(config.dns, metrics=None))
+            code = 1
             try:
-                asyncio.run(serve_dns(config, reload, reuse_port=True))
+                asyncio.run(serve_dns(mine, reload, reuse_port=True))
+                code = 0
             finally:
-                os._exit(0)
+                os._exit(code)
         children.append(pid)
 
     def forward(signum: int, _frame: object) -> None:

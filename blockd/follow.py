@@ -126,6 +126,12 @@ class PolicyFollower:
     def _open(self) -> Store:
         if self._store is None:
             self._store = Store.open(self.db)
+        try:
+            self._store.probe()
+        except BlockdError:
+            self._store.close()
+            self._store = None
+            raise
         return self._store
 
     def _load(self) -> Policy:

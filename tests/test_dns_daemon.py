@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from dnsstub import StubUpstream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from blockd.cli import main
 
@@ -50,6 +54,14 @@ class Daemon:
     port: int
     db: Path
     proc: subprocess.Popen[str]
+    metrics: str = ""
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(self.metrics, timeout=3) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
 
     def ask(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | bool = 0,
             payload: int = 1232, want_dnssec: bool = False, timeout: float = 3.0
@@ -93,7 +105,10 @@ def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
         raise AssertionError(f"daemon did not start: {line}{proc.stderr.read()}")  # type: ignore[union-attr]
     where = line.split("listening on ", 1)[1].split(" ", 1)[0]
     host, port = where.rsplit(":", 1)
-    return Daemon(host, int(port), db, proc)
+    d = Daemon(host, int(port), db, proc)
+    if "metrics http://" in line:
+        d.metrics = line.split("metrics ", 1)[1].strip()
+    return d
 
 
 def stop_daemon(d: Daemon) -> str:
@@ -133,7 +148,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, upstream: StubUpstream) -> 
                    "--issued", "2024-02-01", "--policy", "it", "nx-only.example") == 0
     finally:
         del os.environ["BLOCKD_CONFIG"]
-    d = start_daemon(db, config)
+    d = start_daemon(db, config, "--metrics", "127.0.0.1:0")
     d.config = config  # type: ignore[attr-defined]
     yield d
     stop_daemon(d)
@@ -319,3 +334,91 @@ def test_malformed_packets_do_not_hurt(daemon: Daemon) -> None:
             s.sendto(p, (daemon.host, daemon.port))
     assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
     assert daemon.proc.poll() is None
+
+
+def test_fail_closed_when_the_store_is_unreadable(daemon: Daemon) -> None:
+    assert daemon.metric("blockd_store_healthy") == 1.0
+    good = daemon.db.read_bytes()
+    try:
+        daemon.db.write_bytes(b"not a database at all" * 4096)  # the store is damaged
+        deadline = time.monotonic() + 5
+        while daemon.metric("blockd_store_healthy") != 0.0:
+            assert time.monotonic() < deadline, "store damage not noticed"
+            time.sleep(0.1)
+        assert daemon.metric("blockd_store_errors_total") >= 1
+        assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"  # enforced
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(daemon.metrics.replace("/metrics", "/healthz"), timeout=3)
+        assert exc.value.code == 503
+        exc.value.close()
+    finally:
+        daemon.db.write_bytes(good)
+    deadline = time.monotonic() + 5
+    while daemon.metric("blockd_store_healthy") != 1.0:
+        assert time.monotonic() < deadline, "store recovery not noticed"
+        time.sleep(0.1)
+    assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
+
+
+def test_sighup_rereads_the_configuration(daemon: Daemon, tmp_path: Path) -> None:
+    config = tmp_path / "hup.toml"
+    base = daemon.config.read_text()  # type: ignore[attr-defined]
+    config.write_text(base)
+    d = start_daemon(daemon.db, config)
+    try:
+        assert d.ask("ok.example").rcode() == dns.rcode.NOERROR
+        config.write_text(base.replace("[dns]\n", '[dns]\nallow = ["192.0.2.0/24"]\n'))
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while d.ask("ok.example").rcode() != dns.rcode.REFUSED:
+            assert time.monotonic() < deadline, "SIGHUP did not apply the new ACL"
+            time.sleep(0.1)
+    finally:
+        assert "configuration reloaded" in stop_daemon(d)
+
+
+def test_workers_share_the_port(daemon: Daemon) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "BLOCKD_CONFIG": str(daemon.config)}  # type: ignore[attr-defined]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(daemon.db),
+         "--listen", f"127.0.0.1:{port}", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    workers = Daemon("127.0.0.1", port, daemon.db, proc)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert all("listening on" in line for line in lines), lines
+        for _ in range(20):
+            assert str(workers.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
+    finally:
+        stop_daemon(workers)
+
+
+hostile = st.one_of(
+    st.binary(min_size=0, max_size=300),
+    st.builds(lambda n, cut, junk: dns.message.make_query(n, "A").to_wire()[:cut] + junk,
+              st.sampled_from(["www.allofmp3.com", "ok.example", "x.example"]),
+              st.integers(0, 40), st.binary(max_size=20)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(hostile, min_size=1, max_size=5))
+def test_fuzz_the_running_daemon(daemon: Daemon, packets: list[bytes]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for p in packets:
+            s.sendto(p, (daemon.host, daemon.port))
+    with socket.create_connection((daemon.host, daemon.port), timeout=3) as t:
+        for p in packets:
+            t.sendall(len(p).to_bytes(2, "big") + p)
+    assert daemon.proc.poll() is None
+
+
+def test_still_correct_after_fuzzing(daemon: Daemon) -> None:
+    assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
+    assert str(daemon.ask("ok.example").answer[0][0]) == "192.0.2.1"
+    assert daemon.ask("x.example", tcp=True).rcode() == dns.rcode.NXDOMAIN
+    assert daemon.metric("blockd_dns_queries_errors_total") == 0

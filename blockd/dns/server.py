@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from blockd.config import Address
+from blockd.core.model import BlockdError
 from blockd.dns.service import DnsService
 
 log = logging.getLogger("blockd.dns")
@@ -88,27 +89,45 @@ class DnsServer:
         self.bound: list[Address] = []
 
     async def start(self) -> list[Address]:
-        loop = asyncio.get_running_loop()
+        """Bind UDP and TCP on each address; raises BlockdError with a one-line reason."""
         for host, port in self.listen:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            udp_sock = socket.socket(family, socket.SOCK_DGRAM)
+            for attempt in range(20):
+                try:
+                    bound = await self._bind(host, port)
+                    break
+                except OSError as exc:
+                    # port 0: the free UDP port may be taken for TCP; try another
+                    if port != 0 or attempt == 19:
+                        await self.stop()
+                        raise BlockdError(
+                            f"cannot listen on {host} port {port}: {exc.strerror}") from None
+            self.bound.append((host, bound))
+            log.info("dns listening on %s port %s (udp, tcp)", host, bound)
+        return self.bound
+
+    async def _bind(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        udp_sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
             if self.reuse_port:
                 udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 udp_sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             udp_sock.bind((host, port))
             port = udp_sock.getsockname()[1]  # port 0: TCP takes the same port
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self.service, self.tasks), sock=udp_sock)
-            self._udp.append(transport)
             server = await asyncio.start_server(
                 self._tcp_client, host, port, reuse_address=True,
                 reuse_port=self.reuse_port or None, limit=70_000,
             )
-            self._tcp.append(server)
-            self.bound.append((host, port))
-            log.info("dns listening on %s port %s (udp, tcp)", host, port)
-        return self.bound
+        except OSError:
+            udp_sock.close()
+            raise
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: UdpProtocol(self.service, self.tasks), sock=udp_sock)
+        self._udp.append(transport)
+        self._tcp.append(server)
+        return int(port)
 
     async def stop(self) -> None:
         for t in self._udp:

@@ -105,6 +105,7 @@ class Store:
         self.engine = engine
         self.where = where
         self.path = path
+        self._inode: int | None = None
 
     # -- opening -----------------------------------------------------------------
 
@@ -140,6 +141,27 @@ class Store:
                     f"(v{SCHEMA_VERSION}); upgrade blockd"
                 )
         return store
+
+    def probe(self) -> None:
+        """Raise StoreError unless the SQLite file is still there and still SQLite.
+
+        A long-lived connection reads from its page cache and would not notice that the
+        file was deleted, replaced or overwritten; daemons call this before each poll.
+        """
+        if self.path is None:
+            return
+        try:
+            with self.path.open("rb") as f:
+                magic = f.read(16)
+            ident = self.path.stat().st_ino
+        except OSError as exc:
+            raise StoreError(f"database {self.where}: {exc.strerror}") from None
+        if magic != b"SQLite format 3\x00":
+            raise StoreError(f"database {self.where} is not a blockd database or is damaged")
+        if self._inode is None:
+            self._inode = ident
+        elif ident != self._inode:
+            raise StoreError(f"database {self.where} was replaced; reopening")
 
     def init(self) -> tuple[int, int]:
         """Create or upgrade the schema; (version before, version after). Idempotent."""
