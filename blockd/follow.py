@@ -82,6 +82,8 @@ class PolicyFollower:
     async def start(self) -> None:
         """Load the full policy (raises if the store cannot be read at start-up)."""
         self._swap(await asyncio.to_thread(self._load))
+        self.healthy = True
+        self.stats.last_success = time.time()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-follow")
 
     async def stop(self) -> None:
