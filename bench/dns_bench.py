@@ -139,6 +139,9 @@ def main() -> None:
     ap.add_argument("--domains", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--rss-only", action="store_true",
+                    help="only start blockd with the blocklist and report its memory "
+                         "(e.g. --domains 1000000; no unbound needed)")
     args = ap.parse_args()
     for tool in ("unbound", "dnsperf"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -173,6 +176,17 @@ def main() -> None:
             return path
 
         up_port, ub_port, bd_port = free_port(), free_port(), free_port()
+        if args.rss_only:
+            env = {k: v for k, v in os.environ.items() if k != "BLOCKD_CONFIG"}
+            with process([sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db),
+                          "--listen", f"{HOST}:{bd_port}", "--upstream", f"{HOST}:{up_port}"],
+                         "blockd", env=env) as bd:
+                t0 = time.monotonic()
+                wait_dns(bd_port, 600)
+                print(f"blockd with {args.domains} blocked domains: ready in "
+                      f"{time.monotonic() - t0:.1f} s, RSS {rss_mb(bd.pid):.0f} MB "
+                      "(goal: under 300 MB for 1M)")
+            return
         upstream = unbound_conf(tmp / "upstream.conf", up_port,
                                 '  local-zone: "." static\n  local-zone: "bench." redirect\n'
                                 '  local-data: "bench. 3600 IN A 192.0.2.1"\n')
