@@ -788,6 +788,43 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
     raise SystemExit(run_dns(make_config, config.dns.workers))
 
 
+@serve.command("http")
+@click.option("--listen", multiple=True, metavar="ADDR:PORT",
+              help="Address for the notice pages; repeat for several [default: "
+                   "configuration's, else 127.0.0.1:8080].")
+@click.option("--tls-listen", metavar="ADDR:PORT",
+              help="Also serve HTTPS here, with --cert/--key of the ISP's own notice host.")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate chain for --tls-listen.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key for --tls-listen.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@db_option
+@pass_app
+def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
+                   cert: Path | None, key: Path | None, verbose: bool,
+                   db: str | None) -> None:
+    """The notice server: answers 451 with the orders behind a block, in the subscriber's
+    language, for any path on a blocked host; follows the journal live."""
+    from blockd.daemon import run_http, setup_logging
+
+    listen_a = _addresses(listen, "--listen", 8080)
+    tls_a = _addresses((tls_listen,), "--tls-listen", 443)[0] if tls_listen else None
+
+    def make_config() -> Config:
+        config = load_config(app.config_path).with_db(db)
+        return dataclasses.replace(
+            config, notice_listen=listen_a or config.notice_listen,
+            tls_listen=tls_a or config.tls_listen, tls_cert=cert or config.tls_cert,
+            tls_key=key or config.tls_key)
+
+    config = make_config()
+    Store.open(config.db).close()
+    app.policies  # noqa: B018 - validate the policy files before binding any port
+    setup_logging(verbose)
+    raise SystemExit(run_http(make_config))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one-line errors, never a traceback for a known failure."""
     try:

@@ -87,6 +87,13 @@ class Config:
     notice_ipv6: str | None = None
     notice_url: str = "http://127.0.0.1:8080/"
     rpz_zone: str = "rpz.blockd."
+    notice_listen: tuple[Address, ...] = (("127.0.0.1", 8080),)
+    isp_name: str = "Your internet provider"
+    isp_contact: str = ""
+    transparency: bool = True
+    tls_listen: Address | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     dns: DnsSettings = field(default_factory=DnsSettings)
     hits_flush_interval: float = 5.0
     source: Path | None = None
@@ -98,7 +105,10 @@ class Config:
 _SCHEMA: dict[str, dict[str, str]] = {
     "store": {"db": "db"},
     "policies": {"dir": "policies_dir"},
-    "notice": {"ipv4": "notice_ipv4", "ipv6": "notice_ipv6", "url": "notice_url"},
+    "notice": {"ipv4": "notice_ipv4", "ipv6": "notice_ipv6", "url": "notice_url",
+               "listen": "notice_listen", "isp_name": "isp_name", "isp_contact": "isp_contact",
+               "transparency": "transparency", "tls_listen": "tls_listen",
+               "tls_cert": "tls_cert", "tls_key": "tls_key"},
     "rpz": {"zone": "rpz_zone"},
     "dns": {f: f"dns.{f}" for f in (
         "listen", "upstream", "workers", "allow", "rate_limit", "rate_burst", "cache_mb",
@@ -140,8 +150,21 @@ def _check(key: str, attr: str, value: Any, base: Path) -> Any:
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{key}: must be a positive number of seconds, got {value!r}")
         return float(value)
+    if attr == "transparency":
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if attr == "notice_listen":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key}: must be a non-empty list of \"ADDRESS:PORT\" strings")
+        return tuple(parse_address_port(v, key, 8080) for v in value)
     if not isinstance(value, str):
         raise ValueError(f"{key}: must be a string, got {value!r}")
+    if attr == "tls_listen":
+        return parse_address_port(value, key, 443)
+    if attr in ("tls_cert", "tls_key"):
+        path = Path(value)
+        return path if path.is_absolute() else base / path
     if attr == "policies_dir":
         path = Path(value)
         return path if path.is_absolute() else base / path

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,10 +25,12 @@ from blockd.dns.answers import BlockedAnswers
 from blockd.dns.server import DnsServer
 from blockd.dns.service import Acl, DnsService, RateLimiter
 from blockd.dns.upstream import Upstreams
-from blockd.enforcement import load_policies
+from blockd.enforcement import EnforcementPolicy, load_policies
 from blockd.follow import PolicyFollower
 from blockd.hits import HitCounter
 from blockd.metrics import StatsCollector, start_metrics
+from blockd.web.app import NoticeSettings, NoticeSite
+from blockd.web.server import NoticeServer
 
 log = logging.getLogger("blockd")
 
@@ -122,6 +125,73 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
         await metrics_runner.cleanup()
     await hits.stop()
     await follower.stop()
+
+
+async def serve_http(config: Config, reload: Callable[[], Config] | None = None) -> None:
+    """Run the notice server until SIGTERM/SIGINT."""
+    policies = load_policies(config.policies_dir)
+    follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
+    await follower.start()
+    hits = HitCounter(config.db, config.hits_flush_interval)
+    hits.start()
+    tls = None
+    if config.tls_listen is not None:
+        if config.tls_cert is None or config.tls_key is None:
+            raise BlockdError("notice.tls_listen needs notice.tls_cert and notice.tls_key")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise BlockdError(f"notice.tls_cert/tls_key: cannot load: {exc}") from None
+        tls = (config.tls_listen, context)
+
+    def settings_of(c: Config, pols: dict[str, EnforcementPolicy]) -> NoticeSettings:
+        return NoticeSettings(
+            notice_url=c.notice_url, isp_name=c.isp_name, isp_contact=c.isp_contact,
+            transparency=c.transparency,
+            retry_after=max((p.dns_ttl for p in pols.values()), default=30))
+
+    site = NoticeSite(lambda: follower.policy, policies, config.policies_dir / "notices",
+                      settings_of(config, policies), config.db, hits,
+                      healthy=lambda: follower.healthy)
+    server = NoticeServer(site, config.notice_listen, tls)
+    bound = await server.start()
+    where = ", ".join(f"{'https' if t else 'http'}://{_hostport(h, p)}/" for h, p, t in bound)
+    sys.stdout.write(f"blockd http: listening on {where}; journal seq "
+                     f"{follower.policy.seq}\n")
+    sys.stdout.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    def on_hup() -> None:
+        if reload is None:
+            return
+        try:
+            fresh = reload()
+            new_policies = load_policies(fresh.policies_dir)
+        except BlockdError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        site.policies = new_policies
+        site.settings = settings_of(fresh, new_policies)
+        site.forget()
+        log.info("SIGHUP: configuration reloaded")
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop()
+    await hits.stop()
+    await follower.stop()
+
+
+def run_http(make_config: Callable[[], Config]) -> int:
+    install_uvloop()
+    asyncio.run(serve_http(make_config(), make_config))
+    return 0
 
 
 def _hostport(host: str, port: int) -> str:

@@ -1,0 +1,282 @@
+"""The notice server: what a subscriber's browser shows when it reaches a blocked site.
+
+Any path and method on a blocked Host gets 451 (RFC 7725) with the orders behind the block,
+rendered from ``policies/notices/<template>.<lang>.html`` (Jinja2, autoescaped: order text
+is data, never markup). A host that was blocked but no longer is gets 503 with Retry-After
+(the subscriber's DNS cache still points here); an unknown host gets a neutral 404.
+Rendered pages are cached per (host, orders, language) until the policy changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from blockd.core.model import BlockdError, OrderRecord, TargetKind
+from blockd.core.names import normalise_name, parse_address
+from blockd.core.policy import Decision, Match, Policy
+from blockd.core.timeparse import iso
+from blockd.enforcement import EnforcementPolicy
+from blockd.hits import HitCounter
+from blockd.store.store import Store
+from blockd.web.i18n import LANGUAGES, STRINGS, choose
+
+log = logging.getLogger("blockd.http")
+
+SO_ORIGINAL_DST = 80  # netfilter: the destination before DNAT (IPv4 and IPv6)
+LANGUAGE_NAMES = {"en": "English", "da": "Dansk", "de": "Deutsch", "it": "Italiano"}
+PAGE_CACHE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeSettings:
+    notice_url: str
+    isp_name: str = "Your internet provider"
+    isp_contact: str = ""
+    transparency: bool = True
+    retry_after: int = 30
+
+
+class NoticeSite:
+    """Request handling for the notice server; one per daemon."""
+
+    def __init__(
+        self, policy: Callable[[], Policy], policies: dict[str, EnforcementPolicy],
+        templates: Path, settings: NoticeSettings, db: str,
+        hits: HitCounter | None = None, healthy: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.policy = policy
+        self.policies = policies
+        self.settings = settings
+        self.db = db
+        self.hits = hits
+        self.healthy = healthy
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates)),
+            autoescape=True, undefined=jinja2.StrictUndefined,
+        )
+        self._pages: dict[tuple[Any, ...], bytes] = {}
+        self._was_blocked: dict[str, bool] = {}
+        self._seen: Policy | None = None
+        self._store: Store | None = None
+
+    def forget(self) -> None:
+        """Drop rendered pages (templates or settings changed)."""
+        self._pages.clear()
+        self._was_blocked.clear()
+        self.env.cache = {} if self.env.cache is not None else None
+
+    # -- routing -------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        request.protocol.served = True  # type: ignore[attr-defined]  # see GuardedHandler
+        policy = self.policy()
+        if policy is not self._seen:
+            self._pages.clear()
+            self._was_blocked.clear()
+            self._seen = policy
+        path = request.path
+        if path == "/healthz":
+            ok = self.healthy()
+            return web.Response(status=200 if ok else 503,
+                                text="ok\n" if ok else "store unreadable\n")
+        if path.startswith("/.well-known/blockd/orders") and self.settings.transparency:
+            return self._transparency(request, policy, json_out=path.endswith(".json"))
+        subject = self._subject(request)
+        if subject is None:
+            return self._system(request, 400, "unknown_title", "unknown_body", None)
+        decision = (policy.decide_ip(subject) if _is_ip(subject)
+                    else policy.decide_name(subject))
+        if decision.blocked:
+            return self._notice(request, subject, decision)
+        if await self._previously_blocked(subject):
+            response = self._system(request, 503, "lifted_title", "lifted_body", subject)
+            response.headers["Retry-After"] = str(self.settings.retry_after)
+            return response
+        return self._system(request, 404, "unknown_title", "unknown_body", None)
+
+    # -- what was asked for ----------------------------------------------------------
+
+    def _subject(self, request: web.BaseRequest) -> str | None:
+        """The name from Host, or for an IP literal or no Host, the original destination."""
+        host = (request.headers.get("Host") or "").strip()
+        if host.startswith("["):
+            host = host[1:].split("]", 1)[0]
+        elif host.count(":") == 1:
+            host = host.split(":", 1)[0]
+        if host and not _is_ip(host):
+            try:
+                return normalise_name(host, "Host")
+            except BlockdError:
+                return None
+        original = _original_destination(request)
+        if original is not None:
+            return original
+        if host:
+            address = parse_address(host)
+            return address.value if address is not None else None
+        return None
+
+    async def _previously_blocked(self, subject: str) -> bool:
+        """Does an order that is no longer in force name this host? (cached per policy)"""
+        known = self._was_blocked.get(subject)
+        if known is not None:
+            return known
+        try:
+            found = await asyncio.to_thread(self._lookup, subject)
+        except BlockdError:
+            return False
+        if len(self._was_blocked) > PAGE_CACHE:
+            self._was_blocked.clear()
+        self._was_blocked[subject] = found
+        return found
+
+    def _lookup(self, subject: str) -> bool:
+        if self._store is None:
+            self._store = Store.open(self.db)
+        target = parse_address(subject) if _is_ip(subject) else None
+        if target is None:
+            from blockd.core.model import Target
+
+            target = Target(TargetKind.DOMAIN, subject)
+        return bool(self._store.candidates(target))
+
+    # -- pages -----------------------------------------------------------------------
+
+    def _notice(self, request: web.BaseRequest, subject: str, decision: Decision) -> web.Response:
+        primary = decision.matches[0]
+        policy = self.policies.get(primary.order.policy) or self.policies["default"]
+        offered = [lang for lang in policy.languages
+                   if self._template_exists(policy.notice_template, lang)] or ["en"]
+        lang = choose(offered, request.headers.get("Accept-Language"),
+                      request.query.get("lang"))
+        refs = tuple(m.order.reference for m in decision.matches)
+        key = (subject, refs, lang)
+        body = self._pages.get(key)
+        if body is None:
+            body = self._render_notice(policy, lang, offered, subject, decision.matches)
+            if len(self._pages) >= PAGE_CACHE:
+                self._pages.clear()
+            self._pages[key] = body
+        if self.hits is not None:
+            self.hits.add(primary.order.reference, primary.target.spec)
+        return self._page(request, 451, body, lang)
+
+    def _template_exists(self, template: str, lang: str) -> bool:
+        try:
+            self.env.get_template(f"{template}.{lang}.html")
+            return True
+        except jinja2.TemplateNotFound:
+            return False
+
+    def _render_notice(self, policy: EnforcementPolicy, lang: str, offered: list[str],
+                       subject: str, matches: tuple[Match, ...]) -> bytes:
+        name = f"{policy.notice_template}.{lang}.html"
+        if not self._template_exists(policy.notice_template, lang):
+            name = f"default.{lang}.html" if lang in LANGUAGES else "default.en.html"
+        html = self.env.get_template(name).render(
+            **self._common(lang, offered), host=subject,
+            orders=[_order_view(m.order) for m in matches],
+        )
+        return html.encode("utf-8")
+
+    def _common(self, lang: str, offered: list[str]) -> dict[str, Any]:
+        return {
+            "lang": lang, "languages": offered, "language_names": LANGUAGE_NAMES,
+            "isp_name": self.settings.isp_name, "isp_contact": self.settings.isp_contact,
+            "notice_url": self.settings.notice_url,
+        }
+
+    def _system(self, request: web.BaseRequest, status: int, title: str, body: str,
+                host: str | None, **extra: Any) -> web.Response:
+        lang = choose(list(LANGUAGES), request.headers.get("Accept-Language"),
+                      request.query.get("lang"))
+        s = STRINGS[lang]
+        html = self.env.get_template("_system.html").render(
+            **self._common(lang, list(LANGUAGES)), title=s[title], body=s[body], host=host,
+            S=s, **extra)
+        return self._page(request, status, html.encode("utf-8"), lang)
+
+    def _page(self, request: web.BaseRequest, status: int, body: bytes,
+              lang: str) -> web.Response:
+        headers = {
+            "Content-Type": "text/html; charset=utf-8",
+            "Cache-Control": "no-store",
+            "Content-Language": lang,
+            "Vary": "Accept-Language",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                       "img-src data:; base-uri 'none'; form-action 'none'",
+            "Referrer-Policy": "no-referrer",
+        }
+        if status == 451:
+            headers["Link"] = f'<{self.settings.notice_url}>; rel="blocked-by"'
+        return web.Response(status=status, body=body, headers=headers)
+
+    def _transparency(self, request: web.BaseRequest, policy: Policy,
+                      *, json_out: bool) -> web.Response:
+        orders: dict[str, dict[str, Any]] = {}
+        for order, target in policy.entries():
+            view = orders.setdefault(order.reference, {**_order_view(order), "targets": []})
+            view["targets"].append(target.spec)
+        listing = sorted(orders.values(), key=lambda o: (o["issued_on"], o["reference"]))
+        for o in listing:
+            o["targets"].sort()
+        if json_out:
+            data = {"journal_seq": policy.seq, "generated_at": iso(policy.at),
+                    "orders": listing}
+            return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False),
+                                     headers={"Cache-Control": "no-store"})
+        return self._system(request, 200, "orders_title", "orders_intro", None,
+                            orders=listing)
+
+
+def _order_view(order: OrderRecord) -> dict[str, Any]:
+    return {
+        "reference": order.reference, "authority": order.authority,
+        "jurisdiction": order.jurisdiction, "issued_on": order.issued_on.isoformat(),
+        "requested_by": order.requested_by, "legal_basis": order.legal_basis,
+        "effective_until": iso(order.effective_until), "contact": order.contact,
+        "appeal": order.appeal, "notice": order.notice,
+    }
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _original_destination(request: web.BaseRequest) -> str | None:
+    """The address a DNAT'd connection was really for (None if it was not redirected)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return None
+    try:
+        if sock.family == socket.AF_INET:
+            raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+            original = str(ipaddress.IPv4Address(raw[4:8]))
+        else:
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+            original = str(ipaddress.IPv6Address(raw[8:24]))
+        local = sock.getsockname()[0]
+    except (OSError, ValueError, struct.error):
+        return None
+    return None if original == local else original
+
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
