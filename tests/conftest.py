@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import os
+import signal
 import sqlite3
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +65,80 @@ def db_digest(path: Path) -> str:
         return h.hexdigest()
     finally:
         con.close()
+
+
+# -- the notice server, shared by the HTTP and browser tests ----------------------
+
+HOSTILE = 'High Court <script>alert("x")</script> {{ 7*7 }}'
+
+
+@dataclass
+class Http:
+    port: int
+    db: Path
+    proc: subprocess.Popen[str]
+
+    def get(self, host: str | None, path: str = "/", method: str = "GET",
+            headers: dict[str, str] | None = None, body: bytes | None = None
+            ) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            if host is not None:
+                conn.putheader("Host", host)
+            for k, v in (headers or {}).items():
+                conn.putheader(k, v)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+        finally:
+            conn.close()
+
+
+def cli(db: Path, *args: str) -> None:
+    assert main([*args, "--db", str(db)]) == 0
+
+
+@pytest.fixture(scope="session")
+def notice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
+    tmp = tmp_path_factory.mktemp("http")
+    db = tmp / "blockd.db"
+    config = tmp / "blockd.toml"
+    config.write_text('[notice]\nurl = "https://isp.example/blocking"\n'
+                      'isp_name = "Example ISP"\nisp_contact = "support@isp.example"\n'
+                      '[hits]\nflush_interval = 0.2\n')
+    os.environ["BLOCKD_CONFIG"] = str(config)
+    try:
+        cli(db, "init")
+        cli(db, "order", "add", "FI-15124/2006", "--authority", "Copenhagen City Court",
+            "--issued", "2006-10-25", "--policy", "dk", "--requested-by", "IFPI Danmark",
+            "--legal-basis", "Danish Copyright Act", "allofmp3.com")
+        cli(db, "order", "add", "UK-2014-1", "--authority", HOSTILE, "--issued", "2014-10-17",
+            "--policy", "uk", "--appeal", "Apply <a href='x'>here</a>", "--requested-by",
+            "Cartier", "counterfeit.example")
+        cli(db, "order", "add", "DE-1", "--authority", "LG München I", "--issued",
+            "2025-07-01", "--policy", "de", "gesperrt.example")
+        cli(db, "order", "add", "IT-1", "--authority", "AGCOM", "--issued", "2024-02-01",
+            "--policy", "it", "bloccato.example")
+        cli(db, "order", "add", "TEMP-1", "--authority", "Court", "--issued", "2024-01-01",
+            "soon-lifted.example")
+    finally:
+        del os.environ["BLOCKD_CONFIG"]
+    env = {**os.environ, "BLOCKD_CONFIG": str(config)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blockd", "serve", "http", "--db", str(db),
+         "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on http://127.0.0.1:" in line, line + (proc.stderr.read() if
+                                                              proc.stderr else "")
+    port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+    yield Http(port, db, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+
+

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import Http
 from playwright.sync_api import sync_playwright
-
-from test_http_daemon import Http, notice  # noqa: F401 - the running notice server fixture
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -27,7 +26,7 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
     ("gesperrt.example", "de", "Diese Seite ist aufgrund einer Anordnung gesperrt", 1280),
     ("bloccato.example", "it", "Questo sito è bloccato per ordine dell'autorità", 390),
 ])
-def test_browser_shows_the_notice(notice: Http, tmp_path: Path, host: str,  # noqa: F811
+def test_browser_shows_the_notice(notice: Http, tmp_path: Path, host: str,
                                   lang: str, heading: str, width: int) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     rules = ",".join(f"MAP {h} 127.0.0.1" for h in
