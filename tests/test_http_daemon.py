@@ -116,3 +116,46 @@ def test_hits_are_counted(notice: Http) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("no hits recorded for notices served")
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Read ``count`` HTTP/1.1 responses with Content-Length bodies from one connection."""
+    data = b""
+    out = []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(data) < length:
+            data += sock.recv(65536)
+        out.append((int(lines[0].split()[1]), headers, data[:length]))
+        data = data[length:]
+    return out
+
+
+def test_keep_alive_pipelining_and_hand_over(notice: Http) -> None:
+    """Fast path and full handler on one connection: GET, GET, then a POST with a body."""
+    with socket.create_connection(("127.0.0.1", notice.port), timeout=5) as s:
+        get = b"GET /a HTTP/1.1\r\nHost: allofmp3.com\r\nAccept-Language: it\r\n\r\n"
+        post = (b"POST /login HTTP/1.1\r\nHost: www.allofmp3.com\r\nContent-Length: 6\r\n"
+                b"\r\nuser=x")
+        s.sendall(get + get.replace(b"/a", b"/b?lang=en") + post)
+        responses = read_responses(s, 3)
+    assert [r[0] for r in responses] == [451, 451, 451]
+    assert [r[1]["content-language"] for r in responses] == ["da", "en", "da"]
+    assert all("date" in r[1] for r in responses)
+    assert b"FI-15124/2006" in responses[2][2]
+
+
+def test_http_1_0_closes(notice: Http) -> None:
+    with socket.create_connection(("127.0.0.1", notice.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\nHost: allofmp3.com\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 451 ") and b"Connection: close" in data

@@ -67,6 +67,10 @@ class NoticeSite:
             autoescape=True, undefined=jinja2.StrictUndefined,
         )
         self._pages: dict[tuple[Any, ...], bytes] = {}
+        self._heads: dict[tuple[str, int], bytes] = {}
+        self._offered: dict[str, list[str]] = {}
+        self._fast: dict[tuple[str, str | None, str | None],
+                         tuple[bytes, bytes, tuple[str, str]]] = {}
         self._was_blocked: dict[str, bool] = {}
         self._seen: Policy | None = None
         self._store: Store | None = None
@@ -74,6 +78,9 @@ class NoticeSite:
     def forget(self) -> None:
         """Drop rendered pages (templates or settings changed)."""
         self._pages.clear()
+        self._heads.clear()
+        self._fast.clear()
+        self._offered.clear()
         self._was_blocked.clear()
         self.env.cache = {} if self.env.cache is not None else None
 
@@ -84,6 +91,7 @@ class NoticeSite:
         policy = self.policy()
         if policy is not self._seen:
             self._pages.clear()
+            self._heads.clear()
             self._was_blocked.clear()
             self._seen = policy
         path = request.path
@@ -155,12 +163,21 @@ class NoticeSite:
     # -- pages -----------------------------------------------------------------------
 
     def _notice(self, request: web.BaseRequest, subject: str, decision: Decision) -> web.Response:
+        lang, body = self._notice_body(subject, decision, request.headers.get("Accept-Language"),
+                                       request.query.get("lang"))
+        return self._page(request, 451, body, lang)
+
+    def _notice_body(self, subject: str, decision: Decision, accept: str | None,
+                     override: str | None) -> tuple[str, bytes]:
+        """(language, page) for a blocked subject; rendered once per policy snapshot."""
         primary = decision.matches[0]
         policy = self.policies.get(primary.order.policy) or self.policies["default"]
-        offered = [lang for lang in policy.languages
-                   if self._template_exists(policy.notice_template, lang)] or ["en"]
-        lang = choose(offered, request.headers.get("Accept-Language"),
-                      request.query.get("lang"))
+        offered = self._offered.get(policy.name)
+        if offered is None:
+            offered = self._offered[policy.name] = [
+                lang for lang in policy.languages
+                if self._template_exists(policy.notice_template, lang)] or ["en"]
+        lang = choose(offered, accept, override)
         refs = tuple(m.order.reference for m in decision.matches)
         key = (subject, refs, lang)
         body = self._pages.get(key)
@@ -171,7 +188,51 @@ class NoticeSite:
             self._pages[key] = body
         if self.hits is not None:
             self.hits.add(primary.order.reference, primary.target.spec)
-        return self._page(request, 451, body, lang)
+        return lang, body
+
+    def fast_notice(self, host: str, accept: str | None, override: str | None
+                    ) -> tuple[bytes, bytes] | None:
+        """The 451 response head (without Date and the blank line) and body, or None.
+
+        Used by the notice server's fast path (plain GET/HEAD with a Host name); anything
+        else, and any host that is not blocked, goes through the full aiohttp handler.
+        """
+        policy = self.policy()
+        if policy is not self._seen:
+            self._pages.clear()
+            self._heads.clear()
+            self._was_blocked.clear()
+            self._fast.clear()
+            self._seen = policy
+        key = (host, accept, override)
+        memo = self._fast.get(key)
+        if memo is not None:
+            head, body, hit = memo
+            if self.hits is not None:
+                self.hits.add(*hit)
+            return head, body
+        try:
+            subject = normalise_name(host.rsplit(":", 1)[0] if host.count(":") == 1 else host,
+                                     "Host")
+        except BlockdError:
+            return None
+        decision = policy.decide_name(subject)
+        if not decision.blocked:
+            return None
+        lang, body = self._notice_body(subject, decision, accept, override)
+        built = self._heads.get((lang, len(body)))
+        if built is None:
+            headers = self._headers(451, lang)
+            headers["Content-Length"] = str(len(body))
+            built = ("HTTP/1.1 451 Unavailable For Legal Reasons\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in headers.items())).encode("latin-1")
+            self._heads[(lang, len(body))] = built
+        head = built
+        if len(self._fast) >= PAGE_CACHE:
+            self._fast.clear()
+        primary = decision.matches[0]
+        self._fast[key] = (head, body, (primary.order.reference, primary.target.spec))
+        return head, body
 
     def _template_exists(self, template: str, lang: str) -> bool:
         try:
@@ -210,6 +271,9 @@ class NoticeSite:
 
     def _page(self, request: web.BaseRequest, status: int, body: bytes,
               lang: str) -> web.Response:
+        return web.Response(status=status, body=body, headers=self._headers(status, lang))
+
+    def _headers(self, status: int, lang: str) -> dict[str, str]:
         headers = {
             "Content-Type": "text/html; charset=utf-8",
             "Cache-Control": "no-store",
@@ -222,7 +286,7 @@ class NoticeSite:
         }
         if status == 451:
             headers["Link"] = f'<{self.settings.notice_url}>; rel="blocked-by"'
-        return web.Response(status=status, body=body, headers=headers)
+        return headers
 
     def _transparency(self, request: web.BaseRequest, policy: Policy,
                       *, json_out: bool) -> web.Response:
