@@ -4,8 +4,14 @@ escaping, lifted orders, transparency, limits and hits. Clients are plain socket
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import ssl
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import HOSTILE, Http, cli
@@ -159,3 +165,45 @@ def test_http_1_0_closes(notice: Http) -> None:
         while chunk := s.recv(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 451 ") and b"Connection: close" in data
+
+
+def test_tls_listener_with_the_isps_own_certificate(notice: Http, tmp_path: Path) -> None:
+    """The optional HTTPS listener serves the notice with a configured certificate."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=notice.isp.example", "-addext",
+                    "subjectAltName=DNS:notice.isp.example,DNS:allofmp3.com",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    env = {**os.environ}
+    env.pop("BLOCKD_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blockd", "serve", "http", "--db", str(notice.db), "--listen",
+         "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--cert", str(cert), "--key", str(key)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "https://127.0.0.1:" in line, line
+        port = int(line.split("https://127.0.0.1:", 1)[1].split("/", 1)[0])
+        context = ssl.create_default_context(cafile=str(cert))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="allofmp3.com") as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: allofmp3.com\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 451 ") and b"FI-15124/2006" in data
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+
+
+def test_tls_needs_a_loadable_certificate(notice: Http, tmp_path: Path) -> None:
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    r = subprocess.run(
+        [sys.executable, "-m", "blockd", "serve", "http", "--db", str(notice.db), "--listen",
+         "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--cert", str(tmp_path / "bad.pem"),
+         "--key", str(tmp_path / "bad.pem")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("blockd: error: notice.tls_cert")

@@ -294,36 +294,32 @@ def parse(text: str) -> list[Target]:
     enforce (nsdname, nsip, client-ip) are errors.
     """
     zone = _Zone(origin=_Name("", False))
-    owners: dict[str, int] = {}  # relative owner -> first line
-    addresses: dict[Target, None] = {}
+    matches: dict[str, set[DomainMatch]] = {}  # domain -> how its owners cover it
+    found: dict[Target | str, None] = {}  # file order: addresses, and domains by name
     for line in _tokens(text):
-        rec = _record(line, zone)
-        if rec is None:
+        owner = _record(line, zone)
+        if owner is None:
             continue
-        owner, rtype, rdata = rec
-        if owner.endswith(".rpz-ip") or owner == "rpz-ip":
-            addresses.setdefault(_ip_trigger(owner[: -len(".rpz-ip")], line.number), None)
+        if owner == "rpz-ip" or owner.endswith(".rpz-ip"):
+            found.setdefault(_ip_trigger(owner.removesuffix("rpz-ip")[:-1], line.number))
+            continue
+        # ``name`` alone blocks the name only, ``*.name`` its subdomains only
+        target = target_at(line.number, owner if owner.startswith("*.") else "=" + owner)
+        matches.setdefault(target.value, set()).add(target.match)
+        found.setdefault(target.value)
+    out: list[Target] = []
+    for key in found:
+        if isinstance(key, Target):
+            out.append(key)
         else:
-            owners.setdefault(owner, line.number)
-    out: dict[Target, None] = {}
-    for owner, number in owners.items():
-        wildcard = owner.startswith("*.")
-        base = owner[2:] if wildcard else owner
-        if wildcard and base in owners:
-            continue  # covered by the subtree target emitted for ``base``
-        if wildcard:
-            spec = owner
-        elif "*." + base in owners:
-            spec = base
-        else:
-            spec = "=" + base
-        out.setdefault(target_at(number, spec), None)
-    out.update(addresses)
-    return list(out)
+            both = len(matches[key]) > 1  # ``name`` and ``*.name``: the whole subtree
+            match = DomainMatch.SUBTREE if both else next(iter(matches[key]))
+            out.append(Target(TargetKind.DOMAIN, key, match))
+    return out
 
 
-def _record(line: _Line, zone: _Zone) -> tuple[str, str, list[str]] | None:
-    """Interpret one logical line; returns (relative owner, type, rdata) of a block."""
+def _record(line: _Line, zone: _Zone) -> str | None:
+    """Interpret one logical line; returns the owner (relative to the apex) of a block."""
     number, tokens = line.number, list(line.tokens)
     head = tokens[0].upper()
     if head == "$ORIGIN":
@@ -376,7 +372,7 @@ def _record(line: _Line, zone: _Zone) -> tuple[str, str, list[str]] | None:
                                   "QNAME and rpz-ip triggers only")
     if last.startswith("rpz-") and last != "rpz-ip":
         raise FormatError(number, f"unknown trigger {quote(owner)}")
-    return owner, rtype, rdata
+    return owner
 
 
 def _type_and_data(tokens: list[str], number: int) -> tuple[str, list[str]]:
