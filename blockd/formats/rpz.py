@@ -56,12 +56,25 @@ def _owners(target: Target) -> list[str]:
     return [target.value, "*." + target.value]
 
 
-def _rdata(action: Action, notice_ipv4: str | None, notice_ipv6: str | None) -> list[str]:
+def _rdata(action: Action, target: Target, notice_ipv4: str | None,
+           notice_ipv6: str | None) -> list[str]:
+    """The policy records of one owner.
+
+    An ``rpz-ip`` trigger only gets notice data of its own address family: Unbound refuses
+    an A record under an IPv6 trigger ("record type does not correspond to netblock
+    address family"), and an IPv6 trigger only ever matches AAAA answers anyway.
+    """
     if action is Action.NODATA:
         return ["CNAME *."]
-    if action is Action.NOTICE and notice_ipv4:
-        return [f"A {notice_ipv4}"] + ([f"AAAA {notice_ipv6}"] if notice_ipv6 else [])
-    return ["CNAME ."]  # nxdomain; refused has no RPZ form (see the zone header)
+    if action is Action.NOTICE:
+        if target.kind is TargetKind.DOMAIN and notice_ipv4:
+            return [f"A {notice_ipv4}"] + ([f"AAAA {notice_ipv6}"] if notice_ipv6 else [])
+        v6 = target.kind is not TargetKind.DOMAIN and ":" in target.value
+        if v6 and notice_ipv6:
+            return [f"AAAA {notice_ipv6}"]
+        if target.kind is not TargetKind.DOMAIN and not v6 and notice_ipv4:
+            return [f"A {notice_ipv4}"]
+    return ["CNAME ."]  # nxdomain, notice without an address; refused has no RPZ form
 
 
 def _comment(text: str) -> str:
@@ -124,9 +137,10 @@ def render(entries: Iterable[ExportEntry], *, origin: str = "rpz.blockd.", seria
         if problem:
             out.append(f"; NOT EXPORTED: {_comment(e.target.spec)}: {problem}")
             continue
+        records = _rdata(e.action, e.target, notice_ipv4, notice_ipv6)
         for owner in owners:
             seen.add(owner)
-            out.extend(f"{owner} {rdata}" for rdata in _rdata(e.action, notice_ipv4, notice_ipv6))
+            out.extend(f"{owner} {rdata}" for rdata in records)
     return "\n".join(out) + "\n"
 
 
@@ -154,6 +168,7 @@ NOT_BLOCKS = frozenset({"rpz-passthru", "rpz-tcp-only"})
 UNSUPPORTED = ("rpz-nsdname", "rpz-nsip", "rpz-client-ip")
 _TTL = re.compile(r"[0-9]+|([0-9]+[smhdw])+", re.IGNORECASE)
 _PLEN = re.compile(r"[0-9]{1,3}")
+_IPV6_GROUP = re.compile(r"[0-9a-f]{1,4}|zz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +272,8 @@ def _ip_trigger(trigger: str, number: int) -> Target:
     if len(labels) < 2 or not _PLEN.fullmatch(labels[0]):
         raise FormatError(number, f"{bad}: expected <prefix length>.<reversed address>")
     plen, parts = int(labels[0]), labels[:0:-1]
+    if not all(_IPV6_GROUP.fullmatch(p) for p in parts):
+        raise FormatError(number, f"{bad}: labels are decimal octets or hex groups")
     if "zz" in parts:
         i = parts.index("zz")
         text = ":".join(parts[:i]) + "::" + ":".join(parts[i + 1 :])
