@@ -93,9 +93,9 @@ def cli(db: Path, *args: str) -> int:
 
 def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
     env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "tester"}
+    listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db),
-         "--listen", "127.0.0.1:0", *extra],
+        [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db), *listen, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     assert proc.stdout is not None
@@ -422,3 +422,20 @@ def test_still_correct_after_fuzzing(daemon: Daemon) -> None:
     assert str(daemon.ask("ok.example").answer[0][0]) == "192.0.2.1"
     assert daemon.ask("x.example", tcp=True).rcode() == dns.rcode.NXDOMAIN
     assert daemon.metric("blockd_dns_queries_errors_total") == 0
+
+
+def test_ipv6_listener_and_upstream_failover(daemon: Daemon, upstream: StubUpstream) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))  # a port with nobody answering
+        dead_port = dead.getsockname()[1]
+    d = start_daemon(daemon.db, daemon.config,  # type: ignore[attr-defined]
+                     "--listen", "[::1]:0", "--upstream", f"127.0.0.1:{dead_port}",
+                     "--upstream", f"127.0.0.1:{upstream.port}")
+    try:
+        assert d.host == "[::1]"
+        d.host = "::1"
+        assert str(d.ask("www.allofmp3.com", "A").answer[0][0]) == "127.0.0.80"
+        r = d.ask("ok.example", "AAAA", tcp=True)
+        assert str(r.answer[0][0]) == "2001:db8::1"  # the second upstream answered
+    finally:
+        stop_daemon(d)

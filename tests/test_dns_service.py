@@ -146,3 +146,30 @@ def test_limit_caps_at_1232(payload: int) -> None:
                                          payload=payload).to_wire())
     assert q is not None
     assert q.limit() == min(payload, 1232)
+
+
+def test_nodata_and_refused_actions_and_rate_limit() -> None:
+    from blockd.core.model import Action
+    from blockd.enforcement import EnforcementPolicy
+
+    orders = [OrderRecord(ref, "Court", date(2024, 1, 1), NOW, policy=name,
+                          targets=frozenset({parse_target(f"{name}.example")}))
+              for ref, name in (("N-1", "quiet"), ("R-1", "refuse"))]
+    policy = compile_policy(orders, NOW, {"quiet": Action.NODATA, "refuse": Action.REFUSED})
+    policies = {"quiet": EnforcementPolicy("quiet", dns_action=Action.NODATA, dns_ttl=7),
+                "refuse": EnforcementPolicy("refuse", dns_action=Action.REFUSED)}
+    settings = DnsSettings(upstream=(("127.0.0.1", 9),), rate_limit=1, rate_burst=3)
+    svc = DnsService(lambda: policy, BlockedAnswers(policies, "127.0.0.80", None, "u"),
+                     settings, Upstreams(settings.upstream))
+    q = dns.message.make_query("www.quiet.example", "A", use_edns=0)
+    r = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")))  # type: ignore[arg-type]
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    assert r.authority[0].ttl == 7 and [o.code for o in r.options] == [16]
+    q = dns.message.make_query("refuse.example", "A", use_edns=0)
+    r = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.2")))  # type: ignore[arg-type]
+    assert r.rcode() == dns.rcode.REFUSED and [o.code for o in r.options] == [16]
+    # the burst of 3 is spent (one query above): two more answered, then dropped
+    answered = [svc.handle(q.to_wire(), "127.0.0.1") is not None for _ in range(4)]
+    assert answered == [True, True, False, False]
+    assert svc.stats.ratelimited == 2
+    assert svc.handle(q.to_wire(), "127.0.0.1", tcp=True) is not None  # TCP is not limited

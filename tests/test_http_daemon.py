@@ -207,3 +207,22 @@ def test_tls_needs_a_loadable_certificate(notice: Http, tmp_path: Path) -> None:
          "--key", str(tmp_path / "bad.pem")], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("blockd: error: notice.tls_cert")
+
+
+def test_transparency_can_be_turned_off(notice: Http, tmp_path: Path) -> None:
+    config = tmp_path / "quiet.toml"
+    config.write_text("[notice]\ntransparency = false\n")
+    env = {**os.environ, "BLOCKD_CONFIG": str(config)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blockd", "serve", "http", "--db", str(notice.db), "--listen",
+         "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        quiet = Http(int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0]),
+                     notice.db, proc)
+        assert quiet.get("x.example", "/.well-known/blockd/orders.json")[0] == 404
+        assert quiet.get("allofmp3.com", "/.well-known/blockd/orders.json")[0] == 451
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
