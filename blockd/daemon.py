@@ -52,6 +52,34 @@ def install_uvloop() -> bool:
     return True
 
 
+async def until_stopped(
+    reload: Callable[[], Config] | None,
+    apply: Callable[[Config, dict[str, EnforcementPolicy]], None],
+) -> None:
+    """Wait for SIGTERM/SIGINT; on SIGHUP re-read the configuration and policies and hand
+    them to ``apply`` (a broken file is logged and the running configuration kept)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    def on_hup() -> None:
+        if reload is None:
+            return
+        try:
+            fresh = reload()
+            policies = load_policies(fresh.policies_dir)
+        except BlockdError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        apply(fresh, policies)
+        log.info("SIGHUP: configuration reloaded")
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    log.info("stopping")
+
+
 async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
                     *, reuse_port: bool = False) -> None:
     """Run the resolver until SIGTERM/SIGINT."""
@@ -91,23 +119,10 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
                      f"seq {follower.policy.seq}{metrics_where}\n")
     sys.stdout.flush()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-
-    def on_hup() -> None:
-        if reload is None:
-            return
-        try:
-            fresh = reload()
-            new_policies = load_policies(fresh.policies_dir)
-        except BlockdError as exc:
-            log.error("SIGHUP: configuration not reloaded: %s", exc)
-            return
+    def apply(fresh: Config, new_policies: dict[str, EnforcementPolicy]) -> None:
         answers.policies = new_policies
         answers.clear(follower.policy.seq)
-        follower.actions = {n: p.dns_action for n, p in new_policies.items()}
+        follower.set_actions({n: p.dns_action for n, p in new_policies.items()})
         s = fresh.dns
         service.acl = Acl(s.allow)
         service.limiter = RateLimiter(s.rate_limit, s.rate_burst, service.clock)
@@ -115,11 +130,8 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
         service.forget()
         if s.listen != settings.listen:
             log.warning("SIGHUP: listen addresses change only on restart")
-        log.info("SIGHUP: configuration reloaded (actions apply from the next rebuild)")
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await stop.wait()
-    log.info("stopping")
+    await until_stopped(reload, apply)
     await server.stop()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
@@ -161,28 +173,12 @@ async def serve_http(config: Config, reload: Callable[[], Config] | None = None)
                      f"{follower.policy.seq}\n")
     sys.stdout.flush()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-
-    def on_hup() -> None:
-        if reload is None:
-            return
-        try:
-            fresh = reload()
-            new_policies = load_policies(fresh.policies_dir)
-        except BlockdError as exc:
-            log.error("SIGHUP: configuration not reloaded: %s", exc)
-            return
+    def apply(fresh: Config, new_policies: dict[str, EnforcementPolicy]) -> None:
         site.policies = new_policies
         site.settings = settings_of(fresh, new_policies)
         site.forget()
-        log.info("SIGHUP: configuration reloaded")
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await stop.wait()
-    log.info("stopping")
+    await until_stopped(reload, apply)
     await server.stop()
     await hits.stop()
     await follower.stop()

@@ -10,13 +10,13 @@ last good policy stays in force (fail closed) and ``healthy`` turns false until 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from blockd.aio import cancel
 from blockd.core.journal import JournalEntry
 from blockd.core.model import Action, BlockdError
 from blockd.core.policy import Policy, PolicyBuilder
@@ -67,12 +67,18 @@ class PolicyFollower:
         self._store: Store | None = None
         self._listeners: list[Callable[[Policy], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._actions_changed = False
 
     @property
     def policy(self) -> Policy:
         if self._policy is None:
             raise RuntimeError("policy not loaded yet: await start() first")
         return self._policy
+
+    def set_actions(self, actions: Mapping[str, Action]) -> None:
+        """New DNS actions per policy name (SIGHUP): in force from the next poll."""
+        self.actions = dict(actions)
+        self._actions_changed = True
 
     def on_swap(self, listener: Callable[[Policy], None]) -> None:
         self._listeners.append(listener)
@@ -87,11 +93,8 @@ class PolicyFollower:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-follow")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -173,6 +176,10 @@ class PolicyFollower:
                 self._last_hash = entry.hash
             self.stats.entries_applied += len(entries)
             changed = bool(entries)
+        if self._actions_changed:
+            self._actions_changed = False
+            builder.set_actions(self.actions)
+            changed = True
         if builder.advance(self.clock()) or changed:
             return builder.policy()
         return None

@@ -8,12 +8,12 @@ flush keeps the counts for the next attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 from datetime import UTC, date, datetime
 
+from blockd.aio import cancel
 from blockd.store.store import Store
 
 log = logging.getLogger("blockd.hits")
@@ -49,11 +49,8 @@ class HitCounter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hits-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.flush()
         if self._store is not None:
             self._store.close()

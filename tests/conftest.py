@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,15 +131,22 @@ def notice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "blockd", "serve", "http", "--db", str(db),
          "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=(log := tempfile.TemporaryFile("w+")), text=True,  # noqa: SIM115
+        env=env)  # stderr to a file: an unread pipe fills up and blocks the daemon
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert "listening on http://127.0.0.1:" in line, line + (proc.stderr.read() if
-                                                              proc.stderr else "")
+    if "listening on http://127.0.0.1:" not in line:
+        proc.kill()
+        proc.wait()
+        log.seek(0)
+        raise AssertionError(line + log.read())
     port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
     yield Http(port, db, proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
+    proc.communicate(timeout=10)
+    log.seek(0)
+    err = log.read()
+    log.close()
     assert proc.returncode == 0, err
 
 

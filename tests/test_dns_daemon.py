@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -94,15 +95,20 @@ def cli(db: Path, *args: str) -> int:
 def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
     env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "tester"}
     listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
+    # stderr to a file: an unread pipe fills up and would block the daemon's logging
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed at stop
     proc = subprocess.Popen(
         [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db), *listen, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=log, text=True, env=env,
     )
+    proc.log = log  # type: ignore[attr-defined]
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
-        raise AssertionError(f"daemon did not start: {line}{proc.stderr.read()}")  # type: ignore[union-attr]
+        proc.wait()
+        log.seek(0)
+        raise AssertionError(f"daemon did not start: {line}{log.read()}")
     where = line.split("listening on ", 1)[1].split(" ", 1)[0]
     host, port = where.rsplit(":", 1)
     d = Daemon(host, int(port), db, proc)
@@ -114,10 +120,14 @@ def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
 def stop_daemon(d: Daemon) -> str:
     d.proc.send_signal(signal.SIGTERM)
     try:
-        _, err = d.proc.communicate(timeout=10)
+        d.proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         d.proc.kill()
         raise
+    log = d.proc.log  # type: ignore[attr-defined]
+    log.seek(0)
+    err = str(log.read())
+    log.close()
     assert d.proc.returncode == 0, err
     return err
 
@@ -385,7 +395,9 @@ def test_workers_share_the_port(daemon: Daemon) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(daemon.db),
          "--listen", f"127.0.0.1:{port}", "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=(log := tempfile.TemporaryFile("w+")), text=True,  # noqa: SIM115
+        env=env)
+    proc.log = log  # type: ignore[attr-defined]
     workers = Daemon("127.0.0.1", port, daemon.db, proc)
     try:
         assert proc.stdout is not None

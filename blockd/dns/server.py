@@ -15,6 +15,7 @@ import struct
 from collections.abc import Awaitable
 from typing import Any
 
+from blockd.aio import Tasks
 from blockd.config import Address
 from blockd.core.model import BlockdError
 from blockd.dns.service import DnsService
@@ -24,27 +25,8 @@ log = logging.getLogger("blockd.dns")
 MAX_PER_CONNECTION = 32
 
 
-class _Tasks:
-    """Keeps references to background tasks so they are not garbage collected mid-flight."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def cancel_all(self) -> None:
-        for t in list(self.tasks):
-            t.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, service: DnsService, tasks: _Tasks) -> None:
+    def __init__(self, service: DnsService, tasks: Tasks) -> None:
         self.service = service
         self.tasks = tasks
         self.transport: asyncio.DatagramTransport | None = None
@@ -83,7 +65,7 @@ class DnsServer:
         self.listen = listen
         self.idle_timeout = idle_timeout
         self.reuse_port = reuse_port
-        self.tasks = _Tasks()
+        self.tasks = Tasks()
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self.bound: list[Address] = []

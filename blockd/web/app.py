@@ -76,24 +76,26 @@ class NoticeSite:
         self._store: Store | None = None
 
     def forget(self) -> None:
-        """Drop rendered pages (templates or settings changed)."""
+        """Drop everything rendered or looked up (policy, templates or settings changed)."""
         self._pages.clear()
         self._heads.clear()
         self._fast.clear()
         self._offered.clear()
         self._was_blocked.clear()
-        self.env.cache = {} if self.env.cache is not None else None
+
+    def _current(self) -> Policy:
+        """The policy in force; every cache is dropped when it changes."""
+        policy = self.policy()
+        if policy is not self._seen:
+            self.forget()
+            self._seen = policy
+        return policy
 
     # -- routing -------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         request.protocol.served = True  # type: ignore[attr-defined]  # see GuardedHandler
-        policy = self.policy()
-        if policy is not self._seen:
-            self._pages.clear()
-            self._heads.clear()
-            self._was_blocked.clear()
-            self._seen = policy
+        policy = self._current()
         path = request.path
         if path == "/healthz":
             ok = self.healthy()
@@ -197,13 +199,7 @@ class NoticeSite:
         Used by the notice server's fast path (plain GET/HEAD with a Host name); anything
         else, and any host that is not blocked, goes through the full aiohttp handler.
         """
-        policy = self.policy()
-        if policy is not self._seen:
-            self._pages.clear()
-            self._heads.clear()
-            self._was_blocked.clear()
-            self._fast.clear()
-            self._seen = policy
+        policy = self._current()
         key = (host, accept, override)
         memo = self._fast.get(key)
         if memo is not None:

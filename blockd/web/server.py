@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from blockd.config import Address
@@ -30,6 +31,23 @@ LIMITS: dict[str, Any] = {
     "max_line_size": 4096, "max_field_size": 4096, "max_headers": 50,
     "keepalive_timeout": 5.0, "lingering_time": 1.0, "access_log": None,
 }
+
+
+class _BadRequests(logging.Filter):
+    """Drop aiohttp's traceback for each malformed request (answered 400/431 anyway):
+    otherwise anyone can flood the logs. Counted instead."""
+
+    dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            _BadRequests.dropped += 1
+            return False
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_BadRequests())
 
 
 class GuardedHandler(RequestHandler):
