@@ -79,9 +79,7 @@ def test_lifted_order_gets_503_with_retry_after(notice: Http) -> None:
         if status == 503:
             break
         if time.monotonic() >= deadline:
-            seq = json.loads(notice.get("x", "/.well-known/blockd/orders.json")[2])["journal_seq"]
-            raise AssertionError(f"still {status}; healthz {notice.get('x', '/healthz')[:1]}, "
-                                 f"notice server at journal seq {seq}")
+            raise AssertionError(f"still {status}; /healthz: {notice.get('x', '/healthz')}")
         assert status == 451
         time.sleep(0.05)
     assert headers["retry-after"] == "30"
@@ -100,7 +98,8 @@ def test_transparency(notice: Http) -> None:
 
 
 def test_healthz(notice: Http) -> None:
-    assert notice.get("x", "/healthz")[:1] == (200,)
+    status, _, body = notice.get("x", "/healthz")
+    assert status == 200 and body.startswith("ok\njournal seq ")
 
 
 def test_limits(notice: Http) -> None:

@@ -99,8 +99,10 @@ class NoticeSite:
         path = request.path
         if path == "/healthz":
             ok = self.healthy()
+            state = "ok" if ok else "store unreadable: enforcing the last good policy"
             return web.Response(status=200 if ok else 503,
-                                text="ok\n" if ok else "store unreadable\n")
+                                text=f"{state}\njournal seq {policy.seq}\n",
+                                headers={"Cache-Control": "no-store"})
         if path.startswith("/.well-known/blockd/orders") and self.settings.transparency:
             return self._transparency(request, policy, json_out=path.endswith(".json"))
         subject = self._subject(request)
