@@ -670,6 +670,9 @@ def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: s
         content = module.render(entries, generated_at=at)
     else:
         content = module.render(entries)
+    skipped = [line for line in content.splitlines() if line.startswith("; NOT EXPORTED")]
+    for line in skipped:
+        click.echo(f"blockd: warning: {line.removeprefix('; ')}", err=True)
     if output is None:
         click.echo(content, nl=False)
         return

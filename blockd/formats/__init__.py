@@ -1,24 +1,31 @@
 """Blocklist file formats for `blockd import` and `blockd export`.
 
 Each module parses text into canonical targets (all or nothing: the first bad line raises
-FormatError naming it) and renders exported entries. Pure: no files, no clock.
+FormatError naming it, so a half-read file never reaches the store) and renders exported
+entries. Pure functions over ``str``: no files, no clock, no database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Protocol
 
 from blockd.core.model import Action, InputError, Target
+from blockd.core.names import parse_target
+
+_BREAKS = re.compile(r"\r\n|\r|\n")
+_QUOTE_MAX = 80
 
 
 class FormatError(InputError):
-    """One line: ``line N: problem``."""
+    """The first bad line of an imported file: ``line N: problem`` on one line.
+
+    ``field`` is ``line N`` so the CLI can prefix the file name like any other InputError.
+    """
 
     def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}", message)
+        super().__init__(f"line {line}", " ".join(message.splitlines()).strip() or "bad line")
         self.line = line
 
 
@@ -32,16 +39,46 @@ class ExportEntry:
     authority: str
 
 
-class Format(Protocol):
-    def parse(self, text: str) -> list[Target]: ...
+def lines(text: str) -> list[str]:
+    """Physical lines, numbered as an editor shows them (BOM dropped, CRLF/CR/LF breaks).
 
-    def render(self, entries: Iterable[ExportEntry], **opts: object) -> str: ...
+    Not ``str.splitlines``: that also breaks on form feeds and U+2028, so its line numbers
+    would disagree with the user's editor.
+    """
+    return _BREAKS.split(text.removeprefix("\ufeff"))
+
+
+def quote(text: str) -> str:
+    """``repr`` of offending text for an error message, cut short so it stays one line."""
+    if len(text) > _QUOTE_MAX:
+        return repr(text[:_QUOTE_MAX]) + "..."
+    return repr(text)
+
+
+def target_at(number: int, text: str) -> Target:
+    """``parse_target`` with its errors turned into FormatError for line ``number``.
+
+    ValueError/UnicodeError are caught too: names.py is the single normaliser and is owned
+    elsewhere, and a stray codec error must never escape an importer as a traceback.
+    """
+    try:
+        return parse_target(text)
+    except InputError as exc:
+        reason = exc.reason
+    except (ValueError, UnicodeError) as exc:
+        reason = f"not a valid target ({type(exc).__name__})"
+    core = text.strip().removeprefix("=").removeprefix("*.")
+    if not core or core not in reason:
+        reason = f"{quote(text.strip())}: {reason}"
+    raise FormatError(number, reason)
 
 
 def _formats() -> dict[str, ModuleType]:
+    # imported here, after the shared types, because each module imports them from us
     from blockd.formats import csvlist, plainlist, rpz
 
     return {"list": plainlist, "csv": csvlist, "rpz": rpz}
 
 
 FORMATS: dict[str, ModuleType] = _formats()
+"""``--format`` name -> module with ``parse(text)`` and ``render(entries, **opts)``."""

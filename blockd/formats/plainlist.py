@@ -1,31 +1,40 @@
-"""Plain lists: one domain, address or prefix per line, ``#`` comments."""
+"""Plain lists: one domain, address or prefix per line, ``#`` comments.
+
+The lowest common denominator regulators publish (Piracy Shield, most national lists), so
+the parser accepts exactly what ``blockd order target add`` accepts on the command line,
+line by line, and nothing more clever.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
 
-from blockd.core.model import InputError, Target
-from blockd.core.names import parse_target
+from blockd.core.model import Target
 from blockd.core.timeparse import iso
-from blockd.formats import ExportEntry, FormatError
+from blockd.formats import ExportEntry, lines, target_at
 
 
 def parse(text: str) -> list[Target]:
+    """Targets in file order, duplicates dropped; the first bad line raises FormatError.
+
+    ``#`` starts a comment anywhere on a line (no target can contain ``#``); blank lines,
+    a UTF-8 BOM and CRLF line ends are ignored.
+    """
     out: dict[Target, None] = {}
-    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
+    for number, raw in enumerate(lines(text), 1):
         entry = raw.split("#", 1)[0].strip()
-        if not entry:
-            continue
-        try:
-            out[parse_target(entry)] = None
-        except InputError as exc:
-            raise FormatError(number, exc.reason) from None
+        if entry:
+            out.setdefault(target_at(number, entry), None)
     return list(out)
 
 
-def render(entries: Iterable[ExportEntry], *, generated_at: datetime | None = None,
-           **_: object) -> str:
+def render(entries: Iterable[ExportEntry], *, generated_at: datetime, **_: object) -> str:
+    """One spec per line, sorted and deduplicated, under a ``# blockd export`` header.
+
+    The time is passed in (no clock reads) so an export is reproducible. Orders and
+    actions are not in this format; use csv for those.
+    """
     specs = sorted({e.target for e in entries})
-    head = f"# blockd export{' ' + (iso(generated_at) or '') if generated_at else ''}\n"
+    head = f"# blockd export {iso(generated_at)}\n"
     return head + "".join(t.spec + "\n" for t in specs)

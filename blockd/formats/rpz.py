@@ -2,12 +2,13 @@
 
 Export: a whole domain is two owners (``name`` and ``*.name``), an exact name one, a
 wildcard target only ``*.name``; addresses become ``rpz-ip`` triggers. The SOA serial is
-the journal sequence number, so it grows with every change (IXFR will send the
-difference between two serials).
+the journal sequence number, so it grows with every change (IXFR sends the difference
+between two serials).
 
-Import: a small line parser rather than dnslib's zone reader. RPZ files use a narrow
-part of the zone syntax, and the parser must reject hostile input with a line number
-instead of the assorted exceptions dnslib raises (see pitfalls.md).
+Import: a small tokenizer and line parser rather than dnslib's zone reader. RPZ files use
+a narrow part of the master-file syntax (RFC 1035 section 5), and the parser must reject
+hostile input with a line number, whereas dnslib raises assorted non-DNSError exceptions
+(pitfalls.md), does not report lines, and would follow ``$INCLUDE`` to read other files.
 """
 
 from __future__ import annotations
@@ -15,31 +16,33 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from blockd.core.model import Action, DomainMatch, InputError, Target, TargetKind
-from blockd.core.names import parse_target
-from blockd.formats import ExportEntry, FormatError
-
-TYPES = {"A", "AAAA", "CNAME", "TXT", "SOA", "NS", "MX", "PTR", "SRV", "HINFO", "DNAME"}
-CLASSES = {"IN", "CH", "HS"}
-UNSUPPORTED = ("rpz-nsdname", "rpz-client-ip", "rpz-nsip")
-
+from blockd.core.names import normalise_name
+from blockd.formats import ExportEntry, FormatError, lines, quote, target_at
 
 # -- export ---------------------------------------------------------------------------
 
+MAX_OWNER = 253
+"""Longest owner name in text form without the final dot (255 octets on the wire)."""
+
 
 def rpz_ip_owner(target: Target) -> str:
-    """``10.0.0.2`` -> ``32.2.0.0.10.rpz-ip``; ``2001:db8::/48`` -> ``48.zz.db8.2001.rpz-ip``."""
+    """``10.0.0.2`` -> ``32.2.0.0.10.rpz-ip``; ``2001:db8::/48`` -> ``48.zz.db8.2001.rpz-ip``.
+
+    IPv6 is reversed by 16-bit groups as Python's compressed form writes them (lower case,
+    no leading zeros, ``::`` for the longest zero run), with ``zz`` standing for ``::``.
+    """
     net = ipaddress.ip_network(target.value)
+    text = str(net.network_address)
     if net.version == 4:
-        parts = str(net.network_address).split(".")
+        parts = text.split(".")
+    elif "::" in text:
+        head, tail = text.split("::")
+        parts = [*(head.split(":") if head else []), "zz", *(tail.split(":") if tail else [])]
     else:
-        text = str(net.network_address)
-        if "::" in text:
-            head, tail = text.split("::")
-            parts = (head.split(":") if head else []) + ["zz"] + (tail.split(":") if tail else [])
-        else:
-            parts = text.split(":")
+        parts = text.split(":")
     return ".".join([str(net.prefixlen), *reversed(parts), "rpz-ip"])
 
 
@@ -53,155 +56,384 @@ def _owners(target: Target) -> list[str]:
     return [target.value, "*." + target.value]
 
 
-def _rdata(action: Action, notice_ipv4: str | None, notice_ipv6: str | None) -> list[str]:
+def _rdata(action: Action, target: Target, notice_ipv4: str | None,
+           notice_ipv6: str | None) -> list[str]:
+    """The policy records of one owner.
+
+    An ``rpz-ip`` trigger only gets notice data of its own address family: Unbound refuses
+    an A record under an IPv6 trigger ("record type does not correspond to netblock
+    address family"), and an IPv6 trigger only ever matches AAAA answers anyway.
+    """
     if action is Action.NODATA:
         return ["CNAME *."]
-    if action is Action.NOTICE and notice_ipv4:
-        return [f"A {notice_ipv4}"] + ([f"AAAA {notice_ipv6}"] if notice_ipv6 else [])
-    return ["CNAME ."]  # nxdomain; refused has no RPZ form (see the zone header)
+    if action is Action.NOTICE:
+        if target.kind is TargetKind.DOMAIN and notice_ipv4:
+            return [f"A {notice_ipv4}"] + ([f"AAAA {notice_ipv6}"] if notice_ipv6 else [])
+        v6 = target.kind is not TargetKind.DOMAIN and ":" in target.value
+        if v6 and notice_ipv6:
+            return [f"AAAA {notice_ipv6}"]
+        if target.kind is not TargetKind.DOMAIN and not v6 and notice_ipv4:
+            return [f"A {notice_ipv4}"]
+    return ["CNAME ."]  # nxdomain, notice without an address; refused has no RPZ form
 
 
-def render(entries: Iterable[ExportEntry], *, origin: str = "rpz.blockd.", serial: int = 0,
-           notice_ipv4: str | None = None, notice_ipv6: str | None = None, ttl: int = 30,
+def _comment(text: str) -> str:
+    """Free text (order references, authorities) made safe for one comment line."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _check_address(value: str | None, version: int, field: str) -> None:
+    if value is None:
+        return
+    try:
+        ok = ipaddress.ip_address(value).version == version
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InputError(field, f"{value!r} is not an IPv{version} address")
+
+
+def render(entries: Iterable[ExportEntry], *, origin: str = "rpz.blockd.", serial: int,
+           notice_ipv4: str | None, notice_ipv6: str | None, ttl: int = 30,
            soa_contact: str = "hostmaster.invalid.", **_: object) -> str:
-    origin = origin if origin.endswith(".") else origin + "."
-    lines = [
-        "; blockd response policy zone: orders in force, generated from the journal.",
-        "; Actions: notice -> A/AAAA of the notice server; nxdomain -> CNAME .;",
-        "; nodata -> CNAME *.; refused has no RPZ form and is exported as NXDOMAIN.",
-        f"$ORIGIN {origin}",
+    """A complete policy zone: SOA, NS ``localhost.``, then one owner per trigger.
+
+    A name covered by several entries appears once, with the first entry's action, because
+    RPZ allows one policy per owner. ``notice`` is the notice server's A (and AAAA) record,
+    or NXDOMAIN when no notice address is configured. The serial is taken modulo 2**32
+    (RFC 1982 serial arithmetic treats the wrap as an increase).
+
+    A name RPZ cannot carry is left out with a ``; NOT EXPORTED`` comment instead of
+    breaking the zone: one bad owner makes BIND and Unbound reject the whole file, which
+    would lift every block at once.
+    """
+    apex = normalise_name(origin, "origin")
+    contact = normalise_name(soa_contact, "soa_contact")
+    _check_address(notice_ipv4, 4, "notice_ipv4")
+    _check_address(notice_ipv6, 6, "notice_ipv6")
+    if not 0 <= ttl < 2**31:
+        raise InputError("ttl", f"{ttl} is not a TTL (0 to 2147483647 seconds)")
+    out = [
+        "; blockd response policy zone: the targets of the orders in force.",
+        "; Actions: notice -> A/AAAA of the notice server (NXDOMAIN when it has no address);",
+        "; nxdomain -> CNAME .; nodata -> CNAME *.;",
+        "; refused -> CNAME . (RPZ has no REFUSED action, so it is exported as NXDOMAIN).",
+        f"$ORIGIN {apex}.",
         f"$TTL {ttl}",
-        f"@ SOA localhost. {soa_contact} ( {serial % 2**32} 3600 600 86400 {ttl} )",
+        f"@ SOA localhost. {contact}. ( {serial % 2**32} 3600 600 86400 {ttl} )",
         "@ NS localhost.",
     ]
     seen: set[str] = set()
-    last_ref = None
+    last: tuple[str, str] | None = None
     for e in entries:
         owners = [o for o in _owners(e.target) if o not in seen]
         if not owners:
             continue
-        if e.reference != last_ref:
-            lines.append(f"; order {e.reference} ({e.authority})".replace("\n", " "))
-            last_ref = e.reference
+        order = (e.reference, e.authority)
+        if order != last:
+            out.append(f"; order {_comment(e.reference)} ({_comment(e.authority)})")
+            last = order
+        problem = _unexportable(e.target, apex)
+        if problem:
+            out.append(f"; NOT EXPORTED: {_comment(e.target.spec)}: {problem}")
+            continue
+        records = _rdata(e.action, e.target, notice_ipv4, notice_ipv6)
         for owner in owners:
             seen.add(owner)
-            for rdata in _rdata(e.action, notice_ipv4, notice_ipv6):
-                lines.append(f"{owner} {rdata}")
-    return "\n".join(lines) + "\n"
+            out.extend(f"{owner} {rdata}" for rdata in records)
+    return "\n".join(out) + "\n"
+
+
+def _unexportable(target: Target, apex: str) -> str | None:
+    if target.kind is not TargetKind.DOMAIN:
+        return None
+    if target.value.rsplit(".", 1)[-1].startswith("rpz-"):
+        return "RPZ reserves names ending in an rpz- label for its triggers"
+    if len(target.value) + 2 + 1 + len(apex) > MAX_OWNER:  # "*." + name + "." + apex
+        return f"too long to put under {apex}. (a DNS name has at most 255 octets)"
+    return None
 
 
 # -- import ---------------------------------------------------------------------------
 
+DNSSEC_TYPES = frozenset({"RRSIG", "NSEC", "NSEC3", "NSEC3PARAM", "DNSKEY", "DS", "ZONEMD"})
+"""Signatures and proofs of a signed policy zone: never a policy of their own."""
+DATA_TYPES = frozenset({
+    "A", "AAAA", "CNAME", "TXT", "MX", "PTR", "SRV", "NAPTR", "HINFO", "CAA", "SSHFP",
+    "TLSA", "SVCB", "HTTPS", "DNAME", "LOC", "URI",
+})
+"""Local-data types: any of them at a trigger rewrites the answer, i.e. blocks."""
+NOT_BLOCKS = frozenset({"rpz-passthru", "rpz-tcp-only"})
+"""CNAME actions that let the query through: an exemption, and a push to TCP."""
+UNSUPPORTED = ("rpz-nsdname", "rpz-nsip", "rpz-client-ip")
+_TTL = re.compile(r"[0-9]+|([0-9]+[smhdw])+", re.IGNORECASE)
+_PLEN = re.compile(r"[0-9]{1,3}")
+_SPECIAL = re.compile(r'[";()\\]')
+_WORD = re.compile(r"[^ \t]+")
+_IPV6_GROUP = re.compile(r"[0-9a-f]{1,4}|zz")
 
-def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Yield (first line number, text) with comments removed and parentheses joined."""
-    buffer: list[str] = []
-    start = 0
+
+@dataclass(frozen=True, slots=True)
+class _Name:
+    """A resolved domain name; ``absolute`` False means relative to the unknown zone name.
+
+    Zone files often have no ``$ORIGIN`` (the server's configuration supplies the zone
+    name), so relative names are kept relative until the apex is known.
+    """
+
+    text: str  # lower case, no final dot; "" is the root (absolute) or the apex (relative)
+    absolute: bool
+
+    def under(self, apex: _Name) -> str | None:
+        """This name relative to ``apex`` ("" for the apex itself), None if outside it."""
+        if self.absolute != apex.absolute:
+            return None
+        if not apex.text:
+            return self.text
+        if self.text == apex.text:
+            return ""
+        if self.text.endswith("." + apex.text):
+            return self.text[: -len(apex.text) - 1]
+        return None
+
+    def __str__(self) -> str:
+        if self.absolute:
+            return self.text + "."
+        return self.text or "@"
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One logical line: tokens with parentheses joined, and whether it had an owner."""
+
+    number: int
+    tokens: list[str]
+    blank_owner: bool
+
+
+def _tokens(text: str) -> Iterator[_Line]:
+    """Split the file into logical lines (RFC 1035 5.1: quotes, ``;``, ``( )``, ``\\``)."""
     depth = 0
-    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
-        line = re.sub(r";.*$", "", raw)
-        if not buffer:
-            start = number
-        depth += line.count("(") - line.count(")")
-        if depth < 0:
-            raise FormatError(number, "unbalanced ')'")
-        buffer.append(line.replace("(", " ").replace(")", " "))
+    start = 0
+    tokens: list[str] = []
+    blank_owner = False
+    for number, raw in enumerate(lines(text), 1):
         if depth == 0:
-            joined = buffer[0][:1] + " ".join(buffer)[1:] if buffer[0] else ""
-            buffer = []
-            if joined.strip():
-                yield start, joined
+            start, tokens, blank_owner = number, [], raw[:1] in (" ", "\t")
+        if not _SPECIAL.search(raw):  # fast path: most lines are plain "owner TYPE data"
+            tokens.extend(_WORD.findall(raw))
+            if depth == 0 and tokens:
+                yield _Line(start, tokens, blank_owner)
+            continue
+        current: list[str] | None = None  # the token being read; None between tokens
+        quoted = False
+        i = 0
+        while i < len(raw):
+            c = raw[i]
+            i += 1
+            if c == "\\" and i < len(raw):
+                current = current if current is not None else []
+                current += (c, raw[i])
+                i += 1
+            elif quoted or c not in " \t;()":
+                current = current if current is not None else []
+                current.append(c)
+                quoted = quoted != (c == '"')
+            else:
+                if current is not None:
+                    tokens.append("".join(current))
+                    current = None
+                if c == ";":
+                    break
+                depth += {"(": 1, ")": -1}.get(c, 0)
+                if depth < 0:
+                    raise FormatError(number, f"unbalanced ')' in {quote(raw)}")
+        if quoted:
+            raise FormatError(number, f"unterminated quoted string in {quote(raw)}")
+        if current is not None:
+            tokens.append("".join(current))
+        if depth == 0 and tokens:
+            yield _Line(start, tokens, blank_owner)
     if depth:
         raise FormatError(start, "unbalanced '(' (never closed)")
 
 
-def _relative(owner: str, origin: str, number: int) -> str:
-    owner = owner.lower()
-    if owner == "@":
-        return ""
-    if owner.endswith("."):
-        if owner == origin:
-            return ""
-        if not owner.endswith("." + origin):
-            raise FormatError(number, f"owner {owner!r} is outside the zone {origin!r}")
-        return owner[: -len(origin) - 1]
-    return owner
+def _name(token: str, origin: _Name, number: int) -> _Name:
+    """Resolve an owner or CNAME target against the current origin."""
+    if token == "@":
+        return origin
+    if token == ".":
+        return _Name("", True)
+    if ".." in token or token.startswith("."):
+        raise FormatError(number, f"name {quote(token)} has an empty label")
+    if token.endswith("."):
+        return _Name(token[:-1].lower(), True)
+    return _Name(_join(token.lower(), origin.text), origin.absolute)
 
 
-def _ip_trigger(owner: str, number: int) -> Target:
-    labels = owner.split(".")[:-1]  # drop rpz-ip
-    if len(labels) < 2 or not labels[0].isdigit():
-        raise FormatError(number, f"bad rpz-ip trigger {owner!r}")
-    plen, parts = int(labels[0]), list(reversed(labels[1:]))
+def _join(relative: str, origin: str) -> str:
+    return ".".join(part for part in (relative, origin) if part)
+
+
+def _ip_trigger(trigger: str, number: int) -> Target:
+    """``24.0.2.0.192`` (the part before ``.rpz-ip``) -> the prefix 192.0.2.0/24."""
+    labels = trigger.split(".")
+    bad = f"bad rpz-ip trigger {quote(trigger + '.rpz-ip')}"
+    if len(labels) < 2 or not _PLEN.fullmatch(labels[0]):
+        raise FormatError(number, f"{bad}: expected <prefix length>.<reversed address>")
+    plen, parts = int(labels[0]), labels[:0:-1]
+    if not all(_IPV6_GROUP.fullmatch(p) for p in parts):
+        raise FormatError(number, f"{bad}: labels are decimal octets or hex groups")
     if "zz" in parts:
         i = parts.index("zz")
         text = ":".join(parts[:i]) + "::" + ":".join(parts[i + 1 :])
+    elif len(parts) == 8:
+        text = ":".join(parts)
+    elif len(parts) == 4:
+        text = ".".join(parts)
     else:
-        text = (":" if len(parts) == 8 else ".").join(parts)
+        raise FormatError(number, f"{bad}: an address has 4 (IPv4) or 8 (IPv6) labels")
     try:
-        target = parse_target(f"{text}/{plen}")
-    except InputError as exc:
-        raise FormatError(number, f"bad rpz-ip trigger {owner!r}: {exc.reason}") from None
-    return target
+        net = ipaddress.ip_network(f"{text}/{plen}")
+    except ValueError as exc:
+        raise FormatError(number, f"{bad}: {exc}") from None
+    return target_at(number, str(net))
+
+
+@dataclass
+class _Zone:
+    """What the parser has learnt so far, filled line by line."""
+
+    origin: _Name
+    apex: _Name | None = None
+    previous: _Name | None = None
+    soa_seen: bool = False
 
 
 def parse(text: str) -> list[Target]:
-    origin = "."
-    owners: dict[str, int] = {}
-    addresses: dict[Target, None] = {}
-    previous: str | None = None
-    for number, line in _logical_lines(text):
-        tokens = line.split()
-        if tokens[0].upper() == "$ORIGIN":
-            if len(tokens) != 2:
-                raise FormatError(number, "$ORIGIN needs one name")
-            origin = tokens[1].lower() if tokens[1].endswith(".") else tokens[1].lower() + "."
+    """Block triggers of an RPZ zone as targets, in file order, duplicates dropped.
+
+    ``name`` alone is ``=name``, ``*.name`` alone ``*.name``, both together ``name``;
+    ``rpz-ip`` triggers are addresses or prefixes. Every action except passthru (an
+    exemption) and tcp-only (no denial) counts as blocked. The apex is the owner of a
+    leading SOA, else the origin in force at the first record; owners outside it,
+    unknown directives (``$INCLUDE`` would read other files) and triggers blockd cannot
+    enforce (nsdname, nsip, client-ip) are errors.
+    """
+    zone = _Zone(origin=_Name("", False))
+    matches: dict[str, set[DomainMatch]] = {}  # domain -> how its owners cover it
+    found: dict[Target | str, None] = {}  # file order: addresses, and domains by name
+    for line in _tokens(text):
+        owner = _record(line, zone)
+        if owner is None:
             continue
-        if tokens[0].upper() == "$TTL":
+        if owner == "rpz-ip" or owner.endswith(".rpz-ip"):
+            found.setdefault(_ip_trigger(owner.removesuffix("rpz-ip")[:-1], line.number))
             continue
-        if tokens[0].startswith("$"):
-            raise FormatError(number, f"unsupported directive {tokens[0]}")
-        if line[0] in " \t":
-            if previous is None:
-                raise FormatError(number, "record without an owner name")
-            owner = previous
+        # ``name`` alone blocks the name only, ``*.name`` its subdomains only
+        target = target_at(line.number, owner if owner.startswith("*.") else "=" + owner)
+        matches.setdefault(target.value, set()).add(target.match)
+        found.setdefault(target.value)
+    out: list[Target] = []
+    for key in found:
+        if isinstance(key, Target):
+            out.append(key)
         else:
-            owner = _relative(tokens.pop(0), origin, number)
-            previous = owner
-        while tokens and (tokens[0].isdigit() or tokens[0].upper() in CLASSES):
-            tokens.pop(0)
-        if not tokens or tokens[0].upper() not in TYPES:
-            raise FormatError(number, f"no record type in {line.strip()!r}")
-        rtype, rdata = tokens[0].upper(), tokens[1:]
-        if rtype in ("SOA", "NS"):
-            continue
-        if not rdata:
-            raise FormatError(number, f"{rtype} record without data")
-        if rtype == "CNAME" and rdata[0].lower() == "rpz-passthru.":
-            continue  # an exemption, not a block
-        if any(owner.endswith("." + t) or owner == t for t in UNSUPPORTED):
-            raise FormatError(number, f"unsupported trigger {owner!r}")
-        if owner.endswith(".rpz-ip"):
-            addresses[_ip_trigger(owner, number)] = None
-            continue
-        if not owner:
-            raise FormatError(number, "a policy record at the zone apex")
-        owners.setdefault(owner, number)
-    out: dict[Target, None] = {}
-    for owner, number in owners.items():
-        wildcard = owner.startswith("*.")
-        base = owner[2:] if wildcard else owner
-        if wildcard and base in owners:
-            continue  # covered by the subtree target emitted for ``base``
-        if wildcard:
-            spec = owner
-        elif "*." + base in owners:
-            spec = base
+            both = len(matches[key]) > 1  # ``name`` and ``*.name``: the whole subtree
+            match = DomainMatch.SUBTREE if both else next(iter(matches[key]))
+            out.append(Target(TargetKind.DOMAIN, key, match))
+    return out
+
+
+def _record(line: _Line, zone: _Zone) -> str | None:
+    """Interpret one logical line; returns the owner (relative to the apex) of a block."""
+    number, tokens = line.number, list(line.tokens)
+    head = tokens[0].upper()
+    if head == "$ORIGIN":
+        if len(tokens) != 2:
+            raise FormatError(number, "$ORIGIN needs exactly one name")
+        zone.origin = _name(tokens[1], zone.origin, number)
+        return None
+    if head == "$TTL":
+        if len(tokens) != 2 or not _TTL.fullmatch(tokens[1]):
+            raise FormatError(number, f"$TTL needs one TTL, not {quote(' '.join(tokens[1:]))}")
+        return None
+    if head.startswith("$"):
+        raise FormatError(number, f"unsupported directive {quote(tokens[0])}")
+    if line.blank_owner:
+        if zone.previous is None:
+            raise FormatError(number, "record without an owner name")
+        name = zone.previous
+    else:
+        name = _name(tokens.pop(0), zone.origin, number)
+        zone.previous = name
+    rtype, rdata = _type_and_data(tokens, number)
+    if zone.apex is None:
+        zone.apex = name if rtype == "SOA" else zone.origin
+        if zone.apex.absolute and not zone.origin.absolute:
+            # an absolute SOA owner names the zone: the origin relative names lacked
+            zone.origin = _Name(_join(zone.origin.text, zone.apex.text), True)
+    owner = name.under(zone.apex)
+    if owner is None:
+        raise FormatError(number, f"owner {quote(str(name))} is outside the zone "
+                                  f"{quote(str(zone.apex))}")
+    if rtype in DNSSEC_TYPES:
+        return None
+    if rtype in ("SOA", "NS"):
+        if owner:
+            raise FormatError(number, f"{rtype} below the zone apex ({quote(owner)}) is not "
+                                      "a policy record")
+        if rtype == "SOA":
+            if zone.soa_seen:
+                raise FormatError(number, "a second SOA record")
+            zone.soa_seen = True
+        return None
+    if not owner:
+        raise FormatError(number, f"a policy record ({rtype}) at the zone apex")
+    if owner == "*":
+        raise FormatError(number, "a wildcard at the zone apex (it would block every name)")
+    if rtype == "CNAME":
+        cname = _name(rdata[0], zone.origin, number).under(_Name("", True))
+        if cname in NOT_BLOCKS or cname == owner:  # ``name CNAME name.``: old passthru
+            return None
+    last = owner.rsplit(".", 1)[-1]
+    if last in UNSUPPORTED:
+        raise FormatError(number, f"unsupported trigger {quote(owner)}: blockd enforces "
+                                  "QNAME and rpz-ip triggers only")
+    if last.startswith("rpz-") and last != "rpz-ip":
+        raise FormatError(number, f"unknown trigger {quote(owner)}")
+    return owner
+
+
+def _type_and_data(tokens: list[str], number: int) -> tuple[str, list[str]]:
+    """Skip the optional TTL and class (either order); check the type and its data."""
+    seen_ttl = seen_class = False
+    while tokens:
+        word = tokens[0].upper()
+        if not seen_ttl and _TTL.fullmatch(word):
+            seen_ttl = True
+        elif not seen_class and word in ("IN", "CH", "HS", "CS"):
+            seen_class = True
         else:
-            spec = "=" + base
+            break
+        tokens.pop(0)
+    if not tokens:
+        raise FormatError(number, "record without a type")
+    rtype, rdata = tokens[0].upper(), tokens[1:]
+    if rtype not in DATA_TYPES | DNSSEC_TYPES | {"SOA", "NS"}:
+        raise FormatError(number, f"unknown record type {quote(tokens[0])}")
+    if not rdata:
+        raise FormatError(number, f"{rtype} record without data")
+    expected = {"CNAME": 1, "A": 1, "AAAA": 1, "NS": 1, "SOA": 7}.get(rtype)
+    if expected is not None and len(rdata) != expected:
+        raise FormatError(number, f"{rtype} needs {expected} field(s), got "
+                                  f"{quote(' '.join(rdata))}")
+    if rtype in ("A", "AAAA"):
         try:
-            out[parse_target(spec)] = None
-        except InputError as exc:
-            raise FormatError(number, exc.reason) from None
-    out.update(addresses)
-    return list(out)
+            ok = ipaddress.ip_address(rdata[0]).version == (4 if rtype == "A" else 6)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise FormatError(number, f"{rtype} data {quote(rdata[0])} is not an "
+                                      f"IPv{4 if rtype == 'A' else 6} address")
+    return rtype, rdata
