@@ -732,6 +732,94 @@ def audit_verify(ctx: click.Context, db: str | None, as_json: bool) -> None:
 
 
 @cli.group()
+def nft() -> None:
+    """Put address and prefix orders into the kernel's nftables (table inet blockd).
+
+    Talks to the kernel over netlink; needs root or CAP_NET_ADMIN. Only the table
+    `inet blockd` is ever touched.
+    """
+
+
+def _nft_state(app: App, db: str | None) -> tuple[Any, Any, bool]:
+    from blockd.nft import netlink, ruleset
+
+    store = app.store(db)
+    want = ruleset.desired(_policy_at(app, store, now()))
+    names = netlink.existing_sets(ruleset.TABLE)
+    current = {v: set(netlink.read_set(ruleset.TABLE, name, v)) if name in names else set()
+               for v, name in ruleset.SETS.items()}
+    return want, current, bool(names)
+
+
+@nft.command("apply")
+@click.option("--dry-run", is_flag=True, help="Print the difference, change nothing.")
+@db_option
+@json_option
+@pass_app
+def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
+    """Make the kernel match the orders in force: compute the difference, print it, and
+    apply it in one atomic batch. Running it again changes nothing."""
+    from blockd.nft import netlink, ruleset
+
+    want, current, exists = _nft_state(app, db)
+    changes = ruleset.diff(current, want)
+    data: dict[str, Any] = {"table_created": not exists and not dry_run, "dry_run": dry_run,
+            "add": [str(n) for c in changes for n in c.add],
+            "remove": [str(n) for c in changes for n in c.remove]}
+    if not dry_run:
+        netlink.apply(ruleset.plan(changes, exists))
+
+    def text() -> str:
+        lines = [f"+ {n}" for n in data["add"]] + [f"- {n}" for n in data["remove"]]
+        verb = "would change" if dry_run else "applied"
+        return "\n".join([*lines, f"{verb}: {len(data['add'])} added, "
+                                   f"{len(data['remove'])} removed"])
+
+    emit(as_json, data, text)
+
+
+@nft.command("show")
+@db_option
+@json_option
+@pass_app
+def nft_show(app: App, db: str | None, as_json: bool) -> None:
+    """What the kernel holds against what it should, with per-prefix packet counters."""
+    from blockd.nft import netlink, ruleset
+
+    store = app.store(db)
+    want = ruleset.desired(_policy_at(app, store, now()))
+    names = netlink.existing_sets(ruleset.TABLE)
+    rows = []
+    for version, name in ruleset.SETS.items():
+        kernel = netlink.read_set(ruleset.TABLE, name, version) if name in names else {}
+        for net in sorted(set(kernel) | want[version], key=str):
+            packets, bytes_ = kernel.get(net, (0, 0))
+            rows.append({"prefix": str(net), "in_kernel": net in kernel,
+                         "wanted": net in want[version], "packets": packets, "bytes": bytes_})
+    emit(as_json, rows, lambda: "\n".join(
+        [f"{'PREFIX':<40} {'KERNEL':<7} {'WANTED':<7} {'PACKETS':>9}"]
+        + [f"{r['prefix']:<40} {'yes' if r['in_kernel'] else 'no':<7} "
+           f"{'yes' if r['wanted'] else 'no':<7} {r['packets']:>9}" for r in rows]))
+
+
+@nft.command("flush")
+def nft_flush() -> None:
+    """Remove table inet blockd from the kernel (enforcement of address orders stops)."""
+    from blockd.nft import netlink, ruleset
+
+    batch = netlink.Batch(ruleset.TABLE)
+    batch.delete_table()
+    try:
+        netlink.apply(batch)
+    except netlink.NftError as exc:
+        if "No such file" not in str(exc):
+            raise
+        click.echo("table inet blockd was not there")
+        return
+    click.echo("table inet blockd removed")
+
+
+@cli.group()
 def serve() -> None:
     """Run a daemon in the foreground (systemd runs these)."""
 
