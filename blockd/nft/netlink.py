@@ -8,7 +8,7 @@ set-element flag map is a dict, so its "interval end" flag must be given as ``{1
 
 from __future__ import annotations
 
-import asyncio
+import bisect
 import errno
 import ipaddress
 from collections.abc import Iterable
@@ -16,30 +16,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES
 from pyroute2.netlink.nfnetlink.nftsocket import (
     NFT_MSG_DELSETELEM,
     NFT_MSG_DELTABLE,
-    NFT_MSG_GETSET,
-    NFT_MSG_GETSETELEM,
     NFT_MSG_NEWCHAIN,
     NFT_MSG_NEWRULE,
     NFT_MSG_NEWSET,
     NFT_MSG_NEWSETELEM,
     NFT_MSG_NEWTABLE,
-    AsyncNFTSocket,
     nft_chain_msg,
     nft_rule_msg,
-    nft_set_elem_list_msg,
     nft_set_msg,
     nft_table_msg,
 )
 
 from blockd.core.model import BlockdError
+from blockd.nft import wire
 
 NFPROTO_INET = 1
-BATCH_BEGIN, BATCH_END = 0x10, 0x11
+wire_GETSET = 10  # NFT_MSG_GETSET
 KEY_IPV4, KEY_IPV6 = 7, 8  # nftables data types ipv4_addr, ipv6_addr
 INTERVAL_END = {1}  # see the module docstring
 HOOK_FORWARD, HOOK_OUTPUT = 2, 3
@@ -70,14 +66,6 @@ def _message(cls: type, mtype: int, attrs: list[Any], flags: int = NLM_F_CREATE)
     return m
 
 
-def _batch_marker(kind: int) -> Any:
-    m = nfgen_msg()
-    m["res_id"] = NFNL_SUBSYS_NFTABLES
-    m["header"]["type"] = kind
-    m["header"]["flags"] = NLM_F_REQUEST
-    return m
-
-
 def expr(name: str, *attrs: tuple[str, Any]) -> dict[str, Any]:
     body: list[Any] = [("NFTA_EXPR_NAME", name)]
     if attrs:
@@ -93,18 +81,27 @@ def verdict(code: int) -> dict[str, Any]:
     return {"attrs": [("NFTA_DATA_VERDICT", {"attrs": [("NFTA_VERDICT_CODE", code)]})]}
 
 
-def interval_elements(networks: Iterable[Network]) -> list[dict[str, Any]]:
-    """Each prefix as a start element and an interval-end element one past its last address
+def interval_keys(networks: Iterable[Network]) -> list[tuple[bytes, bool]]:
+    """Each prefix as a start key and an interval-end key one past its last address
     (none past the top of the address space)."""
-    out: list[dict[str, Any]] = []
+    out: list[tuple[bytes, bool]] = []
     for net in networks:
         size = 4 if net.version == 4 else 16
-        out.append({"attrs": [("NFTA_SET_ELEM_KEY", data(net.network_address.packed))]})
+        out.append((net.network_address.packed, False))
         end = int(net.broadcast_address) + 1
         if end < 1 << (size * 8):
-            out.append({"attrs": [("NFTA_SET_ELEM_KEY", data(end.to_bytes(size, "big"))),
-                                  ("NFTA_SET_ELEM_FLAGS", INTERVAL_END)]})
+            out.append((end.to_bytes(size, "big"), True))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RawElements:
+    """A NEW/DELSETELEM message, packed by hand at send time (see wire.py)."""
+
+    mtype: int
+    set_name: str
+    keys: list[tuple[bytes, bool]]
+    flags: int
 
 
 @dataclass
@@ -141,13 +138,11 @@ class Batch:
 
     def _elements(self, mtype: int, set_name: str, networks: Iterable[Network],
                   flags: int = NLM_F_CREATE) -> None:
-        elements = interval_elements(networks)
-        for i in range(0, len(elements), 2000):  # keep each message well under 64 KiB
-            self.messages.append(_message(nft_set_elem_list_msg, mtype, [
-                ("NFTA_SET_ELEM_LIST_TABLE", self.table),
-                ("NFTA_SET_ELEM_LIST_SET", set_name),
-                ("NFTA_SET_ELEM_LIST_ELEMENTS", elements[i : i + 2000]),
-            ], flags=flags))
+        keys = interval_keys(networks)
+        for i in range(0, len(keys), 2000):  # keep each message well under 64 KiB
+            self.messages.append(
+                RawElements(mtype, set_name, keys[i : i + 2000], NLM_F_REQUEST | NLM_F_ACK
+                            | flags))
 
     def add_chain(self, name: str, hook: int, priority: int) -> None:
         self.messages.append(_message(nft_chain_msg, NFT_MSG_NEWCHAIN, [
@@ -185,83 +180,54 @@ def drop() -> list[dict[str, Any]]:
                  ("NFTA_IMMEDIATE_DATA", verdict(NF_DROP)))]
 
 
-async def _send(messages: list[Any]) -> None:
-    sock = AsyncNFTSocket(nfgen_family=NFPROTO_INET)
-    try:
-        await sock.setup_endpoint()
-        async for _ in sock.nlm_request_batch(
-                [_batch_marker(BATCH_BEGIN), *messages, _batch_marker(BATCH_END)]):
-            pass
-    finally:
-        sock.close()
-
-
 def apply(batch: Batch) -> None:
     """Send the batch; the kernel applies every message or none (NftError on refusal)."""
     if not batch.messages:
         return
     try:
-        asyncio.run(_send(batch.messages))
-    except (NetlinkError, OSError) as exc:
+        with wire.Socket() as sock:
+            parts, acks = [], set()
+            for m in batch.messages:
+                seq = sock.next_seq()
+                if isinstance(m, RawElements):
+                    parts.append(wire.elements(m.mtype, batch.table, m.set_name, m.keys, seq,
+                                               m.flags))
+                else:
+                    parts.append(wire.encoded(m, seq))
+                acks.add(seq)
+            sock.transact(parts, acks)
+    except OSError as exc:
         raise explain(exc) from None
 
 
-async def _dump_elements(table: str, set_name: str) -> list[tuple[bytes, bool, int, int]]:
-    sock = AsyncNFTSocket(nfgen_family=NFPROTO_INET)
-    try:
-        await sock.setup_endpoint()
-        msg = nft_set_elem_list_msg()
-        msg["attrs"] = [("NFTA_SET_ELEM_LIST_TABLE", table), ("NFTA_SET_ELEM_LIST_SET", set_name)]
-        out: list[tuple[bytes, bool, int, int]] = []
-        async for reply in await sock.request_get(msg, NFT_MSG_GETSETELEM):
-            for elem in reply.get_attr("NFTA_SET_ELEM_LIST_ELEMENTS") or []:
-                key = elem.get_attr("NFTA_SET_ELEM_KEY").get_attr("NFTA_DATA_VALUE")
-                flags = elem.get_attr("NFTA_SET_ELEM_FLAGS") or 0
-                is_end = bool(flags)
-                packets = bytes_ = 0
-                counter = elem.get_attr("NFTA_SET_ELEM_EXPR")
-                if counter is not None and counter.get_attr("NFTA_EXPR_NAME") == "counter":
-                    stats = counter.get_attr("NFTA_EXPR_DATA")
-                    packets = stats.get_attr("NFTA_COUNTER_PACKETS") or 0
-                    bytes_ = stats.get_attr("NFTA_COUNTER_BYTES") or 0
-                out.append((bytes(key), is_end, packets, bytes_))
-        return out
-    finally:
-        sock.close()
-
-
-async def _sets(table: str) -> set[str]:
-    sock = AsyncNFTSocket(nfgen_family=NFPROTO_INET)
-    try:
-        await sock.setup_endpoint()
-        names = set()
-        async for reply in await sock.request_get(nfgen_msg(), NFT_MSG_GETSET):
-            if reply.get_attr("NFTA_SET_TABLE") == table:
-                names.add(reply.get_attr("NFTA_SET_NAME"))
-        return names
-    finally:
-        sock.close()
-
-
 def existing_sets(table: str) -> set[str]:
+    """Names of the sets of ``inet <table>`` (empty if the table does not exist)."""
     try:
-        return asyncio.run(_sets(table))
-    except (NetlinkError, OSError) as exc:
+        with wire.Socket() as sock:
+            names = set()
+            for payload in sock.dump(wire_GETSET, b""):
+                found = dict(wire.attrs(payload))
+                if found.get(1, b"").rstrip(b"\0").decode() == table:
+                    names.add(found.get(2, b"").rstrip(b"\0").decode())
+            return names
+    except OSError as exc:
         raise explain(exc) from None
 
 
 def read_set(table: str, set_name: str, version: int) -> dict[Network, tuple[int, int]]:
     """The prefixes in a set with their (packets, bytes) counters."""
     try:
-        raw = asyncio.run(_dump_elements(table, set_name))
-    except (NetlinkError, OSError) as exc:
+        with wire.Socket() as sock:
+            raw = wire.set_elements(sock, table, set_name)
+    except OSError as exc:
         raise explain(exc) from None
     size = 4 if version == 4 else 16
     starts = sorted((int.from_bytes(k, "big"), p, b) for k, end, p, b in raw if not end)
     ends = sorted(int.from_bytes(k, "big") for k, end, _, _ in raw if end)
     out: dict[Network, tuple[int, int]] = {}
     for start, packets, bytes_ in starts:
-        stop = next((e for e in ends if e > start), 1 << (size * 8))
+        i = bisect.bisect_right(ends, start)
+        stop = ends[i] if i < len(ends) else 1 << (size * 8)
         for net in ipaddress.summarize_address_range(
                 ipaddress.ip_address(start.to_bytes(size, "big")),
                 ipaddress.ip_address((stop - 1).to_bytes(size, "big"))):
