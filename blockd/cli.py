@@ -879,6 +879,24 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
     raise SystemExit(run_dns(make_config, config.dns.workers))
 
 
+@serve.command("nft")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@db_option
+@pass_app
+def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
+    """Keep the kernel's table inet blockd equal to the address orders in force, following
+    the journal. On exit the rules stay in place; `blockd nft flush` removes them."""
+    from blockd.daemon import run_nft, setup_logging
+
+    def make_config() -> Config:
+        return load_config(app.config_path).with_db(db)
+
+    Store.open(make_config().db).close()
+    app.policies  # noqa: B018 - validate the policy files first
+    setup_logging(verbose)
+    raise SystemExit(run_nft(make_config))
+
+
 @serve.command("http")
 @click.option("--listen", multiple=True, metavar="ADDR:PORT",
               help="Address for the notice pages; repeat for several [default: "

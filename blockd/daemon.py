@@ -184,6 +184,60 @@ async def serve_http(config: Config, reload: Callable[[], Config] | None = None)
     await follower.stop()
 
 
+async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) -> None:
+    """Keep table inet blockd equal to the orders in force; rules stay when it exits."""
+    from blockd.nft import netlink, ruleset
+
+    policies = load_policies(config.policies_dir)
+    follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
+    await follower.start()
+    names = await asyncio.to_thread(netlink.existing_sets, ruleset.TABLE)
+    applied: dict[int, set[netlink.Network]] = {
+        v: set(await asyncio.to_thread(netlink.read_set, ruleset.TABLE, name, v))
+        if name in names else set() for v, name in ruleset.SETS.items()}
+    state = {"exists": bool(names)}
+    lock = asyncio.Lock()
+
+    async def reconcile() -> None:
+        async with lock:
+            want = ruleset.desired(follower.policy)
+            changes = ruleset.diff(applied, want)
+            if state["exists"] and not any(c.add or c.remove for c in changes):
+                return
+            try:
+                await asyncio.to_thread(netlink.apply, ruleset.plan(changes, state["exists"]))
+            except netlink.NftError as exc:
+                log.error("nftables not updated (previous rules stay): %s", exc)
+                return
+            state["exists"] = True
+            applied.update(want)
+            log.info("nftables: %d added, %d removed (journal seq %s)",
+                     sum(len(c.add) for c in changes), sum(len(c.remove) for c in changes),
+                     follower.policy.seq)
+
+    await reconcile()
+    pending: set[asyncio.Task[None]] = set()
+
+    def on_swap(_: object) -> None:
+        task = asyncio.get_running_loop().create_task(reconcile())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    follower.on_swap(on_swap)
+    sys.stdout.write(f"blockd nft: table inet blockd follows the journal (seq "
+                     f"{follower.policy.seq})\n")
+    sys.stdout.flush()
+    await until_stopped(reload, lambda fresh, pols: None)
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    await follower.stop()
+
+
+def run_nft(make_config: Callable[[], Config]) -> int:
+    asyncio.run(serve_nft(make_config(), make_config))
+    return 0
+
+
 def run_http(make_config: Callable[[], Config]) -> int:
     install_uvloop()
     asyncio.run(serve_http(make_config(), make_config))
