@@ -741,14 +741,26 @@ def nft() -> None:
 
 
 def _nft_state(app: App, db: str | None) -> tuple[Any, Any, bool]:
+    """(wanted, in the kernel, table exists) per (IP version, action) set."""
     from blockd.nft import netlink, ruleset
 
     store = app.store(db)
-    want = ruleset.desired(_policy_at(app, store, now()))
+    actions = {name: p.nft_action for name, p in app.policies.items()}
+    want = ruleset.desired(_policy_at(app, store, now()), actions)
     names = netlink.existing_sets(ruleset.TABLE)
-    current = {v: set(netlink.read_set(ruleset.TABLE, name, v)) if name in names else set()
-               for v, name in ruleset.SETS.items()}
+    current = {key: netlink.read_set(ruleset.TABLE, name, key[0]) if name in names else {}
+               for key, name in ruleset.SETS.items()}
     return want, current, bool(names)
+
+
+def _notice_target(app: App) -> Any:
+    from blockd.nft import ruleset
+
+    c = app.config
+    return ruleset.Notice(
+        ipaddress.IPv4Address(c.notice_ipv4) if c.notice_ipv4 else None,
+        ipaddress.IPv6Address(c.notice_ipv6) if c.notice_ipv6 else None,
+        c.notice_listen[0][1] if c.notice_listen else 80)
 
 
 @nft.command("apply")
@@ -758,19 +770,27 @@ def _nft_state(app: App, db: str | None) -> tuple[Any, Any, bool]:
 @pass_app
 def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
     """Make the kernel match the orders in force: compute the difference, print it, and
-    apply it in one atomic batch. Running it again changes nothing."""
+    apply it in one atomic batch. Running it again changes nothing.
+
+    Each order's policy says what happens to traffic for its addresses ([nft] action):
+    drop, reject (TCP reset / ICMP admin-prohibited), or notice (TCP port 80 to the notice
+    server, the rest rejected). TCP 443 to the notice address is refused at once.
+    """
     from blockd.nft import netlink, ruleset
 
     want, current, exists = _nft_state(app, db)
-    changes = ruleset.diff(current, want)
-    data: dict[str, Any] = {"table_created": not exists and not dry_run, "dry_run": dry_run,
-            "add": [str(n) for c in changes for n in c.add],
-            "remove": [str(n) for c in changes for n in c.remove]}
+    changes = ruleset.diff({k: set(v) for k, v in current.items()}, want)
+    data: dict[str, Any] = {
+        "table_created": not exists and not dry_run, "dry_run": dry_run,
+        "add": [{"prefix": str(n), "action": c.key[1].value} for c in changes for n in c.add],
+        "remove": [{"prefix": str(n), "action": c.key[1].value}
+                   for c in changes for n in c.remove]}
     if not dry_run:
-        netlink.apply(ruleset.plan(changes, exists))
+        netlink.apply(ruleset.plan(changes, exists, _notice_target(app)))
 
     def text() -> str:
-        lines = [f"+ {n}" for n in data["add"]] + [f"- {n}" for n in data["remove"]]
+        lines = [f"+ {d['prefix']} ({d['action']})" for d in data["add"]] + \
+            [f"- {d['prefix']} ({d['action']})" for d in data["remove"]]
         verb = "would change" if dry_run else "applied"
         return "\n".join([*lines, f"{verb}: {len(data['add'])} added, "
                                    f"{len(data['remove'])} removed"])
@@ -784,21 +804,17 @@ def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
 @pass_app
 def nft_show(app: App, db: str | None, as_json: bool) -> None:
     """What the kernel holds against what it should, with per-prefix packet counters."""
-    from blockd.nft import netlink, ruleset
-
-    store = app.store(db)
-    want = ruleset.desired(_policy_at(app, store, now()))
-    names = netlink.existing_sets(ruleset.TABLE)
+    want, current, _ = _nft_state(app, db)
     rows = []
-    for version, name in ruleset.SETS.items():
-        kernel = netlink.read_set(ruleset.TABLE, name, version) if name in names else {}
-        for net in sorted(set(kernel) | want[version], key=str):
+    for key in sorted(want, key=lambda k: (k[0], k[1].value)):
+        kernel = current[key]
+        for net in sorted(set(kernel) | want[key], key=str):
             packets, bytes_ = kernel.get(net, (0, 0))
-            rows.append({"prefix": str(net), "in_kernel": net in kernel,
-                         "wanted": net in want[version], "packets": packets, "bytes": bytes_})
+            rows.append({"prefix": str(net), "action": key[1].value, "in_kernel": net in kernel,
+                         "wanted": net in want[key], "packets": packets, "bytes": bytes_})
     emit(as_json, rows, lambda: "\n".join(
-        [f"{'PREFIX':<40} {'KERNEL':<7} {'WANTED':<7} {'PACKETS':>9}"]
-        + [f"{r['prefix']:<40} {'yes' if r['in_kernel'] else 'no':<7} "
+        [f"{'PREFIX':<40} {'ACTION':<7} {'KERNEL':<7} {'WANTED':<7} {'PACKETS':>9}"]
+        + [f"{r['prefix']:<40} {r['action']:<7} {'yes' if r['in_kernel'] else 'no':<7} "
            f"{'yes' if r['wanted'] else 'no':<7} {r['packets']:>9}" for r in rows]))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -192,20 +193,27 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
     follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
     await follower.start()
     names = await asyncio.to_thread(netlink.existing_sets, ruleset.TABLE)
-    applied: dict[int, set[netlink.Network]] = {
-        v: set(await asyncio.to_thread(netlink.read_set, ruleset.TABLE, name, v))
-        if name in names else set() for v, name in ruleset.SETS.items()}
+    applied: dict[ruleset.Key, set[netlink.Network]] = {}
+    for key, name in ruleset.SETS.items():
+        applied[key] = set(await asyncio.to_thread(netlink.read_set, ruleset.TABLE, name,
+                                                   key[0])) if name in names else set()
     state = {"exists": bool(names)}
     lock = asyncio.Lock()
+    actions = {name: p.nft_action for name, p in policies.items()}
+    notice = ruleset.Notice(
+        ipaddress.IPv4Address(config.notice_ipv4) if config.notice_ipv4 else None,
+        ipaddress.IPv6Address(config.notice_ipv6) if config.notice_ipv6 else None,
+        config.notice_listen[0][1] if config.notice_listen else 80)
 
     async def reconcile() -> None:
         async with lock:
-            want = ruleset.desired(follower.policy)
+            want = ruleset.desired(follower.policy, actions)
             changes = ruleset.diff(applied, want)
             if state["exists"] and not any(c.add or c.remove for c in changes):
                 return
             try:
-                await asyncio.to_thread(netlink.apply, ruleset.plan(changes, state["exists"]))
+                await asyncio.to_thread(netlink.apply,
+                                        ruleset.plan(changes, state["exists"], notice))
             except netlink.NftError as exc:
                 log.error("nftables not updated (previous rules stay): %s", exc)
                 return

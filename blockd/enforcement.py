@@ -34,6 +34,14 @@ class DeadlineUnit(enum.StrEnum):
     WORKING_DAYS = "working_days"
 
 
+class NftAction(enum.StrEnum):
+    """What the appliance does with forwarded traffic to a blocked address."""
+
+    DROP = "drop"  # silently: clients wait for a timeout
+    REJECT = "reject"  # TCP reset, ICMP administratively prohibited: clients fail at once
+    NOTICE = "notice"  # TCP port 80 to the notice server (DNAT); anything else rejected
+
+
 class Anonymisation(enum.StrEnum):
     NONE = "none"
     TRUNCATE = "truncate"  # IPv4 /24, IPv6 /48
@@ -93,6 +101,7 @@ class EnforcementPolicy:
     hit_retention_days: int = 90
     client_anonymisation: Anonymisation = Anonymisation.HASH
     deadline: Deadline | None = None
+    nft_action: NftAction = NftAction.REJECT
 
     @property
     def tz(self) -> ZoneInfo:
@@ -195,6 +204,9 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, Any]]] = {
     "hits": {
         "retention_days": ("hit_retention_days", _int_range(1, 3650)),
         "client_anonymisation": ("client_anonymisation", _enum(Anonymisation)),
+    },
+    "nft": {
+        "action": ("nft_action", _enum(NftAction)),
     },
     "deadline": {
         "amount": ("deadline_amount", _int_range(1, 100_000)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Runner
+
+from blockd.enforcement import default_policies_dir
 
 _names = itertools.count()
 
@@ -67,13 +70,15 @@ def oracle(ns: str) -> dict[str, object]:
                 if isinstance(val, dict) and "prefix" in val:
                     val = f"{val['prefix']['addr']}/{val['prefix']['len']}"
                 elems.append(str(val))
-            sets[item["set"]["name"]] = sorted(elems)
+            if elems:
+                sets[item["set"]["name"]] = sorted(elems)
         if "rule" in item:
             rules.append(json.dumps(item["rule"]["expr"]))
     return {"tables": tables, "sets": sets, "rules": rules}
 
 
 def add_order(blockd: Runner, ref: str, *targets: str) -> None:
+    """An order of a Spanish commercial court (address lists of match days)."""
     r = blockd("order", "add", ref, "--authority", "Juzgado Mercantil", "--issued",
                "2025-02-01", *targets)
     assert r.code == 0, r.err
@@ -84,17 +89,17 @@ def test_apply_creates_table_sets_and_rules(blockd: Runner, db: Path, netns: str
     assert blockd("init").code == 0
     add_order(blockd, "ES-1", "45.33.32.0/24", "45.33.32.156", "93.184.216.34", "2a01:4f8::/48")
     dry = blockd_ns(netns, db, "nft", "apply", "--dry-run", "--json")
-    assert json.loads(dry.stdout)["add"] == ["45.33.32.0/24", "93.184.216.34/32",
-                                             "2a01:4f8::/48"]
+    assert [a["prefix"] for a in json.loads(dry.stdout)["add"]] == [
+        "45.33.32.0/24", "93.184.216.34/32", "2a01:4f8::/48"]
     assert oracle(netns)["tables"] == []  # dry run: nothing in the kernel
     blockd_ns(netns, db, "nft", "apply")
     state = oracle(netns)
     assert state["tables"] == [("inet", "blockd")]
-    assert state["sets"] == {"block_v4": ["45.33.32.0/24", "93.184.216.34"],
-                             "block_v6": ["2a01:4f8::/48"]}
-    rules = state["rules"]
-    assert len(rules) == 2 and all('"drop"' in r and '"counter"' in r for r in rules)
-    assert '"@block_v4"' in rules[0] and '"@block_v6"' in rules[1]
+    assert state["sets"] == {"v4_reject": ["45.33.32.0/24", "93.184.216.34"],
+                             "v6_reject": ["2a01:4f8::/48"]}
+    rules = "\n".join(state["rules"])  # type: ignore[arg-type]
+    assert '"@v4_reject"' in rules and '"@v6_reject"' in rules and '"@v4_drop"' in rules
+    assert '"tcp reset"' in rules and '"admin-prohibited"' in rules
     again = json.loads(blockd_ns(netns, db, "nft", "apply", "--json").stdout)
     assert again["add"] == [] and again["remove"] == []  # idempotent
     assert host_ruleset() == before  # the host's own rules are never touched
@@ -106,12 +111,13 @@ def test_orders_added_and_lifted_change_the_sets(blockd: Runner, db: Path, netns
     blockd_ns(netns, db, "nft", "apply")
     add_order(blockd, "ES-2", "93.184.216.34", "2a01:4f8:1::/48")
     out = json.loads(blockd_ns(netns, db, "nft", "apply", "--json").stdout)
-    assert out["add"] == ["93.184.216.34/32", "2a01:4f8:1::/48"] and out["remove"] == []
+    assert [a["prefix"] for a in out["add"]] == ["93.184.216.34/32", "2a01:4f8:1::/48"]
+    assert out["remove"] == []
     assert blockd("order", "lift", "ES-1", "--reason", "match over").code == 0
     out = json.loads(blockd_ns(netns, db, "nft", "apply", "--json").stdout)
-    assert out["remove"] == ["45.33.32.0/24"]
-    assert oracle(netns)["sets"] == {"block_v4": ["93.184.216.34"],
-                                     "block_v6": ["2a01:4f8:1::/48"]}
+    assert out["remove"] == [{"prefix": "45.33.32.0/24", "action": "reject"}]
+    assert oracle(netns)["sets"] == {"v4_reject": ["93.184.216.34"],
+                                     "v6_reject": ["2a01:4f8:1::/48"]}
     shown = json.loads(blockd_ns(netns, db, "nft", "show", "--json").stdout)
     assert {r["prefix"] for r in shown if r["in_kernel"] and r["wanted"]} == {
         "93.184.216.34/32", "2a01:4f8:1::/48"}
@@ -127,7 +133,7 @@ def test_a_failing_batch_changes_nothing(blockd: Runner, db: Path, netns: str) -
         import ipaddress
         from blockd.nft import netlink
         b = netlink.Batch("blockd")
-        b.add_elements("block_v4", [ipaddress.ip_network("93.184.216.0/24")])
+        b.add_elements("v4_reject", [ipaddress.ip_network("93.184.216.0/24")])
         b.add_elements("no_such_set", [ipaddress.ip_network("93.184.217.0/24")])
         try:
             netlink.apply(b)
@@ -136,7 +142,7 @@ def test_a_failing_batch_changes_nothing(blockd: Runner, db: Path, netns: str) -
     """)
     out = in_ns(netns, sys.executable, "-c", script).stdout
     assert out.startswith("refused: nftables: the kernel refused the change")
-    assert oracle(netns)["sets"]["block_v4"] == ["45.33.32.0/24"]  # first half not applied
+    assert oracle(netns)["sets"]["v4_reject"] == ["45.33.32.0/24"]  # first half not applied
 
 
 def test_without_cap_net_admin_the_error_is_clear(blockd: Runner, db: Path,
@@ -163,7 +169,7 @@ def test_serve_nft_follows_the_journal(blockd: Runner, db: Path, netns: str,
     try:
         assert proc.stdout is not None
         assert "follows the journal" in proc.stdout.readline()
-        assert oracle(netns)["sets"]["block_v4"] == ["45.33.32.0/24"]
+        assert oracle(netns)["sets"]["v4_reject"] == ["45.33.32.0/24"]
 
         def within(second: float, want: dict[str, list[str]]) -> None:
             start = time.monotonic()
@@ -172,17 +178,17 @@ def test_serve_nft_follows_the_journal(blockd: Runner, db: Path, netns: str,
                 time.sleep(0.05)
 
         add_order(blockd, "ES-2", "93.184.216.34", "2a01:4f8::/48")
-        within(1.0, {"block_v4": ["45.33.32.0/24", "93.184.216.34"],
-                     "block_v6": ["2a01:4f8::/48"]})
+        within(1.0, {"v4_reject": ["45.33.32.0/24", "93.184.216.34"],
+                     "v6_reject": ["2a01:4f8::/48"]})
         assert blockd("order", "lift", "ES-1", "--reason", "match over").code == 0
-        within(1.0, {"block_v4": ["93.184.216.34"], "block_v6": ["2a01:4f8::/48"]})
+        within(1.0, {"v4_reject": ["93.184.216.34"], "v6_reject": ["2a01:4f8::/48"]})
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
         log.close()
     assert proc.returncode == 0
     # enforcement survives the daemon: the rules stay until flushed deliberately
-    assert oracle(netns)["sets"]["block_v4"] == ["93.184.216.34"]
+    assert oracle(netns)["sets"]["v4_reject"] == ["93.184.216.34"]
 
 
 def sh(*cmd: str) -> None:
@@ -212,11 +218,12 @@ def network() -> Iterator[dict[str, str]]:
             sh("ip", "-n", name, "addr", "add", addr, "dev", dev)
             sh("ip", "-n", name, "link", "set", dev, "up")
             sh("ip", "-n", name, "link", "set", "lo", "up")
-        for extra in ("93.184.216.34/32", "93.184.216.35/32"):
+        for extra in ("93.184.216.34/32", "93.184.216.35/32", "93.184.216.36/32",
+                      "93.184.216.38/32"):
             sh("ip", "-n", ns["net"], "addr", "add", extra, "dev", "lo")
         sh("ip", "-n", ns["sub"], "route", "add", "default", "via", "100.64.0.1")
         sh("ip", "-n", ns["net"], "route", "add", "default", "via", "100.65.0.1")
-        sh("ip", "-n", ns["app"], "route", "add", "93.184.216.34/31", "via", "100.65.0.2")
+        sh("ip", "-n", ns["app"], "route", "add", "93.184.216.32/28", "via", "100.65.0.2")
         sh("ip", "netns", "exec", ns["app"], "sysctl", "-qw", "net.ipv4.ip_forward=1")
         yield ns
     finally:
@@ -224,40 +231,75 @@ def network() -> Iterator[dict[str, str]]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def test_end_to_end_blocked_address_is_dropped_in_transit(
-        blockd: Runner, db: Path, network: dict[str, str]) -> None:
+def test_end_to_end_drop_reject_and_notice(
+        blockd: Runner, db: Path, network: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Across a real router: a drop order times out, a reject order is refused at once,
+    the unblocked address connects, and port 80 of a notice order's address reaches the
+    notice server on the appliance (DNAT) and gets 451; 443 to the notice address is reset."""
+    policies = tmp_path / "policies"
+    shutil.copytree(default_policies_dir(), policies)
+    (policies / "es.toml").write_text('jurisdiction = "ES"\n[nft]\naction = "drop"\n')
+    config = tmp_path / "blockd.toml"
+    config.write_text(f'[policies]\ndir = "{policies}"\n[notice]\nipv4 = "100.64.0.1"\n'
+                      'listen = ["100.64.0.1:8080"]\n')
+    monkeypatch.setenv("BLOCKD_CONFIG", str(config))
     assert blockd("init").code == 0
-    add_order(blockd, "ES-1", "93.184.216.34")
-    blockd_ns(network["app"], db, "nft", "apply")
-    server = subprocess.Popen(
+    add_order(blockd, "ES-1", "93.184.216.36", "--policy", "es")
+    add_order(blockd, "DE-1", "93.184.216.34", "--policy", "de")  # reject
+    add_order(blockd, "UK-1", "93.184.216.38", "--policy", "uk")  # notice
+    env = {**os.environ, "BLOCKD_DB": str(db), "BLOCKD_CONFIG": str(config)}
+    subprocess.run(["ip", "netns", "exec", network["app"], sys.executable, "-m", "blockd",
+                    "nft", "apply"], check=True, env=env, capture_output=True)
+    servers = subprocess.Popen(
         ["ip", "netns", "exec", network["net"], sys.executable, "-c", textwrap.dedent("""
             import socket, threading
-            def serve(addr):
+            def serve(addr, port):
                 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((addr, 8000)); s.listen()
+                s.bind((addr, port)); s.listen()
                 while True:
                     c, _ = s.accept(); c.sendall(b"hello from " + addr.encode()); c.close()
-            for a in ("93.184.216.34", "93.184.216.35"):
-                threading.Thread(target=serve, args=(a,), daemon=True).start()
+            for a in ("93.184.216.34", "93.184.216.35", "93.184.216.36", "93.184.216.38"):
+                for port in (80, 8000):
+                    threading.Thread(target=serve, args=(a, port), daemon=True).start()
             print("ready", flush=True)
             threading.Event().wait()
         """)], stdout=subprocess.PIPE, text=True)
+    log = (tmp_path / "http.log").open("w+")
+    notice = subprocess.Popen(
+        ["ip", "netns", "exec", network["app"], sys.executable, "-m", "blockd", "serve",
+         "http"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    probe = textwrap.dedent("""
+        import socket, sys
+        addr, port = sys.argv[1], int(sys.argv[2])
+        try:
+            with socket.create_connection((addr, port), timeout=1.5) as c:
+                c.sendall(b"GET / HTTP/1.1\\r\\nHost: mirror.example\\r\\n"
+                          b"Connection: close\\r\\n\\r\\n")
+                print(c.recv(200).decode(errors="replace").splitlines()[0])
+        except OSError as exc:
+            print("failed:", type(exc).__name__)
+    """)
+
+    def connect(addr: str, port: int) -> str:
+        return in_ns(network["sub"], sys.executable, "-c", probe, addr, str(port)).stdout.strip()
+
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        probe = textwrap.dedent("""
-            import socket, sys
-            try:
-                with socket.create_connection((sys.argv[1], 8000), timeout=1.5) as c:
-                    print(c.recv(100).decode())
-            except OSError as exc:
-                print("failed:", type(exc).__name__)
-        """)
-        ok = in_ns(network["sub"], sys.executable, "-c", probe, "93.184.216.35").stdout
-        blocked = in_ns(network["sub"], sys.executable, "-c", probe, "93.184.216.34").stdout
-        assert ok.strip() == "hello from 93.184.216.35"
-        assert blocked.strip() == "failed: TimeoutError"  # dropped in the forward chain
-        shown = json.loads(blockd_ns(network["app"], db, "nft", "show", "--json").stdout)
-        assert next(r["packets"] for r in shown if r["prefix"] == "93.184.216.34/32") >= 1
+        assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
+        assert notice.stdout is not None and "listening on" in notice.stdout.readline()
+        assert connect("93.184.216.35", 8000) == "hello from 93.184.216.35"
+        assert connect("93.184.216.36", 8000) == "failed: TimeoutError"  # drop
+        assert connect("93.184.216.34", 8000) == "failed: ConnectionRefusedError"  # reject
+        assert connect("93.184.216.38", 8000) == "failed: ConnectionRefusedError"
+        assert connect("93.184.216.38", 80) == "HTTP/1.1 451 Unavailable For Legal Reasons"
+        assert connect("100.64.0.1", 443) == "failed: ConnectionRefusedError"
+        shown = json.loads(subprocess.run(
+            ["ip", "netns", "exec", network["app"], sys.executable, "-m", "blockd", "nft",
+             "show", "--json"], check=True, env=env, capture_output=True, text=True).stdout)
+        counted = {r["prefix"]: r["packets"] for r in shown}
+        assert counted["93.184.216.36/32"] >= 1 and counted["93.184.216.34/32"] >= 1
     finally:
-        server.kill()
-        server.communicate()
+        for proc in (servers, notice):
+            proc.kill()
+            proc.communicate()
+        log.close()

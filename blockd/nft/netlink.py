@@ -38,7 +38,7 @@ NFPROTO_INET = 1
 wire_GETSET = 10  # NFT_MSG_GETSET
 KEY_IPV4, KEY_IPV6 = 7, 8  # nftables data types ipv4_addr, ipv6_addr
 INTERVAL_END = {1}  # see the module docstring
-HOOK_FORWARD, HOOK_OUTPUT = 2, 3
+HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_OUTPUT = 0, 1, 2, 3
 NF_DROP, NF_ACCEPT = 0, 1
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -144,12 +144,12 @@ class Batch:
                 RawElements(mtype, set_name, keys[i : i + 2000], NLM_F_REQUEST | NLM_F_ACK
                             | flags))
 
-    def add_chain(self, name: str, hook: int, priority: int) -> None:
+    def add_chain(self, name: str, hook: int, priority: int, kind: str = "filter") -> None:
         self.messages.append(_message(nft_chain_msg, NFT_MSG_NEWCHAIN, [
             ("NFTA_CHAIN_TABLE", self.table), ("NFTA_CHAIN_NAME", name),
             ("NFTA_CHAIN_HOOK", {"attrs": [("NFTA_HOOK_HOOKNUM", hook),
                                            ("NFTA_HOOK_PRIORITY", priority)]}),
-            ("NFTA_CHAIN_TYPE", "filter"), ("NFTA_CHAIN_POLICY", NF_ACCEPT),
+            ("NFTA_CHAIN_TYPE", kind), ("NFTA_CHAIN_POLICY", NF_ACCEPT),
         ]))
 
     def add_rule(self, chain: str, expressions: list[dict[str, Any]]) -> None:
@@ -172,6 +172,62 @@ def daddr_in_set_rule(version: int, set_name: str, final: list[dict[str, Any]]
         expr("lookup", ("NFTA_LOOKUP_SET", set_name), ("NFTA_LOOKUP_SREG", 1)),
         expr("counter"),
         *final,
+    ]
+
+
+def match_tcp_dport(port: int) -> list[dict[str, Any]]:
+    """``meta l4proto tcp th dport PORT`` (register 1 is free again after a lookup)."""
+    return [
+        expr("meta", ("NFTA_META_KEY", 16), ("NFTA_META_DREG", 1)),  # l4proto
+        expr("cmp", ("NFTA_CMP_SREG", 1), ("NFTA_CMP_OP", 0), ("NFTA_CMP_DATA", data(b"\x06"))),
+        expr("payload", ("NFTA_PAYLOAD_DREG", 1), ("NFTA_PAYLOAD_BASE", 2),
+             ("NFTA_PAYLOAD_OFFSET", 2), ("NFTA_PAYLOAD_LEN", 2)),
+        expr("cmp", ("NFTA_CMP_SREG", 1), ("NFTA_CMP_OP", 0),
+             ("NFTA_CMP_DATA", data(port.to_bytes(2, "big")))),
+    ]
+
+
+def match_tcp() -> list[dict[str, Any]]:
+    return [
+        expr("meta", ("NFTA_META_KEY", 16), ("NFTA_META_DREG", 1)),
+        expr("cmp", ("NFTA_CMP_SREG", 1), ("NFTA_CMP_OP", 0), ("NFTA_CMP_DATA", data(b"\x06"))),
+    ]
+
+
+def match_daddr(address: ipaddress.IPv4Address | ipaddress.IPv6Address
+                ) -> list[dict[str, Any]]:
+    """``ip[6] daddr ADDRESS``."""
+    proto = b"\x02" if address.version == 4 else b"\x0a"
+    offset, length = (16, 4) if address.version == 4 else (24, 16)
+    return [
+        expr("meta", ("NFTA_META_KEY", 15), ("NFTA_META_DREG", 1)),
+        expr("cmp", ("NFTA_CMP_SREG", 1), ("NFTA_CMP_OP", 0), ("NFTA_CMP_DATA", data(proto))),
+        expr("payload", ("NFTA_PAYLOAD_DREG", 1), ("NFTA_PAYLOAD_BASE", 1),
+             ("NFTA_PAYLOAD_OFFSET", offset), ("NFTA_PAYLOAD_LEN", length)),
+        expr("cmp", ("NFTA_CMP_SREG", 1), ("NFTA_CMP_OP", 0),
+             ("NFTA_CMP_DATA", data(address.packed))),
+    ]
+
+
+def reject_tcp_reset() -> list[dict[str, Any]]:
+    return [expr("reject", ("NFTA_REJECT_TYPE", 1))]
+
+
+def reject_admin_prohibited() -> list[dict[str, Any]]:
+    """ICMP(v6) administratively prohibited, whatever the family (icmpx)."""
+    return [expr("reject", ("NFTA_REJECT_TYPE", 2), ("NFTA_REJECT_ICMP_CODE", 3))]
+
+
+def dnat(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+         ) -> list[dict[str, Any]]:
+    """``dnat ip[6] to ADDRESS:PORT``."""
+    return [
+        expr("immediate", ("NFTA_IMMEDIATE_DREG", 1), ("NFTA_IMMEDIATE_DATA",
+                                                       data(address.packed))),
+        expr("immediate", ("NFTA_IMMEDIATE_DREG", 2), ("NFTA_IMMEDIATE_DATA",
+                                                       data(port.to_bytes(2, "big")))),
+        expr("nat", ("NFTA_NAT_TYPE", 1), ("NFTA_NAT_FAMILY", 2 if address.version == 4 else 10),
+             ("NFTA_NAT_REG_ADDR_MIN", 1), ("NFTA_NAT_REG_PROTO_MIN", 2)),
     ]
 
 

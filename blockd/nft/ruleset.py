@@ -1,75 +1,123 @@
 """What the kernel should hold for the orders in force, and the difference to what it holds.
 
-Pure: from a compiled policy to the address sets of table ``inet blockd``, and from two
-sets of prefixes to the elements to add and delete. Interval sets cannot hold overlapping
-elements, so covered prefixes are merged (a /32 inside a blocked /24 is the /24).
+Pure: from a compiled policy to the address sets of table ``inet blockd`` (one interval set
+per IP version and action of the order's policy: drop, reject or notice), and from two
+states to the elements to add and delete. Interval sets cannot hold overlapping elements,
+so covered prefixes are merged within a set (a /32 inside a blocked /24 is the /24).
+
+Chains: ``prerouting`` (nat) sends TCP port 80 for notice-set addresses to the notice
+server; ``forward`` drops or rejects (TCP reset, otherwise ICMP administratively
+prohibited) what remains; ``forward`` and ``input`` refuse TCP 443 to the notice address at
+once, since no page can be shown there without a certificate error.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from blockd.core.model import TargetKind
 from blockd.core.policy import Policy
+from blockd.enforcement import NftAction
 from blockd.nft.netlink import (
     HOOK_FORWARD,
+    HOOK_INPUT,
+    HOOK_PREROUTING,
     Batch,
     Network,
     daddr_in_set_rule,
+    dnat,
     drop,
+    match_daddr,
+    match_tcp,
+    match_tcp_dport,
+    reject_admin_prohibited,
+    reject_tcp_reset,
 )
 
 TABLE = "blockd"
-SETS = {4: "block_v4", 6: "block_v6"}
-CHAIN = "forward"
+Key = tuple[int, NftAction]
+SETS: dict[Key, str] = {(v, a): f"v{v}_{a.value}" for v in (4, 6) for a in NftAction}
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Where port-80 traffic for notice-set addresses goes (the notice server)."""
+
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None
+    port: int = 80
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    version: int
+    key: Key
     add: tuple[Network, ...]
     remove: tuple[Network, ...]
 
 
-def desired(policy: Policy) -> dict[int, set[Network]]:
-    """The merged prefixes of every address target in force, per IP version."""
-    nets: dict[int, list[Network]] = {4: [], 6: []}
-    for _, target in policy.entries():
+def desired(policy: Policy, actions: Mapping[str, NftAction],
+            default: NftAction = NftAction.REJECT) -> dict[Key, set[Network]]:
+    """The merged prefixes of every address target in force, per (IP version, action)."""
+    nets: dict[Key, list[Network]] = {k: [] for k in SETS}
+    for order, target in policy.entries():
         if target.kind is not TargetKind.DOMAIN:
             net = ipaddress.ip_network(target.value)
-            nets[net.version].append(net)
-    return {v: set(ipaddress.collapse_addresses(n)) for v, n in nets.items()}  # type: ignore[type-var]
+            nets[(net.version, actions.get(order.policy, default))].append(net)
+    return {k: set(ipaddress.collapse_addresses(n)) for k, n in nets.items()}  # type: ignore[type-var]
 
 
 def _key(net: Network) -> tuple[int, int]:
     return int(net.network_address), net.prefixlen
 
 
-def diff(current: dict[int, set[Network]], want: dict[int, set[Network]]) -> list[Change]:
+def diff(current: Mapping[Key, set[Network]], want: Mapping[Key, set[Network]]
+         ) -> list[Change]:
     out = []
-    for version in (4, 6):
-        have, need = current.get(version, set()), want.get(version, set())
-        out.append(Change(version, tuple(sorted(need - have, key=_key)),
+    for key in SETS:
+        have, need = current.get(key, set()), want.get(key, set())
+        out.append(Change(key, tuple(sorted(need - have, key=_key)),
                           tuple(sorted(have - need, key=_key))))
     return out
 
 
-def plan(changes: list[Change], table_exists: bool) -> Batch:
-    """One batch: create the table, sets, chain and rules if missing, then the element diff.
-    Removals go first so a prefix that is split or merged never overlaps itself."""
+def _skeleton(batch: Batch, notice: Notice) -> None:
+    batch.add_table()
+    for set_id, ((version, _), name) in enumerate(SETS.items(), 1):
+        batch.add_set(name, version, set_id=set_id)
+    batch.add_chain("prerouting", HOOK_PREROUTING, -100, kind="nat")
+    batch.add_chain("input", HOOK_INPUT, 0)
+    batch.add_chain("forward", HOOK_FORWARD, 0)
+    for version, address in ((4, notice.ipv4), (6, notice.ipv6)):
+        if address is None:
+            continue
+        name = SETS[(version, NftAction.NOTICE)]
+        batch.add_rule("prerouting", daddr_in_set_rule(
+            version, name, [*match_tcp_dport(80), *dnat(address, notice.port)]))
+        for chain in ("input", "forward"):
+            batch.add_rule(chain, [*match_daddr(address), *match_tcp_dport(443),
+                                   *reject_tcp_reset()])
+    for (version, action), name in SETS.items():
+        if action is NftAction.DROP:
+            batch.add_rule("forward", daddr_in_set_rule(version, name, drop()))
+        else:  # reject, and whatever of a notice address was not sent to the notice server
+            batch.add_rule("forward", daddr_in_set_rule(
+                version, name, [*match_tcp(), *reject_tcp_reset()]))
+            batch.add_rule("forward", daddr_in_set_rule(version, name,
+                                                        reject_admin_prohibited()))
+
+
+def plan(changes: list[Change], table_exists: bool, notice: Notice | None = None) -> Batch:
+    """One batch: the table with its sets, chains and rules if missing, then the element
+    diff. Removals go first so a prefix that is split or merged never overlaps itself."""
     batch = Batch(TABLE)
     if not table_exists:
-        batch.add_table()
-        for version, name in SETS.items():
-            batch.add_set(name, version, set_id=version)
-        batch.add_chain(CHAIN, HOOK_FORWARD, 0)
-        for version, name in SETS.items():
-            batch.add_rule(CHAIN, daddr_in_set_rule(version, name, drop()))
+        _skeleton(batch, notice or Notice(None, None))
     for change in changes:
         if change.remove:
-            batch.delete_elements(SETS[change.version], change.remove)
+            batch.delete_elements(SETS[change.key], change.remove)
     for change in changes:
         if change.add:
-            batch.add_elements(SETS[change.version], change.add)
+            batch.add_elements(SETS[change.key], change.add)
     return batch

@@ -105,6 +105,11 @@ class NoticeSite:
                                 headers={"Cache-Control": "no-store"})
         if path.startswith("/.well-known/blockd/orders") and self.settings.transparency:
             return self._transparency(request, policy, json_out=path.endswith(".json"))
+        original = _original_destination(request)
+        if original is not None:  # redirected here by an address block (DNAT)
+            decision = policy.decide_ip(original)
+            if decision.blocked:
+                return self._notice(request, original, decision)
         subject = self._subject(request)
         if subject is None:
             return self._system(request, 400, "unknown_title", "unknown_body", None)
