@@ -743,10 +743,12 @@ def nft() -> None:
 def _nft_state(app: App, db: str | None) -> tuple[Any, Any, bool]:
     """(wanted, in the kernel, table exists) per (IP version, action) set."""
     from blockd.nft import netlink, ruleset
+    from blockd.nft.guarded import refuser
 
     store = app.store(db)
     actions = {name: p.nft_action for name, p in app.policies.items()}
-    want = ruleset.desired(_policy_at(app, store, now()), actions)
+    want = ruleset.desired(_policy_at(app, store, now()), actions,
+                           refused=refuser(app.guard, store.forced_targets()))
     names = netlink.existing_sets(ruleset.TABLE)
     current = {key: netlink.read_set(ruleset.TABLE, name, key[0]) if name in names else {}
                for key, name in ruleset.SETS.items()}

@@ -187,7 +187,10 @@ async def serve_http(config: Config, reload: Callable[[], Config] | None = None)
 
 async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) -> None:
     """Keep table inet blockd equal to the orders in force; rules stay when it exits."""
+    from blockd.core.guard import load_guard
     from blockd.nft import netlink, ruleset
+    from blockd.nft.guarded import refuser
+    from blockd.store.store import Store
 
     policies = load_policies(config.policies_dir)
     follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
@@ -205,9 +208,22 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
         ipaddress.IPv6Address(config.notice_ipv6) if config.notice_ipv6 else None,
         config.notice_listen[0][1] if config.notice_listen else 80)
 
+    guard = load_guard(config.policies_dir)
+
+    def store_forced() -> set[str]:
+        store = Store.open(config.db)
+        try:
+            return store.forced_targets()
+        finally:
+            store.close()
+
     async def reconcile() -> None:
         async with lock:
-            want = ruleset.desired(follower.policy, actions)
+            try:
+                forced = await asyncio.to_thread(store_forced)
+            except BlockdError:
+                forced = set()  # unreadable store: the guard refuses everything it would
+            want = ruleset.desired(follower.policy, actions, refused=refuser(guard, forced))
             changes = ruleset.diff(applied, want)
             if state["exists"] and not any(c.add or c.remove for c in changes):
                 return

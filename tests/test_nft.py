@@ -303,3 +303,26 @@ def test_end_to_end_drop_reject_and_notice(
             proc.kill()
             proc.communicate()
         log.close()
+
+
+def test_the_guard_has_the_last_word_before_the_kernel(
+        blockd: Runner, db: Path, netns: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forced target reaches the kernel; one the guard refuses today (the protected
+    list grew after the order was recorded) does not, and the refusal is logged."""
+    assert blockd("init").code == 0
+    add_order(blockd, "ES-1", "45.33.32.0/24", "93.184.216.34")
+    r = blockd("order", "add", "ES-2", "--authority", "Juzgado", "--issued", "2025-02-01",
+               "8.8.8.8", "--force", "--justification", "the order names this address")
+    assert r.code == 0, r.err
+    policies = tmp_path / "policies"
+    shutil.copytree(default_policies_dir(), policies)
+    with (policies / "protected-networks.txt").open("a") as f:
+        f.write("45.33.32.0/24   # a shared hosting network, added after the order\n")
+    config = tmp_path / "blockd.toml"
+    config.write_text(f'[policies]\ndir = "{policies}"\n')
+    env = {**os.environ, "BLOCKD_DB": str(db), "BLOCKD_CONFIG": str(config)}
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "blockd",
+                           "nft", "apply"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert oracle(netns)["sets"] == {"v4_reject": ["8.8.8.8", "93.184.216.34"]}

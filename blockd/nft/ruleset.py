@@ -14,10 +14,10 @@ once, since no page can be shown there without a certificate error.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from blockd.core.model import TargetKind
+from blockd.core.model import Target, TargetKind
 from blockd.core.policy import Policy
 from blockd.enforcement import NftAction
 from blockd.nft.netlink import (
@@ -58,11 +58,18 @@ class Change:
 
 
 def desired(policy: Policy, actions: Mapping[str, NftAction],
-            default: NftAction = NftAction.REJECT) -> dict[Key, set[Network]]:
-    """The merged prefixes of every address target in force, per (IP version, action)."""
+            default: NftAction = NftAction.REJECT,
+            refused: Callable[[Target], bool] | None = None) -> dict[Key, set[Network]]:
+    """The merged prefixes of every address target in force, per (IP version, action).
+
+    ``refused`` is the overblocking guard's last word before the kernel: a target it
+    returns True for is left out (the caller logs it).
+    """
     nets: dict[Key, list[Network]] = {k: [] for k in SETS}
     for order, target in policy.entries():
         if target.kind is not TargetKind.DOMAIN:
+            if refused is not None and refused(target):
+                continue
             net = ipaddress.ip_network(target.value)
             nets[(net.version, actions.get(order.policy, default))].append(net)
     return {k: set(ipaddress.collapse_addresses(n)) for k, n in nets.items()}  # type: ignore[type-var]

@@ -454,6 +454,17 @@ class Store:
         out["journal_entries"] = int(entries)
         return out
 
+    def forced_targets(self) -> set[str]:
+        """Specs of targets the guard refused but an engineer forced (with a journaled
+        justification): the only guard refusals the kernel may still receive."""
+        query = select(JournalRow).where(col(JournalRow.payload).contains('"forced":'))
+        out: set[str] = set()
+        with self._read() as session:
+            for row in session.execute(query).scalars():
+                forced = json.loads(row.payload).get("forced") or {}
+                out.update(r.split(": ", 1)[0] for r in forced.get("refusals", []))
+        return out
+
     # -- hits --------------------------------------------------------------------
 
     def add_hits(self, counts: Mapping[tuple[date, str, str], int]) -> None:
