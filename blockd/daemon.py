@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from blockd.aio import cancel
 from blockd.config import Config
 from blockd.core.model import BlockdError
 from blockd.dns.answers import BlockedAnswers
@@ -240,6 +241,38 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
                      follower.policy.seq)
 
     await reconcile()
+    hits = HitCounter(config.db, config.hits_flush_interval)
+    hits.start()
+    seen: dict[tuple[ruleset.Key, netlink.Network], int] = {}
+
+    def read_counters() -> dict[tuple[ruleset.Key, netlink.Network], int]:
+        out = {}
+        for key, name in ruleset.SETS.items():
+            if applied.get(key):
+                for net, (packets, _) in netlink.read_set(ruleset.TABLE, name, key[0]).items():
+                    out[(key, net)] = packets
+        return out
+
+    async def count_hits() -> None:
+        """Element counters -> hits of the order and target behind each prefix."""
+        while True:
+            await asyncio.sleep(max(5.0, config.hits_flush_interval))
+            try:
+                counters = await asyncio.to_thread(read_counters)
+            except netlink.NftError as exc:
+                log.warning("nftables counters not read: %s", exc)
+                continue
+            policy = follower.policy
+            for (key, net), packets in counters.items():
+                delta = packets - seen.get((key, net), 0)
+                seen[(key, net)] = packets
+                if delta > 0:
+                    decision = policy.decide_ip(str(net.network_address))
+                    if decision.primary is not None:
+                        hits.add(decision.primary.order.reference,
+                                 decision.primary.target.spec, count=delta)
+
+    counting = asyncio.get_running_loop().create_task(count_hits())
     pending: set[asyncio.Task[None]] = set()
 
     def on_swap(_: object) -> None:
@@ -252,8 +285,10 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
                      f"{follower.policy.seq})\n")
     sys.stdout.flush()
     await until_stopped(reload, lambda fresh, pols: None)
+    await cancel(counting)
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
+    await hits.stop()
     await follower.stop()
 
 

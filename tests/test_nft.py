@@ -326,3 +326,35 @@ def test_the_guard_has_the_last_word_before_the_kernel(
                            "nft", "apply"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert oracle(netns)["sets"] == {"v4_reject": ["8.8.8.8", "93.184.216.34"]}
+
+
+def test_element_counters_become_hits(blockd: Runner, db: Path, network: dict[str, str],
+                                      tmp_path: Path) -> None:
+    assert blockd("init").code == 0
+    add_order(blockd, "DE-1", "93.184.216.34", "--policy", "de")
+    env = {**os.environ, "BLOCKD_DB": str(db)}
+    env.pop("BLOCKD_CONFIG", None)
+    log = (tmp_path / "nft.log").open("w+")
+    daemon = subprocess.Popen(["ip", "netns", "exec", network["app"], sys.executable, "-m",
+                               "blockd", "serve", "nft"], stdout=subprocess.PIPE, stderr=log,
+                              text=True, env=env)
+    try:
+        assert daemon.stdout is not None and "follows" in daemon.stdout.readline()
+        knock = "import socket\nfor _ in range(3):\n    try:\n        socket.create_connection(" \
+                "('93.184.216.34', 8000), timeout=1).close()\n    except OSError:\n        pass\n"
+        in_ns(network["sub"], sys.executable, "-c", knock)
+        from blockd.store.store import Store
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            hits = {t: n for _, _, t, n in Store.open(str(db)).hits("DE-1")}
+            if hits.get("93.184.216.34", 0) >= 3:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no hits from the nftables counters: {hits}")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=15)
+        log.close()
+    assert daemon.returncode == 0
