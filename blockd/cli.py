@@ -788,7 +788,8 @@ def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
         "remove": [{"prefix": str(n), "action": c.key[1].value}
                    for c in changes for n in c.remove]}
     if not dry_run:
-        netlink.apply(ruleset.plan(changes, exists, _notice_target(app)))
+        netlink.apply(ruleset.plan(changes, exists, _notice_target(app),
+                                   app.config.nft_local_output))
 
     def text() -> str:
         lines = [f"+ {d['prefix']} ({d['action']})" for d in data["add"]] + \

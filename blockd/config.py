@@ -94,6 +94,7 @@ class Config:
     tls_listen: Address | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    nft_local_output: bool = False
     dns: DnsSettings = field(default_factory=DnsSettings)
     hits_flush_interval: float = 5.0
     source: Path | None = None
@@ -114,6 +115,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "listen", "upstream", "workers", "allow", "rate_limit", "rate_burst", "cache_mb",
         "upstream_timeout", "tcp_idle_timeout", "stale_for", "max_inflight", "metrics")},
     "hits": {"flush_interval": "hits_flush_interval"},
+    "nft": {"local_output": "nft_local_output"},
 }
 
 
@@ -150,7 +152,7 @@ def _check(key: str, attr: str, value: Any, base: Path) -> Any:
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{key}: must be a positive number of seconds, got {value!r}")
         return float(value)
-    if attr == "transparency":
+    if attr in ("transparency", "nft_local_output"):
         if not isinstance(value, bool):
             raise ValueError(f"{key}: must be true or false, got {value!r}")
         return value

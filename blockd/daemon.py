@@ -230,7 +230,8 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
                 return
             try:
                 await asyncio.to_thread(netlink.apply,
-                                        ruleset.plan(changes, state["exists"], notice))
+                                        ruleset.plan(changes, state["exists"], notice,
+                                                     config.nft_local_output))
             except netlink.NftError as exc:
                 log.error("nftables not updated (previous rules stay): %s", exc)
                 return

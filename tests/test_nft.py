@@ -358,3 +358,32 @@ def test_element_counters_become_hits(blockd: Runner, db: Path, network: dict[st
         daemon.communicate(timeout=15)
         log.close()
     assert daemon.returncode == 0
+
+
+def test_local_output_is_configurable(blockd: Runner, db: Path, network: dict[str, str],
+                                      tmp_path: Path) -> None:
+    """With nft.local_output the appliance's own connections are blocked too."""
+    assert blockd("init").code == 0
+    add_order(blockd, "DE-1", "93.184.216.34", "--policy", "de")
+    knock = ("import socket\ntry:\n    socket.create_connection(('93.184.216.34', 8000), "
+             "timeout=1).close(); print('connected')\nexcept OSError as e:\n"
+             "    print(type(e).__name__)\n")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", network["net"], sys.executable, "-c",
+         "import socket\ns = socket.socket(); s.bind(('93.184.216.34', 8000)); s.listen()\n"
+         "print('ready', flush=True)\nwhile True: s.accept()[0].close()"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        for local, expected in ((False, "connected"), (True, "ConnectionRefusedError")):
+            config = tmp_path / f"local-{local}.toml"
+            config.write_text(f"[nft]\nlocal_output = {'true' if local else 'false'}\n")
+            env = {**os.environ, "BLOCKD_DB": str(db), "BLOCKD_CONFIG": str(config)}
+            for args in (("nft", "flush"), ("nft", "apply")):
+                subprocess.run(["ip", "netns", "exec", network["app"], sys.executable, "-m",
+                                "blockd", *args], check=True, env=env, capture_output=True)
+            got = in_ns(network["app"], sys.executable, "-c", knock).stdout.strip()
+            assert got == expected, (local, got)
+    finally:
+        server.kill()
+        server.communicate()

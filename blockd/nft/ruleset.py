@@ -23,6 +23,7 @@ from blockd.enforcement import NftAction
 from blockd.nft.netlink import (
     HOOK_FORWARD,
     HOOK_INPUT,
+    HOOK_OUTPUT,
     HOOK_PREROUTING,
     Batch,
     Network,
@@ -89,38 +90,48 @@ def diff(current: Mapping[Key, set[Network]], want: Mapping[Key, set[Network]]
     return out
 
 
-def _skeleton(batch: Batch, notice: Notice) -> None:
+def _skeleton(batch: Batch, notice: Notice, local_output: bool) -> None:
     batch.add_table()
     for set_id, ((version, _), name) in enumerate(SETS.items(), 1):
         batch.add_set(name, version, set_id=set_id)
+    nat_chains = ["prerouting"]
+    filter_chains = ["forward"]
     batch.add_chain("prerouting", HOOK_PREROUTING, -100, kind="nat")
     batch.add_chain("input", HOOK_INPUT, 0)
     batch.add_chain("forward", HOOK_FORWARD, 0)
+    if local_output:  # the appliance's own traffic too (configurable: nft.local_output)
+        batch.add_chain("nat_output", HOOK_OUTPUT, -100, kind="nat")
+        batch.add_chain("output", HOOK_OUTPUT, 0)
+        nat_chains.append("nat_output")
+        filter_chains.append("output")
     for version, address in ((4, notice.ipv4), (6, notice.ipv6)):
         if address is None:
             continue
         name = SETS[(version, NftAction.NOTICE)]
-        batch.add_rule("prerouting", daddr_in_set_rule(
-            version, name, [*match_tcp_dport(80), *dnat(address, notice.port)]))
-        for chain in ("input", "forward"):
+        for chain in nat_chains:
+            batch.add_rule(chain, daddr_in_set_rule(
+                version, name, [*match_tcp_dport(80), *dnat(address, notice.port)]))
+        for chain in ("input", *filter_chains):
             batch.add_rule(chain, [*match_daddr(address), *match_tcp_dport(443),
                                    *reject_tcp_reset()])
-    for (version, action), name in SETS.items():
-        if action is NftAction.DROP:
-            batch.add_rule("forward", daddr_in_set_rule(version, name, drop()))
-        else:  # reject, and whatever of a notice address was not sent to the notice server
-            batch.add_rule("forward", daddr_in_set_rule(
-                version, name, [*match_tcp(), *reject_tcp_reset()]))
-            batch.add_rule("forward", daddr_in_set_rule(version, name,
+    for chain in filter_chains:
+        for (version, action), name in SETS.items():
+            if action is NftAction.DROP:
+                batch.add_rule(chain, daddr_in_set_rule(version, name, drop()))
+            else:  # reject, and what of a notice address was not sent to the notice server
+                batch.add_rule(chain, daddr_in_set_rule(
+                    version, name, [*match_tcp(), *reject_tcp_reset()]))
+                batch.add_rule(chain, daddr_in_set_rule(version, name,
                                                         reject_admin_prohibited()))
 
 
-def plan(changes: list[Change], table_exists: bool, notice: Notice | None = None) -> Batch:
+def plan(changes: list[Change], table_exists: bool, notice: Notice | None = None,
+         local_output: bool = False) -> Batch:
     """One batch: the table with its sets, chains and rules if missing, then the element
     diff. Removals go first so a prefix that is split or merged never overlaps itself."""
     batch = Batch(TABLE)
     if not table_exists:
-        _skeleton(batch, notice or Notice(None, None))
+        _skeleton(batch, notice or Notice(None, None), local_output)
     for change in changes:
         if change.remove:
             batch.delete_elements(SETS[change.key], change.remove)
