@@ -755,16 +755,6 @@ def _nft_state(app: App, db: str | None) -> tuple[Any, Any, bool]:
     return want, current, bool(names)
 
 
-def _notice_target(app: App) -> Any:
-    from blockd.nft import ruleset
-
-    c = app.config
-    return ruleset.Notice(
-        ipaddress.IPv4Address(c.notice_ipv4) if c.notice_ipv4 else None,
-        ipaddress.IPv6Address(c.notice_ipv6) if c.notice_ipv6 else None,
-        c.notice_listen[0][1] if c.notice_listen else 80)
-
-
 @nft.command("apply")
 @click.option("--dry-run", is_flag=True, help="Print the difference, change nothing.")
 @db_option
@@ -788,7 +778,7 @@ def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
         "remove": [{"prefix": str(n), "action": c.key[1].value}
                    for c in changes for n in c.remove]}
     if not dry_run:
-        netlink.apply(ruleset.plan(changes, exists, _notice_target(app),
+        netlink.apply(ruleset.plan(changes, exists, ruleset.Notice.from_config(app.config),
                                    app.config.nft_local_output))
 
     def text() -> str:

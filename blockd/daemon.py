@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -204,10 +203,7 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
     state = {"exists": bool(names)}
     lock = asyncio.Lock()
     actions = {name: p.nft_action for name, p in policies.items()}
-    notice = ruleset.Notice(
-        ipaddress.IPv4Address(config.notice_ipv4) if config.notice_ipv4 else None,
-        ipaddress.IPv6Address(config.notice_ipv6) if config.notice_ipv6 else None,
-        config.notice_listen[0][1] if config.notice_listen else 80)
+    notice = ruleset.Notice.from_config(config)
 
     guard = load_guard(config.policies_dir)
 
