@@ -137,9 +137,11 @@ def notice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
     line = proc.stdout.readline()
     if "listening on http://127.0.0.1:" not in line:
         proc.kill()
-        proc.wait()
+        proc.communicate()
         log.seek(0)
-        raise AssertionError(line + log.read())
+        message = log.read()
+        log.close()
+        raise AssertionError(line + message)
     port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
     yield Http(port, db, proc)
     proc.send_signal(signal.SIGTERM)

@@ -106,9 +106,11 @@ def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
-        proc.wait()
+        proc.communicate()
         log.seek(0)
-        raise AssertionError(f"daemon did not start: {line}{log.read()}")
+        message = log.read()
+        log.close()
+        raise AssertionError(f"daemon did not start: {line}{message}")
     where = line.split("listening on ", 1)[1].split(" ", 1)[0]
     host, port = where.rsplit(":", 1)
     d = Daemon(host, int(port), db, proc)

@@ -8,10 +8,12 @@ any number of reading daemons at once, and sequence numbers allocated without ra
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import itertools
 import json
 import operator
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -147,13 +149,15 @@ class Store:
 
         A long-lived connection reads from its page cache and would not notice that the
         file was deleted, replaced or overwritten; daemons call this before each poll.
+        The header is read through a descriptor that is never closed: closing any
+        descriptor of a SQLite file drops every POSIX lock this process holds on it,
+        which lets another writer corrupt the database.
         """
         if self.path is None:
             return
         try:
-            with self.path.open("rb") as f:
-                magic = f.read(16)
             ident = self.path.stat().st_ino
+            magic = os.pread(_probe_fd(self.path, ident), 16, 0)
         except OSError as exc:
             raise StoreError(f"database {self.where}: {exc.strerror}") from None
         if magic != b"SQLite format 3\x00":
@@ -577,6 +581,23 @@ class Store:
                 for t in targets
             ],
         )
+
+
+_PROBE_FDS: dict[tuple[str, int], int] = {}
+
+
+def _probe_fd(path: Path, inode: int) -> int:
+    """A read-only descriptor per (path, inode), opened once and kept for the process's
+    life (see Store.probe: closing it would release SQLite's locks)."""
+    key = (str(path), inode)
+    fd = _PROBE_FDS.get(key)
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        actual = os.fstat(fd).st_ino
+        _PROBE_FDS[(str(path), actual)] = fd  # kept, never closed, whatever file it is
+        if actual != inode:  # replaced between stat and open: the next poll sees it
+            raise OSError(errno.EAGAIN, "database file changed while probing")
+    return fd
 
 
 def _sqlite_setup(engine: Engine) -> None:
