@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from blockd.core.model import BlockdError
 from blockd.core.names import normalise_name
+from blockd.enforcement import default_policies_dir
 
 DEFAULT_DB = "var/blockd.db"
 SYSTEM_CONFIG = Path("/etc/blockd/blockd.toml")
@@ -23,11 +23,6 @@ SYSTEM_CONFIG = Path("/etc/blockd/blockd.toml")
 
 class ConfigError(BlockdError):
     """A configuration problem: ``FILE: section.key: problem``."""
-
-
-def _repo_policies() -> Path:
-    here = Path(__file__).resolve().parent.parent / "policies"
-    return here if here.is_dir() else Path(sys.prefix) / "share" / "blockd" / "policies"
 
 
 Address = tuple[str, int]
@@ -82,7 +77,7 @@ class Config:
     """Everything an operator may set. Flags and environment variables override the file."""
 
     db: str = DEFAULT_DB
-    policies_dir: Path = field(default_factory=_repo_policies)
+    policies_dir: Path = field(default_factory=default_policies_dir)
     notice_ipv4: str | None = "127.0.0.1"
     notice_ipv6: str | None = None
     notice_url: str = "http://127.0.0.1:8080/"

@@ -2,8 +2,9 @@
 
 pyroute2 0.9's high-level nftables API is a prototype (see the nftables issue); this module
 builds the few messages blockd needs itself and sends them as one batch, which the kernel
-applies atomically: all of it or none of it. Known pyroute2 quirk worked around here: the
-set-element flag map is a dict, so its "interval end" flag must be given as ``{1}``.
+applies atomically: all of it or none of it. Set elements, the bulk of the data, are packed
+by hand in wire.py (pyroute2 is slow for them, and its interval-end flag map is broken: a
+dict where a tuple is expected, so the flag would have to be written as ``{1}``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ from blockd.core.model import BlockdError
 from blockd.nft import wire
 
 NFPROTO_INET = 1
-wire_GETSET = 10  # NFT_MSG_GETSET
 KEY_IPV4, KEY_IPV6 = 7, 8  # nftables data types ipv4_addr, ipv6_addr
-INTERVAL_END = {1}  # see the module docstring
 HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_OUTPUT = 0, 1, 2, 3
 NF_DROP, NF_ACCEPT = 0, 1
 
@@ -261,7 +260,7 @@ def existing_sets(table: str) -> set[str]:
     try:
         with wire.Socket() as sock:
             names = set()
-            for payload in sock.dump(wire_GETSET, b""):
+            for payload in sock.dump(wire.NFT_MSG_GETSET, b""):
                 found = dict(wire.attrs(payload))
                 if found.get(1, b"").rstrip(b"\0").decode() == table:
                     names.add(found.get(2, b"").rstrip(b"\0").decode())

@@ -1,0 +1,261 @@
+"""What every command shares: the lazily loaded app state, options, input checks
+and output. The commands parse, call the core and the store, and print; no logic here."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from blockd.config import Config, load_config
+from blockd.core.guard import Guard, load_guard
+from blockd.core.journal import JournalEntry, order_payload
+from blockd.core.model import (
+    BlockdError,
+    InputError,
+    OrderRecord,
+    Target,
+)
+from blockd.core.names import parse_target
+from blockd.core.policy import Policy, PolicyBuilder
+from blockd.core.timeparse import iso
+from blockd.enforcement import EnforcementPolicy, load_policies
+from blockd.store.store import Forced, Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_ERROR = 2
+MAX_TEXT = 500
+
+
+class CliError(BlockdError):
+    pass
+
+
+# -- shared state and options -----------------------------------------------------------
+
+
+@dataclass
+class App:
+    """What every command needs, loaded lazily so `--help` never touches the disk."""
+
+    config_path: Path | None
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    @cached_property
+    def policies(self) -> dict[str, EnforcementPolicy]:
+        return load_policies(self.config.policies_dir)
+
+    @cached_property
+    def guard(self) -> Guard:
+        return load_guard(self.config.policies_dir)
+
+    def store(self, db: str | None, *, create: bool = False) -> Store:
+        return Store.open(db or self.config.db, create=create)
+
+    def policy_named(self, name: str) -> EnforcementPolicy:
+        try:
+            return self.policies[name]
+        except KeyError:
+            known = ", ".join(sorted(self.policies))
+            raise InputError("--policy", f"no policy {name!r} (known: {known})") from None
+
+    def actions(self) -> dict[str, Any]:
+        return {name: p.dns_action for name, p in self.policies.items()}
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def db_option(f: F) -> F:
+    return click.option(
+        "--db", "db", envvar="BLOCKD_DB", metavar="URL_OR_PATH",
+        help="Order store: a SQLite file path or an SQLAlchemy URL "
+             "[env BLOCKD_DB; default from the configuration, else ./var/blockd.db].",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def actor_option(f: F) -> F:
+    return click.option(
+        "--actor", envvar="BLOCKD_ACTOR", metavar="NAME",
+        help="Who makes the change, recorded in the journal [env BLOCKD_ACTOR; default "
+             "user@host].",
+    )(f)
+
+
+def force_options(f: F) -> F:
+    f = click.option(
+        "--justification", metavar="TEXT",
+        help="Why the overblocking guard is overridden (required with --force; journaled).",
+    )(f)
+    return click.option(
+        "--force", is_flag=True,
+        help="Block even what the overblocking guard refuses (needs --justification).",
+    )(f)
+
+
+def emit(as_json: bool, data: Any, text: str | Callable[[], str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text() if callable(text) else text)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_actor(actor: str | None) -> str:
+    if actor:
+        return _text("--actor", actor)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(field: str, value: str, *, required: bool = True, limit: int = MAX_TEXT) -> str:
+    value = value.strip()
+    if required and not value:
+        raise InputError(field, "must not be empty")
+    if len(value) > limit:
+        raise InputError(field, f"longer than {limit} characters")
+    if _CONTROL.search(value.replace("\n", "")):
+        raise InputError(field, "contains control characters")
+    return value
+
+
+def _optional(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    return _text(field, value, required=False) or None
+
+
+_REFERENCE = re.compile(r"^[\w./:()\- ]{1,120}$")
+
+
+def _reference(value: str) -> str:
+    ref = _text("reference", value, limit=120)
+    if "\n" in ref or not _REFERENCE.match(ref):
+        raise InputError(
+            "reference", f"{ref!r} may only contain letters, digits, spaces and . / : ( ) - _"
+        )
+    return ref
+
+
+def _jurisdiction(value: str | None, policy: EnforcementPolicy) -> str | None:
+    if value is None:
+        return policy.jurisdiction
+    code = value.strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", code):
+        raise InputError("--jurisdiction", f"{value!r} is not an ISO 3166 two-letter code")
+    return code
+
+
+def _targets(app: App, texts: Sequence[str], force: bool, justification: str | None,
+             field: str = "target") -> tuple[list[Target], Forced | None]:
+    """Parse every target and run the guard on all of them before anything is written."""
+    targets = list(dict.fromkeys(parse_target(t, field) for t in texts))
+    refusals = [r for t in targets for r in app.guard.check(t)]
+    if justification is not None and not force:
+        raise InputError("--justification", "only meaningful with --force")
+    if force:
+        if not justification or not justification.strip():
+            raise InputError("--force", "needs --justification TEXT saying why")
+        justification = _text("--justification", justification)
+    if refusals and not force:
+        extra = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
+        raise InputError(
+            field, f"refused by the overblocking guard: {refusals[0]}{extra}; "
+                   "use --force --justification TEXT if the order really says so"
+        )
+    forced = Forced(justification or "", tuple(str(r) for r in refusals)) if force else None
+    return targets, forced
+
+
+def _order_dict(order: OrderRecord, policy: EnforcementPolicy | None, at: datetime,
+                targets: Sequence[Target] | None = None, total: int | None = None
+                ) -> dict[str, Any]:
+    data = order_payload(order)
+    data["in_force"] = order.in_force(at)
+    if policy is not None and policy.deadline is not None:
+        data["deadline"] = str(policy.deadline)
+        data["enforce_by"] = iso(policy.deadline.due(order.received_at, policy.tz))
+    if targets is not None:
+        data["targets"] = [t.spec for t in sorted(targets)]
+        data["targets_total"] = total if total is not None else len(targets)
+    return data
+
+
+def _fmt_order(data: dict[str, Any]) -> str:
+    labels = [
+        ("reference", "Reference"), ("authority", "Authority"),
+        ("jurisdiction", "Jurisdiction"), ("issued_on", "Issued"),
+        ("received_at", "Received"), ("effective_from", "Effective from"),
+        ("effective_until", "Effective until"), ("requested_by", "Requested by"),
+        ("legal_basis", "Legal basis"), ("policy", "Policy"), ("deadline", "Deadline"),
+        ("enforce_by", "Enforce by"), ("contact", "Contact"), ("appeal", "Appeal"),
+        ("notice", "Notice"), ("status", "Status"), ("status_reason", "Status reason"),
+        ("in_force", "In force"),
+    ]
+    lines = []
+    for key, label in labels:
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        lines.append(f"{label + ':':<17}{value}")
+    if "targets" in data:
+        lines.append(f"{'Targets:':<17}{data['targets_total']}")
+        lines.extend(f"  {t}" for t in data["targets"])
+        hidden = data["targets_total"] - len(data["targets"])
+        if hidden > 0:
+            lines.append(f"  ... and {hidden} more (--limit 0 shows all)")
+    return "\n".join(lines)
+
+
+def _entry_dict(e: JournalEntry) -> dict[str, Any]:
+    return {"seq": e.seq, "at": e.at, "actor": e.actor, "action": e.action,
+            "payload": e.data, "prev_hash": e.prev_hash, "hash": e.hash}
+
+
+def _summary(e: JournalEntry) -> str:
+    data = e.data
+    ref = data.get("reference") or data.get("order", {}).get("reference", "")
+    what = ""
+    if "targets" in data:
+        shown = ", ".join(data["targets"][:3])
+        more = len(data["targets"]) - 3
+        what = f" [{shown}{f', +{more}' if more > 0 else ''}]" if data["targets"] else ""
+    if "status" in data:
+        what = f" -> {data['status']} ({data['reason']})"
+    forced = " FORCED: " + data["forced"]["justification"] if "forced" in data else ""
+    return f"{e.seq:>6}  {e.at}  {e.actor:<20} {e.action:<14} {ref}{what}{forced}"
+
+
+def _policy_at(app: App, store: Store, at: datetime) -> Policy:
+    builder = PolicyBuilder(at, app.actions())
+    for order, rows in store.load_rows():
+        builder.load_rows(order, rows)
+    return builder.policy()

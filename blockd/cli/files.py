@@ -1,0 +1,123 @@
+"""Blocklist files: `import` into an order and `export` of what is in force."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from blockd.cli.common import (
+    App,
+    _policy_at,
+    _reference,
+    _targets,
+    actor_option,
+    db_option,
+    default_actor,
+    emit,
+    force_options,
+    json_option,
+    now,
+    pass_app,
+)
+from blockd.cli.root import cli
+from blockd.core.model import (
+    InputError,
+)
+from blockd.core.names import parse_target
+from blockd.core.timeparse import parse_instant
+from blockd.formats import FORMATS, ExportEntry
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), required=True,
+              help="list: one target a line; csv: a 'target' column; rpz: an RPZ zone file.")
+@click.option("--order", "reference", required=True, help="Order the targets belong to.")
+@click.option("--dry-run", is_flag=True, help="Parse and check, but write nothing.")
+@force_options
+@actor_option
+@db_option
+@json_option
+@pass_app
+def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force: bool,
+            justification: str | None, actor: str | None, db: str | None,
+            as_json: bool) -> None:
+    """Add the targets in FILE to an order. All or nothing: one bad line imports none."""
+    ref = _reference(reference)
+    try:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError("FILE", f"{file} is not UTF-8 (byte {exc.start})") from None
+    try:
+        parsed_targets = FORMATS[fmt].parse(content)
+    except InputError as exc:  # FormatError: field is "line N"
+        raise InputError(str(file), f"{exc.field}: {exc.reason}") from None
+    targets, forced = _targets(app, [t.spec for t in parsed_targets], force, justification,
+                               field=str(file))
+    store = app.store(db)
+    if dry_run:
+        store.get_order(ref, with_targets=False)
+        emit(as_json, {"reference": ref, "parsed": len(targets), "dry_run": True},
+             f"{file}: {len(targets)} valid target(s) for order {ref}; nothing written")
+        return
+    added, already = store.add_targets(ref, targets, actor=default_actor(actor), at=now(),
+                                       forced=forced)
+    emit(as_json, {"reference": ref, "added": len(added), "already": len(already)},
+         f"order {ref}: imported {len(added)} target(s) from {file}"
+         + (f", {len(already)} already present" if already else ""))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="list",
+              show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of stdout.")
+@click.option("--at", "at_text", metavar="WHEN", help="Export what is in force at this instant.")
+@click.option("--zone", metavar="NAME", help="RPZ zone origin [default: configuration's].")
+@db_option
+@pass_app
+def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: str | None,
+           db: str | None) -> None:
+    """Export the targets of orders in force (RPZ loads into BIND, Unbound, PowerDNS)."""
+    at = parse_instant(at_text, "--at") if at_text else now()
+    origin = app.config.rpz_zone if zone is None else (
+        parse_target(zone.rstrip("."), "--zone").value + ".")
+    store = app.store(db)
+    head = store.head()
+    policy = _policy_at(app, store, at)
+    entries = sorted(
+        (ExportEntry(t, policy.action_for(o), o.reference, o.authority)
+         for o, t in policy.entries()),
+        key=lambda e: (e.target, e.reference),
+    )
+    module = FORMATS[fmt]
+    if fmt == "rpz":
+        ttl = min((p.dns_ttl for p in app.policies.values()), default=30)
+        content = module.render(
+            entries, origin=origin, serial=head.seq if head else 0,
+            notice_ipv4=app.config.notice_ipv4, notice_ipv6=app.config.notice_ipv6, ttl=ttl,
+        )
+    elif fmt == "list":
+        content = module.render(entries, generated_at=at)
+    else:
+        content = module.render(entries)
+    skipped = [line for line in content.splitlines() if line.startswith("; NOT EXPORTED")]
+    for line in skipped:
+        click.echo(f"blockd: warning: {line.removeprefix('; ')}", err=True)
+    if output is None:
+        click.echo(content, nl=False)
+        return
+    try:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(content, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        raise InputError("--output", f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"wrote {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} to {output}",
+               err=True)

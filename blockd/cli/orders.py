@@ -1,0 +1,297 @@
+"""Orders: add, list, show, targets, suspend/resume/lift; and `check`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from blockd.cli.common import (
+    App,
+    _entry_dict,
+    _fmt_order,
+    _jurisdiction,
+    _optional,
+    _order_dict,
+    _reference,
+    _summary,
+    _targets,
+    _text,
+    actor_option,
+    db_option,
+    default_actor,
+    emit,
+    force_options,
+    json_option,
+    now,
+    pass_app,
+)
+from blockd.cli.root import cli
+from blockd.core.model import (
+    InputError,
+    OrderRecord,
+    Status,
+    TargetKind,
+)
+from blockd.core.names import parse_address, parse_target
+from blockd.core.policy import Decision, PolicyBuilder
+from blockd.core.timeparse import iso, parse_date, parse_instant
+from blockd.enforcement import EnforcementPolicy
+
+
+@cli.group()
+def order() -> None:
+    """Add, inspect, suspend, resume and lift court orders."""
+
+
+@order.command("add")
+@click.argument("reference")
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
+@click.option("--authority", required=True, help="Court or regulator that issued the order.")
+@click.option("--issued", required=True, metavar="DATE", help="Date of the decision (YYYY-MM-DD).")
+@click.option("--received", metavar="WHEN", help="When the ISP received it [default: now].")
+@click.option("--effective-from", metavar="WHEN",
+              help="Start of enforcement [default: immediately].")
+@click.option("--until", metavar="WHEN",
+              help="Sunset: enforcement ends (a bare date covers that whole day).")
+@click.option("--requested-by", metavar="TEXT", help="The applicant (e.g. the rights holder).")
+@click.option("--legal-basis", metavar="TEXT", help="Statute or provision the order rests on.")
+@click.option("--jurisdiction", metavar="CC", help="ISO 3166 country code [default: policy's].")
+@click.option("--policy", "policy_name", default="default", show_default=True,
+              help="Enforcement policy in policies/ (dns action, notice, deadline).")
+@click.option("--notice", metavar="TEXT", help="Extra text shown on the notice page.")
+@click.option("--contact", metavar="TEXT", help="Where subscribers can ask about the block.")
+@click.option("--appeal", metavar="TEXT", help="How to apply to vary or discharge the order.")
+@force_options
+@actor_option
+@db_option
+@json_option
+@pass_app
+def order_add(app: App, reference: str, targets: tuple[str, ...], authority: str, issued: str,
+              received: str | None, effective_from: str | None, until: str | None,
+              requested_by: str | None, legal_basis: str | None, jurisdiction: str | None,
+              policy_name: str, notice: str | None, contact: str | None, appeal: str | None,
+              force: bool, justification: str | None, actor: str | None, db: str | None,
+              as_json: bool) -> None:
+    """Record a new order REFERENCE (the case or decision number) and its targets.
+
+    A TARGET is a domain (covering its subdomains), `=name` for that name only, `*.name`
+    for its subdomains only, an IPv4/IPv6 address or a prefix. Unicode names are stored
+    as punycode. WHEN is `now`, YYYY-MM-DD or an ISO 8601 date-time; without an offset it
+    is read in the policy's time zone.
+
+    Example: blockd order add FI-15124/2006 --authority "Copenhagen City Court"
+    --issued 2006-10-25 --policy dk allofmp3.com
+    """
+    at = now()
+    ref = _reference(reference)
+    policy = app.policy_named(policy_name)
+    tz = policy.tz
+    issued_on = parse_date(issued, "--issued")
+    received_at = parse_instant(received, "--received", tz, now=at) if received else at
+    start = parse_instant(effective_from, "--effective-from", tz, now=at) if effective_from \
+        else None
+    end = parse_instant(until, "--until", tz, end_of_day=True, now=at) if until else None
+    if issued_on > at.date():
+        raise InputError("--issued", f"{issued} is in the future")
+    if received_at > at:
+        raise InputError("--received", f"{received} is in the future")
+    if received_at.astimezone(tz).date() < issued_on:
+        raise InputError("--received", "is before the order was issued")
+    if end is not None and end <= (start or received_at):
+        raise InputError("--until", "must be after the start of enforcement")
+    record = OrderRecord(
+        reference=ref, authority=_text("--authority", authority), issued_on=issued_on,
+        received_at=received_at, effective_from=start, effective_until=end,
+        jurisdiction=_jurisdiction(jurisdiction, policy),
+        requested_by=_optional("--requested-by", requested_by),
+        legal_basis=_optional("--legal-basis", legal_basis),
+        notice=_optional("--notice", notice), contact=_optional("--contact", contact),
+        appeal=_optional("--appeal", appeal), policy=policy.name,
+    )
+    parsed, forced = _targets(app, targets, force, justification)
+    store = app.store(db)
+    entries = store.add_order(record, parsed, actor=default_actor(actor), at=at, forced=forced)
+    data = _order_dict(record, policy, at, parsed)
+    data["journal_seq"] = entries[-1].seq
+    emit(as_json, data, lambda: f"added order {ref} with {len(parsed)} target(s)"
+         f"{' (FORCED past the guard)' if forced else ''}; journal seq {entries[-1].seq}"
+         + ("" if record.in_force(at) else "; not yet in force"))
+
+
+@order.command("list")
+@click.option("--status", "status_", type=click.Choice([s.value for s in Status]),
+              help="Only orders with this status.")
+@click.option("--in-force", is_flag=True, help="Only orders in force now (or at --at).")
+@click.option("--at", "at_text", metavar="WHEN", help="Evaluate 'in force' at this instant.")
+@db_option
+@json_option
+@pass_app
+def order_list(app: App, status_: str | None, in_force: bool, at_text: str | None,
+               db: str | None, as_json: bool) -> None:
+    """List orders, oldest first."""
+    at = parse_instant(at_text, "--at") if at_text else now()
+    store = app.store(db)
+    rows = store.list_orders(Status(status_) if status_ else None)
+    if in_force:
+        rows = [r for r in rows if r.order.in_force(at)]
+    data = [
+        {**_order_dict(r.order, app.policies.get(r.order.policy), at), "targets": r.targets}
+        for r in rows
+    ]
+
+    def table() -> str:
+        if not rows:
+            return "no orders"
+        head = f"{'REFERENCE':<24} {'STATUS':<10} {'IN FORCE':<8} {'TARGETS':>7}  AUTHORITY"
+        return "\n".join([head] + [
+            f"{d['reference']:<24} {d['status']:<10} {'yes' if d['in_force'] else 'no':<8} "
+            f"{d['targets']:>7}  {d['authority']}" for d in data
+        ])
+
+    emit(as_json, data, table)
+
+
+@order.command("show")
+@click.argument("reference")
+@click.option("--limit", default=100, show_default=True,
+              help="Show at most this many targets (0 = all).")
+@db_option
+@json_option
+@pass_app
+def order_show(app: App, reference: str, limit: int, db: str | None, as_json: bool) -> None:
+    """Show one order with its targets, status history and enforcement deadline."""
+    if limit < 0:
+        raise InputError("--limit", "must be 0 or more")
+    store = app.store(db)
+    record = store.get_order(_reference(reference))
+    targets = sorted(record.targets)
+    shown = targets if limit == 0 else targets[:limit]
+    data = _order_dict(record, app.policies.get(record.policy), now(), shown, len(targets))
+    history = store.journal(reference=record.reference)
+    data["history"] = [_entry_dict(e) for e in history]
+    emit(as_json, data, lambda: _fmt_order(data) + "\nHistory:\n"
+         + "\n".join(_summary(e) for e in history))
+
+
+@order.group("target")
+def target_group() -> None:
+    """Add or remove targets of an existing order (e.g. new mirror domains)."""
+
+
+@target_group.command("add")
+@click.argument("reference")
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@force_options
+@actor_option
+@db_option
+@json_option
+@pass_app
+def target_add(app: App, reference: str, targets: tuple[str, ...], force: bool,
+               justification: str | None, actor: str | None, db: str | None,
+               as_json: bool) -> None:
+    """Add TARGETs to order REFERENCE (targets already on it are reported, not doubled)."""
+    ref = _reference(reference)
+    parsed, forced = _targets(app, targets, force, justification)
+    store = app.store(db)
+    added, already = store.add_targets(ref, parsed, actor=default_actor(actor), at=now(),
+                                       forced=forced)
+    emit(as_json, {"reference": ref, "added": [t.spec for t in added],
+                   "already": [t.spec for t in already]},
+         f"order {ref}: added {len(added)} target(s)"
+         + (f", {len(already)} already present" if already else ""))
+
+
+@target_group.command("remove")
+@click.argument("reference")
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@actor_option
+@db_option
+@json_option
+@pass_app
+def target_remove(app: App, reference: str, targets: tuple[str, ...], actor: str | None,
+                  db: str | None, as_json: bool) -> None:
+    """Remove TARGETs from order REFERENCE (each must be on it)."""
+    ref = _reference(reference)
+    parsed = list(dict.fromkeys(parse_target(t) for t in targets))
+    store = app.store(db)
+    removed = store.remove_targets(ref, parsed, actor=default_actor(actor), at=now())
+    emit(as_json, {"reference": ref, "removed": [t.spec for t in removed]},
+         f"order {ref}: removed {len(removed)} target(s)")
+
+
+def _status_command(name: str, new: Status, doc: str) -> None:
+    @order.command(name, help=doc)
+    @click.argument("reference")
+    @click.option("--reason", required=True, help="Why (recorded in the journal).")
+    @actor_option
+    @db_option
+    @json_option
+    @pass_app
+    def command(app: App, reference: str, reason: str, actor: str | None, db: str | None,
+                as_json: bool) -> None:
+        ref = _reference(reference)
+        why = _text("--reason", reason)
+        store = app.store(db)
+        entry = store.set_status(ref, new, why, actor=default_actor(actor), at=now())
+        emit(as_json, {"reference": ref, "status": new.value, "reason": why,
+                       "journal_seq": entry.seq},
+             f"order {ref}: {new.value} ({why}); journal seq {entry.seq}")
+
+
+_status_command("suspend", Status.SUSPENDED,
+                "Suspend order REFERENCE (e.g. pending appeal); its targets stop being blocked.")
+_status_command("resume", Status.ACTIVE, "Resume a suspended order REFERENCE.")
+_status_command("lift", Status.LIFTED,
+                "Lift order REFERENCE for good (overturned, discharged or expired).")
+
+
+def _decision_dict(d: Decision, policies: dict[str, EnforcementPolicy]) -> dict[str, Any]:
+    return {
+        "subject": d.subject, "blocked": d.blocked,
+        "action": d.action.value if d.action else None,
+        "matches": [
+            {"reference": m.order.reference, "authority": m.order.authority,
+             "target": m.target.spec, "action": m.action.value, "policy": m.order.policy,
+             "effective_until": iso(m.order.effective_until)}
+            for m in d.matches
+        ],
+    }
+
+
+@cli.command()
+@click.argument("subject", metavar="NAME_OR_IP")
+@click.option("--at", "at_text", metavar="WHEN", help="Decide as of this instant [default: now].")
+@db_option
+@json_option
+@click.pass_context
+def check(ctx: click.Context, subject: str, at_text: str | None, db: str | None,
+          as_json: bool) -> None:
+    """Say whether NAME_OR_IP is blocked, by which order(s) and why.
+
+    Exit status: 0 blocked, 1 not blocked, 2 error.
+    """
+    app: App = ctx.obj
+    at = parse_instant(at_text, "--at") if at_text else now()
+    address = parse_address(subject, "NAME_OR_IP")
+    if address is not None and address.kind is not TargetKind.IP:
+        raise InputError("NAME_OR_IP", "give one address, not a prefix")
+    target = address or parse_target(subject.lstrip("=").removeprefix("*."), "NAME_OR_IP")
+    store = app.store(db)
+    builder = PolicyBuilder(at, app.actions())
+    for order_record, targets in store.candidates(target):
+        builder.load(order_record, targets)
+    decision = builder.policy().decide(target.value)
+    data = _decision_dict(decision, app.policies)
+
+    def text() -> str:
+        if not decision.blocked:
+            return f"{decision.subject}: not blocked"
+        lines = [f"{decision.subject}: BLOCKED ({decision.action})"]
+        for m in decision.matches:
+            lines.append(f"  order {m.order.reference} of {m.order.authority} "
+                         f"via {m.target.spec} -> {m.action}")
+        return "\n".join(lines)
+
+    emit(as_json, data, text)
+    ctx.exit(0 if decision.blocked else 1)

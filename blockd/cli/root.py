@@ -1,0 +1,110 @@
+"""The `blockd` group, `init`, `status`, and the entry point with one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from blockd import __version__
+from blockd.cli.common import (
+    EXIT_ERROR,
+    App,
+    db_option,
+    emit,
+    json_option,
+    now,
+    pass_app,
+)
+from blockd.core.model import (
+    BlockdError,
+    Status,
+)
+
+# -- commands -----------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="blockd")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="BLOCKD_CONFIG", help="Configuration file [env BLOCKD_CONFIG; default "
+              "/etc/blockd/blockd.toml if present].")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """blockd: put court-ordered blocks into force, prove it, and lift them.
+
+    Orders live in a journaled store; `blockd check NAME` tells whether and why a name or
+    address is blocked. Run `blockd COMMAND --help` for details.
+    """
+    ctx.obj = App(config_path)
+
+
+@cli.command()
+@db_option
+@json_option
+@pass_app
+def init(app: App, db: str | None, as_json: bool) -> None:
+    """Create the order store, or upgrade its schema. Safe to run again."""
+    store = app.store(db, create=True)
+    before, after = store.init()
+    state = "created" if before == 0 else "up to date" if before == after else "upgraded"
+    emit(as_json, {"database": store.where, "schema": after, "state": state},
+         f"{store.where}: schema v{after} ({state})")
+
+
+@cli.command()
+@db_option
+@json_option
+@pass_app
+def status(app: App, db: str | None, as_json: bool) -> None:
+    """Summarise the store: orders by status, orders in force, targets, journal head."""
+    store = app.store(db)
+    stats = store.stats()
+    at = now()
+    in_force = [s for s in store.list_orders(Status.ACTIVE) if s.order.in_force(at)]
+    head = store.head()
+    data: dict[str, Any] = {
+        "database": store.where, "schema": store.schema_version(),
+        "orders": {s.value: stats[s.value] for s in Status},
+        "in_force": len(in_force), "targets": stats["targets"],
+        "targets_in_force": sum(s.targets for s in in_force),
+        "journal": {"entries": stats["journal_entries"], "head_seq": head.seq if head else 0,
+                    "head_hash": head.hash if head else None},
+        "policies": sorted(app.policies),
+    }
+    orders = ", ".join(f"{n} {s}" for s, n in data["orders"].items())
+    emit(as_json, data, "\n".join([
+        f"Database:  {data['database']} (schema v{data['schema']})",
+        f"Orders:    {orders}; {data['in_force']} in force",
+        f"Targets:   {data['targets']} ({data['targets_in_force']} in force)",
+        f"Journal:   {stats['journal_entries']} entries, head "
+        f"{data['journal']['head_seq']} {(head.hash[:16] + '...') if head else '-'}",
+        f"Policies:  {', '.join(data['policies'])}",
+    ]))
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: one-line errors, never a traceback for a known failure."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None,
+                          prog_name="blockd", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return EXIT_ERROR
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"blockd: error: {exc.format_message()}{hint}", err=True)
+        return EXIT_ERROR
+    except click.Abort:
+        click.echo("blockd: aborted", err=True)
+        return EXIT_ERROR
+    except (BlockdError, click.ClickException) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(f"blockd: error: {message}".replace("\n", " "), err=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,136 @@
+"""The daemons: `serve dns`, `serve http`, `serve nft` (foreground; systemd runs them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+import click
+
+from blockd.cli.common import (
+    App,
+    db_option,
+    pass_app,
+)
+from blockd.cli.root import cli
+from blockd.config import Address, Config, load_config, parse_address_port
+from blockd.core.model import (
+    InputError,
+)
+from blockd.store.store import Store
+
+
+@cli.group()
+def serve() -> None:
+    """Run a daemon in the foreground (systemd runs these)."""
+
+
+def _addresses(values: tuple[str, ...], field: str, default_port: int) -> tuple[Address, ...]:
+    try:
+        return tuple(parse_address_port(v, field, default_port) for v in values)
+    except ValueError as exc:
+        raise InputError(field, str(exc).split(": ", 1)[-1]) from None
+
+
+@serve.command("dns")
+@click.option("--listen", multiple=True, metavar="ADDR:PORT",
+              help="Address to answer on, UDP and TCP; repeat for several (IPv6 as "
+                   "[::1]:5353) [default: configuration's, else 127.0.0.1:5353].")
+@click.option("--upstream", multiple=True, metavar="ADDR:PORT",
+              help="Resolver to forward unblocked queries to; repeat for several, tried "
+                   "in order [default: configuration's].")
+@click.option("--allow", multiple=True, metavar="NETWORK",
+              help="Client network allowed to query; repeat [default: loopback only].")
+@click.option("--workers", type=click.IntRange(1, 256), metavar="N",
+              help="Worker processes sharing the ports (SO_REUSEPORT) [default: 1].")
+@click.option("--metrics", metavar="ADDR:PORT",
+              help="Serve Prometheus /metrics and /healthz here (port 0: any free port) "
+                   "[default: configuration's, else off].")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@db_option
+@pass_app
+def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
+                  allow: tuple[str, ...], workers: int | None, metrics: str | None,
+                  verbose: bool, db: str | None) -> None:
+    """The DNS resolver: forwards and caches, answers names under orders in force per
+    their policy with EDE 16 (Censored), and follows the journal live."""
+    from blockd.daemon import run_dns, setup_logging
+
+    listen_a = _addresses(listen, "--listen", 5353)
+    metrics_a = _addresses((metrics,), "--metrics", 9253)[0] if metrics else None
+    upstream_a = _addresses(upstream, "--upstream", 53)
+    try:
+        networks = tuple(str(ipaddress.ip_network(n, strict=False)) for n in allow)
+    except ValueError as exc:
+        raise InputError("--allow", str(exc)) from None
+
+    def make_config() -> Config:
+        config = load_config(app.config_path).with_db(db)
+        dns = config.dns
+        dns = dataclasses.replace(
+            dns, listen=listen_a or dns.listen, upstream=upstream_a or dns.upstream,
+            allow=networks or dns.allow, workers=workers or dns.workers,
+            metrics=metrics_a or dns.metrics)
+        return dataclasses.replace(config, dns=dns)
+
+    config = make_config()
+    Store.open(config.db).close()  # fail now, with a clear message, if the store is unusable
+    app.policies  # noqa: B018 - validate the policy files before binding any port
+    setup_logging(verbose)
+    raise SystemExit(run_dns(make_config, config.dns.workers))
+
+
+@serve.command("nft")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@db_option
+@pass_app
+def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
+    """Keep the kernel's table inet blockd equal to the address orders in force, following
+    the journal. On exit the rules stay in place; `blockd nft flush` removes them."""
+    from blockd.daemon import run_nft, setup_logging
+
+    def make_config() -> Config:
+        return load_config(app.config_path).with_db(db)
+
+    Store.open(make_config().db).close()
+    app.policies  # noqa: B018 - validate the policy files first
+    setup_logging(verbose)
+    raise SystemExit(run_nft(make_config))
+
+
+@serve.command("http")
+@click.option("--listen", multiple=True, metavar="ADDR:PORT",
+              help="Address for the notice pages; repeat for several [default: "
+                   "configuration's, else 127.0.0.1:8080].")
+@click.option("--tls-listen", metavar="ADDR:PORT",
+              help="Also serve HTTPS here, with --cert/--key of the ISP's own notice host.")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate chain for --tls-listen.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key for --tls-listen.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@db_option
+@pass_app
+def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
+                   cert: Path | None, key: Path | None, verbose: bool,
+                   db: str | None) -> None:
+    """The notice server: answers 451 with the orders behind a block, in the subscriber's
+    language, for any path on a blocked host; follows the journal live."""
+    from blockd.daemon import run_http, setup_logging
+
+    listen_a = _addresses(listen, "--listen", 8080)
+    tls_a = _addresses((tls_listen,), "--tls-listen", 443)[0] if tls_listen else None
+
+    def make_config() -> Config:
+        config = load_config(app.config_path).with_db(db)
+        return dataclasses.replace(
+            config, notice_listen=listen_a or config.notice_listen,
+            tls_listen=tls_a or config.tls_listen, tls_cert=cert or config.tls_cert,
+            tls_key=key or config.tls_key)
+
+    config = make_config()
+    Store.open(config.db).close()
+    app.policies  # noqa: B018 - validate the policy files before binding any port
+    setup_logging(verbose)
+    raise SystemExit(run_http(make_config))
