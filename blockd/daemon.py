@@ -81,18 +81,24 @@ async def until_stopped(
     log.info("stopping")
 
 
+async def start_core(config: Config) -> tuple[dict[str, EnforcementPolicy], PolicyFollower,
+                                             HitCounter]:
+    """What every daemon starts with: its policies, the live policy, the hit counter."""
+    policies = load_policies(config.policies_dir)
+    follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
+    await follower.start()
+    hits = HitCounter(config.db, config.hits_flush_interval)
+    hits.start()
+    return policies, follower, hits
+
+
 async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
                     *, reuse_port: bool = False) -> None:
     """Run the resolver until SIGTERM/SIGINT."""
-    policies = load_policies(config.policies_dir)
-    actions = {name: p.dns_action for name, p in policies.items()}
-    follower = PolicyFollower(config.db, actions)
-    await follower.start()
+    policies, follower, hits = await start_core(config)
     answers = BlockedAnswers(policies, config.notice_ipv4, config.notice_ipv6,
                              config.notice_url, follower.policy.seq)
     follower.on_swap(lambda p: answers.clear(p.seq))
-    hits = HitCounter(config.db, config.hits_flush_interval)
-    hits.start()
     settings = config.dns
     upstreams = Upstreams(settings.upstream, timeout=settings.upstream_timeout,
                           max_inflight=settings.max_inflight)
@@ -142,11 +148,7 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
 
 async def serve_http(config: Config, reload: Callable[[], Config] | None = None) -> None:
     """Run the notice server until SIGTERM/SIGINT."""
-    policies = load_policies(config.policies_dir)
-    follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
-    await follower.start()
-    hits = HitCounter(config.db, config.hits_flush_interval)
-    hits.start()
+    policies, follower, hits = await start_core(config)
     tls = None
     if config.tls_listen is not None:
         if config.tls_cert is None or config.tls_key is None:
@@ -192,9 +194,7 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
     from blockd.nft.guarded import refuser
     from blockd.store.store import Store
 
-    policies = load_policies(config.policies_dir)
-    follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
-    await follower.start()
+    policies, follower, hits = await start_core(config)
     names = await asyncio.to_thread(netlink.existing_sets, ruleset.TABLE)
     applied: dict[ruleset.Key, set[netlink.Network]] = {}
     for key, name in ruleset.SETS.items():
@@ -238,8 +238,6 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
                      follower.policy.seq)
 
     await reconcile()
-    hits = HitCounter(config.db, config.hits_flush_interval)
-    hits.start()
     seen: dict[tuple[ruleset.Key, netlink.Network], int] = {}
 
     def read_counters() -> dict[tuple[ruleset.Key, netlink.Network], int]:

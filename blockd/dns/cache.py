@@ -57,13 +57,8 @@ class Entry:
         return len(self.body) + 200
 
     @classmethod
-    def from_response(cls, response: bytes, ttl: int, now: float,
-                      chain: tuple[str, ...] = ()) -> Entry | None:
-        """Split an upstream response into a reusable entry (None if malformed)."""
-        try:
-            lay = wire.layout(response)
-        except ValueError:
-            return None
+    def from_layout(cls, response: bytes, lay: wire.Layout, now: float) -> Entry:
+        """Split a walked upstream response into a reusable entry (OPT removed)."""
         _, flags, _, an, ns, ar = wire.HEADER.unpack_from(response)
         body = response[lay.question_end:]
         offsets = [o - lay.question_end for o in lay.ttl_offsets]
@@ -74,7 +69,7 @@ class Entry:
             ar -= 1
         ttls = tuple(_TTL.unpack_from(body, o)[0] for o in offsets)
         return cls(body, tuple(offsets), ttls, flags & 0xF, an, ns, ar, bool(flags & AD),
-                   now, ttl, chain)
+                   now, lay.ttl, lay.chain)
 
 
 class Cache:

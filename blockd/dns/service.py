@@ -219,8 +219,8 @@ class DnsService:
         except OverflowError:
             response = None
         now = self.clock()
-        inspected = self._inspect(response) if response is not None else None
-        if inspected is None or inspected[0] == wire.SERVFAIL:
+        lay = self._layout(response) if response is not None else None
+        if lay is None or lay.rcode == wire.SERVFAIL:
             stale = self.cache.get(key, now, stale_ok=True)
             if stale is not None and self._chain_block(self.policy(), stale.chain) is None:
                 self.stats.stale += 1
@@ -228,23 +228,20 @@ class DnsService:
             self.stats.servfail += 1
             return self._fit(q, self._servfail(q), tcp)
         assert response is not None
-        rcode, ttl, chain = inspected
-        blocked = self._chain_block(self.policy(), chain)
+        blocked = self._chain_block(self.policy(), lay.chain)
         if blocked is not None:
             return self._blocked(q, blocked, tcp)
-        entry = Entry.from_response(response, ttl, now, chain)
-        if entry is None:
-            self.stats.servfail += 1
-            return self._fit(q, self._servfail(q), tcp)
-        if rcode in (wire.NOERROR, wire.NXDOMAIN) and ttl > 0:
+        entry = Entry.from_layout(response, lay, now)
+        if lay.rcode in (wire.NOERROR, wire.NXDOMAIN) and lay.ttl > 0:
             self.cache.put(key, entry)
         return self._fit(q, Cache.render(q, entry, now), tcp)
 
     @staticmethod
-    def _inspect(response: bytes) -> tuple[int, int, tuple[str, ...]] | None:
-        """(rcode, cache TTL, CNAME chain names) of an upstream answer; None if malformed."""
+    def _layout(response: bytes) -> wire.Layout | None:
+        """One walk over an upstream answer (rcode, cache TTL, CNAME chain, TTL offsets);
+        None if malformed."""
         try:
-            return wire.inspect(response)
+            return wire.layout(response)
         except (ValueError, struct.error):
             return None
 

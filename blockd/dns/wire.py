@@ -164,44 +164,74 @@ def skip_name(data: bytes, pos: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where things are in a response: for TTL patching and section surgery."""
+    """Where things are in a response, and what the cache needs to know about it.
+
+    Built by one walk over the records: the cache patches TTLs at ``ttl_offsets`` and cuts
+    out the OPT record; the resolver reads ``rcode``, ``ttl`` and the CNAME ``chain``.
+    """
 
     question_end: int
     ttl_offsets: tuple[int, ...]  # answer + authority + non-OPT additional records
     opt_span: tuple[int, int] | None  # start, end of the OPT record
     counts: tuple[int, int, int]  # an, ns, ar (ar includes OPT)
+    rcode: int
+    ttl: int  # how long the answer may be cached (RFC 2308 for negative answers)
+    chain: tuple[str, ...]  # CNAME targets in the answer section
 
 
 def layout(data: bytes) -> Layout:
-    """Walk a response once; raises ValueError on anything malformed."""
+    """Walk a response once; raises ValueError on anything malformed.
+
+    The cache TTL is the smallest TTL of the answer and authority records; a negative
+    answer (NXDOMAIN, or NOERROR without answers) lives for its SOA's TTL bounded by the
+    SOA minimum, or 0 (not cached) without an SOA.
+    """
     if len(data) < 12:
         raise ValueError("short message")
-    _, _, qd, an, ns, ar = HEADER.unpack_from(data)
+    _, flags, qd, an, ns, ar = HEADER.unpack_from(data)
     pos = 12
     for _ in range(qd):
         pos = skip_name(data, pos) + 4
+    question_end = pos
+    ttl_offsets: list[int] = []
     ttls: list[int] = []
+    chain: list[str] = []
+    soa: tuple[int, int] | None = None
     opt: tuple[int, int] | None = None
     for i in range(an + ns + ar):
         start = pos
         pos = skip_name(data, pos)
         if pos + 10 > len(data):
             raise ValueError("truncated record")
-        rtype, _, _, rdlen = RR_FIXED.unpack_from(data, pos)
-        ttl_at = pos + 4
-        pos += 10 + rdlen
+        rtype, _, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+        rdata = pos + 10
+        pos = rdata + rdlen
         if pos > len(data):
             raise ValueError("record runs past the end")
         if rtype == T_OPT and i >= an + ns:
             opt = (start, pos)
-        else:
-            ttls.append(ttl_at)
+            continue
+        ttl_offsets.append(rdata - 6)
+        if i >= an + ns:
+            continue
+        ttls.append(ttl)
+        if i < an and rtype == T_CNAME:
+            chain.append(read_name(data, rdata))
+        elif i >= an and rtype == T_SOA and soa is None:
+            if rdlen < 22:
+                raise ValueError("short SOA")
+            soa = (ttl, struct.unpack_from("!I", data, pos - 4)[0])
     if pos != len(data):
         raise ValueError("trailing bytes")
-    question_end = 12
-    for _ in range(qd):
-        question_end = skip_name(data, question_end) + 4
-    return Layout(question_end, tuple(ttls), opt, (an, ns, ar))
+    rcode = flags & 0xF
+    if an and rcode == NOERROR:
+        cache_ttl = min(ttls)
+    else:
+        cache_ttl = min(soa) if soa else 0
+        if ttls:
+            cache_ttl = min(cache_ttl, *ttls)
+    return Layout(question_end, tuple(ttl_offsets), opt, (an, ns, ar), rcode,
+                  max(0, cache_ttl), tuple(chain))
 
 
 def read_name(data: bytes, pos: int) -> str:
@@ -231,45 +261,3 @@ def read_name(data: bytes, pos: int) -> str:
         labels.append(data[pos + 1 : pos + 1 + length].decode("latin-1").lower()
                       .replace(".", "\\."))
         pos += 1 + length
-
-
-def inspect(data: bytes) -> tuple[int, int, tuple[str, ...]]:
-    """(rcode, cache TTL, CNAME targets) of an upstream answer, without a message object.
-
-    The TTL is the smallest TTL of the answer and authority records; a negative answer
-    (NXDOMAIN, or NOERROR without answers) lives for its SOA's TTL bounded by the SOA
-    minimum (RFC 2308), or 0 (not cached) without an SOA. Raises ValueError if malformed.
-    """
-    if len(data) < 12:
-        raise ValueError("short message")
-    _, flags, qd, an, ns, _ = HEADER.unpack_from(data)
-    pos = 12
-    for _ in range(qd):
-        pos = skip_name(data, pos) + 4
-    ttls: list[int] = []
-    chain: list[str] = []
-    soa: tuple[int, int] | None = None
-    for i in range(an + ns):
-        pos = skip_name(data, pos)
-        if pos + 10 > len(data):
-            raise ValueError("truncated record")
-        rtype, _, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
-        rdata = pos + 10
-        pos = rdata + rdlen
-        if pos > len(data):
-            raise ValueError("record runs past the end")
-        ttls.append(ttl)
-        if i < an and rtype == T_CNAME:
-            chain.append(read_name(data, rdata))
-        elif i >= an and rtype == T_SOA and soa is None:
-            if rdlen < 22:
-                raise ValueError("short SOA")
-            soa = (ttl, struct.unpack_from("!I", data, pos - 4)[0])
-    rcode = flags & 0xF
-    if an and rcode == NOERROR:
-        ttl = min(ttls)
-    else:
-        ttl = min(soa) if soa else 0
-        if ttls:
-            ttl = min(ttl, *ttls)
-    return rcode, max(0, ttl), tuple(chain)
