@@ -18,7 +18,7 @@ import time
 
 
 def inside(prefixes: int) -> None:
-    from blockd.enforcement import NftAction
+    from blockd.core.enforcement import NftAction
     from blockd.nft import netlink, ruleset
 
     key = (4, NftAction.REJECT)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Policy core benchmark: compile time, lookups/s and memory for 10k/100k/1M domain targets.
+"""Block index benchmark: compile time, lookups/s and memory for 10k/100k/1M domain targets.
 
 Each size runs in a fresh subprocess so its memory figure is its own. Goals (issue 2):
 1M domain targets compile in under 5 s and the process stays under 300 MB RSS.
@@ -21,8 +21,8 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from blockd.core.index import IndexBuilder
 from blockd.core.model import DomainMatch, OrderRecord, Target, TargetKind
-from blockd.core.policy import PolicyBuilder
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LOOKUPS = 200_000
@@ -68,7 +68,7 @@ def measure(n: int, store_path: str | None) -> dict[str, float]:
     """Compile n targets (from memory, or loading them from a store) and probe lookups."""
     gc.collect()
     base = rss_mb()
-    builder = PolicyBuilder(NOW)
+    builder = IndexBuilder(NOW)
     if store_path:
         from blockd.store.store import Store
 
@@ -77,7 +77,7 @@ def measure(n: int, store_path: str | None) -> dict[str, float]:
         for rec, rows in store.load_rows():
             builder.load_rows(rec, rows)
         store.close()
-        policy = builder.policy()
+        policy = builder.index()
         compile_s = time.perf_counter() - t0
         domains = names(n, every=max(1, n // 1000))
     else:
@@ -85,7 +85,7 @@ def measure(n: int, store_path: str | None) -> dict[str, float]:
         targets = [Target(TargetKind.DOMAIN, d, DomainMatch.SUBTREE) for d in domains]
         t0 = time.perf_counter()
         builder.load(order("BENCH-1"), targets)
-        policy = builder.policy()
+        policy = builder.index()
         compile_s = time.perf_counter() - t0
         del targets
     gc.collect()

@@ -6,19 +6,37 @@ enforcement appliance must not be silently ignored.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
+import re
+import string
+import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from blockd.core.model import BlockdError
+from blockd.core.enforcement import (
+    EDE_PLACEHOLDERS,
+    Anonymisation,
+    Deadline,
+    DeadlineUnit,
+    EnforcementPolicy,
+    NftAction,
+)
+from blockd.core.model import Action, BlockdError
 from blockd.core.names import normalise_name
-from blockd.enforcement import default_policies_dir
+from blockd.core.timeparse import zone
 
 DEFAULT_DB = "var/blockd.db"
 SYSTEM_CONFIG = Path("/etc/blockd/blockd.toml")
+
+
+def default_policies_dir() -> Path:
+    """The repository's policies/ (editable install), else the installed share dir."""
+    here = Path(__file__).resolve().parent.parent / "policies"
+    return here if here.is_dir() else Path(sys.prefix) / "share" / "blockd" / "policies"
 
 
 class ConfigError(BlockdError):
@@ -98,7 +116,7 @@ class Config:
         return self if not db else replace(self, db=db)
 
 
-_SCHEMA: dict[str, dict[str, str]] = {
+_CONFIG_SCHEMA: dict[str, dict[str, str]] = {
     "store": {"db": "db"},
     "policies": {"dir": "policies_dir"},
     "notice": {"ipv4": "notice_ipv4", "ipv6": "notice_ipv6", "url": "notice_url",
@@ -204,12 +222,12 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
     values: dict[str, Any] = {}
     for section, body in data.items():
-        if section not in _SCHEMA:
+        if section not in _CONFIG_SCHEMA:
             raise ConfigError(f"{path}: {section}: unknown section")
         if not isinstance(body, dict):
             raise ConfigError(f"{path}: {section}: must be a table")
         for key, value in body.items():
-            attr = _SCHEMA[section].get(key)
+            attr = _CONFIG_SCHEMA[section].get(key)
             if attr is None:
                 raise ConfigError(f"{path}: {section}.{key}: unknown key")
             try:
@@ -220,3 +238,157 @@ def load_config(path: Path | None = None) -> Config:
     known = {f.name for f in fields(Config)}
     assert set(values) <= known
     return Config(source=path, dns=DnsSettings(**dns), **values)
+
+
+# -- enforcement policies (policies/*.toml) ------------------------------------
+
+
+class PolicyFileError(BlockdError):
+    """``FILE: section.key: problem``."""
+
+
+# section -> key -> (attribute, checker)
+_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"must be a string, got {v!r}")
+    return v
+
+
+def _int_range(lo: int, hi: int) -> Any:
+    def check(v: Any) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"must be an integer between {lo} and {hi}, got {v!r}")
+        return v
+    return check
+
+
+def _enum(cls: type[enum.StrEnum]) -> Any:
+    def check(v: Any) -> Any:
+        try:
+            return cls(v)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise ValueError(f"must be one of {choices}, got {v!r}") from None
+    return check
+
+
+def _jurisdiction(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Z]{2}", v):
+        raise ValueError(f"must be an ISO 3166 two-letter code in capitals, got {v!r}")
+    return v
+
+
+def _timezone(v: Any) -> str:
+    try:
+        zone(_str(v))
+    except BlockdError:
+        raise ValueError(f"unknown IANA time zone {v!r}") from None
+    return str(v)
+
+
+def _template(v: Any) -> str:
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError(f"must be a template name of a-z, 0-9, _ and -, got {v!r}")
+    return v
+
+
+def _languages(v: Any) -> tuple[str, ...]:
+    if (not isinstance(v, list) or not v
+            or not all(isinstance(x, str) and re.fullmatch(r"[a-z]{2}", x) for x in v)):
+        raise ValueError(f"must be a non-empty list of two-letter language codes, got {v!r}")
+    return tuple(v)
+
+
+def _ede_text(v: Any) -> str:
+    text = _str(v)
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad braces in template ({exc})") from None
+    unknown = fields - EDE_PLACEHOLDERS
+    if unknown:
+        allowed = ", ".join("{" + p + "}" for p in sorted(EDE_PLACEHOLDERS))
+        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}} (allowed: {allowed})")
+    if len(text.encode("utf-8")) > 300:
+        raise ValueError("longer than 300 bytes (EDE text must fit a small DNS answer)")
+    return text
+
+
+_POLICY_SCHEMA: dict[str | None, dict[str, tuple[str, Any]]] = {
+    None: {
+        "description": ("description", _str),
+        "jurisdiction": ("jurisdiction", _jurisdiction),
+        "timezone": ("timezone", _timezone),
+    },
+    "dns": {
+        "action": ("dns_action", _enum(Action)),
+        "ttl": ("dns_ttl", _int_range(1, 86400)),
+        "ede_text": ("ede_text", _ede_text),
+    },
+    "notice": {
+        "template": ("notice_template", _template),
+        "languages": ("languages", _languages),
+    },
+    "hits": {
+        "retention_days": ("hit_retention_days", _int_range(1, 3650)),
+        "client_anonymisation": ("client_anonymisation", _enum(Anonymisation)),
+    },
+    "nft": {
+        "action": ("nft_action", _enum(NftAction)),
+    },
+    "deadline": {
+        "amount": ("deadline_amount", _int_range(1, 100_000)),
+        "unit": ("deadline_unit", _enum(DeadlineUnit)),
+    },
+}
+
+
+def load_policy(path: Path) -> EnforcementPolicy:
+    name = path.stem
+    if not _NAME.match(name):
+        raise PolicyFileError(f"{path}: file name must be a-z, 0-9, _ and - (.toml)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyFileError(f"{path}: cannot read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyFileError(f"{path}: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        section: str | None = None
+        items: list[tuple[str, Any]] = [(key, value)]
+        if isinstance(value, dict):
+            if key not in _POLICY_SCHEMA:
+                raise PolicyFileError(f"{path}: {key}: unknown section")
+            section, items = key, list(value.items())
+        for k, v in items:
+            where = f"{section}.{k}" if section else k
+            spec = _POLICY_SCHEMA[section].get(k)
+            if spec is None:
+                raise PolicyFileError(f"{path}: {where}: unknown key")
+            attr, check = spec
+            try:
+                values[attr] = check(v)
+            except ValueError as exc:
+                raise PolicyFileError(f"{path}: {where}: {exc}") from None
+    amount = values.pop("deadline_amount", None)
+    unit = values.pop("deadline_unit", None)
+    if (amount is None) != (unit is None):
+        missing = "deadline.unit" if unit is None else "deadline.amount"
+        raise PolicyFileError(f"{path}: {missing}: required when the other deadline key is set")
+    deadline = Deadline(amount, unit) if amount is not None else None
+    values.setdefault("notice_template", name)
+    return EnforcementPolicy(name=name, deadline=deadline, **values)
+
+
+def load_policies(directory: Path) -> dict[str, EnforcementPolicy]:
+    """Every ``*.toml`` in ``directory``; ``default.toml`` must be among them."""
+    if not directory.is_dir():
+        raise PolicyFileError(f"{directory}: policies directory not found")
+    policies = {p.stem: load_policy(p) for p in sorted(directory.glob("*.toml"))}
+    if "default" not in policies:
+        raise PolicyFileError(f"{directory}: default.toml is missing")
+    return policies

@@ -17,16 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockd.config import DnsSettings
+from blockd.core.index import compile_index
 from blockd.core.model import OrderRecord
 from blockd.core.names import parse_target
-from blockd.core.policy import compile_policy
 from blockd.dns import wire
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.service import DnsService
 from blockd.dns.upstream import Upstreams
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-POLICY = compile_policy([OrderRecord(
+POLICY = compile_index([OrderRecord(
     "FI-15124/2006", "Copenhagen City Court", date(2006, 10, 25), NOW,
     targets=frozenset({parse_target("allofmp3.com")}))], NOW)
 
@@ -149,13 +149,13 @@ def test_limit_caps_at_1232(payload: int) -> None:
 
 
 def test_nodata_and_refused_actions_and_rate_limit() -> None:
+    from blockd.core.enforcement import EnforcementPolicy
     from blockd.core.model import Action
-    from blockd.enforcement import EnforcementPolicy
 
     orders = [OrderRecord(ref, "Court", date(2024, 1, 1), NOW, policy=name,
                           targets=frozenset({parse_target(f"{name}.example")}))
               for ref, name in (("N-1", "quiet"), ("R-1", "refuse"))]
-    policy = compile_policy(orders, NOW, {"quiet": Action.NODATA, "refuse": Action.REFUSED})
+    policy = compile_index(orders, NOW, {"quiet": Action.NODATA, "refuse": Action.REFUSED})
     policies = {"quiet": EnforcementPolicy("quiet", dns_action=Action.NODATA, dns_ttl=7),
                 "refuse": EnforcementPolicy("refuse", dns_action=Action.REFUSED)}
     settings = DnsSettings(upstream=(("127.0.0.1", 9),), rate_limit=1, rate_burst=3)

@@ -10,16 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blockd.config import PolicyFileError, default_policies_dir, load_policies, load_policy
+from blockd.core.enforcement import Anonymisation, Deadline, DeadlineUnit
 from blockd.core.model import Action
-from blockd.enforcement import (
-    Anonymisation,
-    Deadline,
-    DeadlineUnit,
-    PolicyFileError,
-    default_policies_dir,
-    load_policies,
-    load_policy,
-)
 
 CPH = ZoneInfo("Europe/Copenhagen")
 

@@ -11,7 +11,7 @@ import pytest
 
 from blockd.core.model import OrderRecord, Status
 from blockd.core.names import parse_target
-from blockd.follow import PolicyFollower
+from blockd.store.follow import IndexFollower
 from blockd.store.store import Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -43,25 +43,25 @@ def test_follows_changes_and_time(store: Store) -> None:
                     [parse_target("allofmp3.com")], actor="t", at=T0)
 
     async def scenario() -> None:
-        f = PolicyFollower(str(store.path), {}, clock=clock, interval=3600)
+        f = IndexFollower(str(store.path), {}, clock=clock, interval=3600)
         swaps: list[int] = []
         f.on_swap(lambda p: swaps.append(p.seq))
         await f.start()
         try:
-            assert f.policy.decide("www.allofmp3.com").blocked
+            assert f.index.decide("www.allofmp3.com").blocked
             store.add_targets("A", [parse_target("mp3sparks.com")], actor="t", at=T0)
             assert await f.poll()
-            assert f.policy.decide("mp3sparks.com").blocked
+            assert f.index.decide("mp3sparks.com").blocked
             store.set_status("A", Status.SUSPENDED, "appeal", actor="t", at=T0)
             assert await f.poll()
-            assert not f.policy.decide("allofmp3.com").blocked
+            assert not f.index.decide("allofmp3.com").blocked
             store.set_status("A", Status.ACTIVE, "appeal dismissed", actor="t", at=T0)
             await f.poll()
-            assert f.policy.decide("allofmp3.com").blocked
+            assert f.index.decide("allofmp3.com").blocked
             assert not await f.poll()  # nothing new
             clock.now = T0 + timedelta(minutes=10)  # the sunset passes: no command needed
             assert await f.poll()
-            assert not f.policy.decide("allofmp3.com").blocked
+            assert not f.index.decide("allofmp3.com").blocked
             assert swaps == [1, 2, 3, 4, 4]
             assert f.stats.loads == 1 and f.healthy
         finally:
@@ -77,7 +77,7 @@ def test_keeps_last_good_policy_when_store_is_unreadable(store: Store) -> None:
     store.close()
 
     async def scenario() -> None:
-        f = PolicyFollower(str(path), {}, clock=FakeClock(), interval=3600)
+        f = IndexFollower(str(path), {}, clock=FakeClock(), interval=3600)
         await f.start()
         try:
             good = path.read_bytes()
@@ -88,11 +88,11 @@ def test_keeps_last_good_policy_when_store_is_unreadable(store: Store) -> None:
             f._store = None  # as after a restart of the connection pool
             assert not await f.poll()
             assert not f.healthy and f.stats.store_errors == 1
-            assert f.policy.decide("allofmp3.com").blocked  # still enforcing
+            assert f.index.decide("allofmp3.com").blocked  # still enforcing
             path.write_bytes(good)
             await f.poll()
             assert f.healthy
-            assert f.policy.decide("allofmp3.com").blocked
+            assert f.index.decide("allofmp3.com").blocked
         finally:
             await f.stop()
 
@@ -106,7 +106,7 @@ def test_reloads_when_the_store_is_restored_from_another_history(
     store.add_order(order("A"), [parse_target("a.example")], actor="t", at=T0)
 
     async def scenario() -> None:
-        f = PolicyFollower(str(store.path), {}, clock=FakeClock(), interval=3600)
+        f = IndexFollower(str(store.path), {}, clock=FakeClock(), interval=3600)
         await f.start()
         try:
             other = Store.open(str(tmp_path / "other.db"), create=True)
@@ -121,8 +121,8 @@ def test_reloads_when_the_store_is_restored_from_another_history(
             dst.close()
             assert await f.poll(), f.stats
             assert f.stats.loads == 2
-            assert f.policy.decide("b.example").blocked
-            assert not f.policy.decide("a.example").blocked
+            assert f.index.decide("b.example").blocked
+            assert not f.index.decide("a.example").blocked
         finally:
             await f.stop()
 

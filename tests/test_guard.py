@@ -9,9 +9,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from blockd.config import default_policies_dir
 from blockd.core.guard import Guard, GuardFileError, load_guard
 from blockd.core.names import parse_target
-from blockd.enforcement import default_policies_dir
 
 GUARD = load_guard(default_policies_dir())
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Runner
 
-from blockd.enforcement import default_policies_dir
+from blockd.config import default_policies_dir
 
 _names = itertools.count()
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from blockd.core.index import IndexBuilder
 from blockd.core.model import InputError, OrderRecord, Status
 from blockd.core.names import parse_target
-from blockd.core.policy import PolicyBuilder
 from blockd.store.store import Store, StoreError
 from blockd.store.tables import SCHEMA_VERSION
 
@@ -92,14 +92,14 @@ def test_store_compile_equals_journal_replay(store: Store) -> None:
     store.add_order(order("B"), [parse_target("d.example")], actor="t", at=NOW)
     store.set_status("B", Status.SUSPENDED, "appeal", actor="t", at=NOW)
     store.remove_targets("A", [parse_target("=b.example")], actor="t", at=NOW)
-    scratch = PolicyBuilder(NOW)
+    scratch = IndexBuilder(NOW)
     for rec, rows in store.load_rows():
         scratch.load_rows(rec, rows)
-    replay = PolicyBuilder(NOW)
+    replay = IndexBuilder(NOW)
     for entry in store.journal():
         replay.apply(entry)
-    assert scratch.policy().snapshot() == replay.policy().snapshot()
-    assert {t for _, t in scratch.policy().snapshot()} == {
+    assert scratch.index().snapshot() == replay.index().snapshot()
+    assert {t for _, t in scratch.index().snapshot()} == {
         "a.example", "*.c.example", "45.33.32.0/24", "2a01:4f8::/48"}
 
 

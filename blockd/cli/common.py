@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 import click
 
-from blockd.config import Config, load_config
+from blockd.config import Config, load_config, load_policies
+from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.guard import Guard, load_guard
+from blockd.core.index import BlockIndex, IndexBuilder
 from blockd.core.journal import JournalEntry, order_payload
 from blockd.core.model import (
     BlockdError,
@@ -26,9 +28,7 @@ from blockd.core.model import (
     Target,
 )
 from blockd.core.names import parse_target
-from blockd.core.policy import Policy, PolicyBuilder
 from blockd.core.timeparse import iso
-from blockd.enforcement import EnforcementPolicy, load_policies
 from blockd.store.store import Forced, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -254,8 +254,8 @@ def _summary(e: JournalEntry) -> str:
     return f"{e.seq:>6}  {e.at}  {e.actor:<20} {e.action:<14} {ref}{what}{forced}"
 
 
-def _policy_at(app: App, store: Store, at: datetime) -> Policy:
-    builder = PolicyBuilder(at, app.actions())
+def _index_at(app: App, store: Store, at: datetime) -> BlockIndex:
+    builder = IndexBuilder(at, app.actions())
     for order, rows in store.load_rows():
         builder.load_rows(order, rows)
-    return builder.policy()
+    return builder.index()

@@ -9,7 +9,7 @@ import click
 
 from blockd.cli.common import (
     App,
-    _policy_at,
+    _index_at,
     _reference,
     _targets,
     actor_option,
@@ -90,7 +90,7 @@ def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: s
         parse_target(zone.rstrip("."), "--zone").value + ".")
     store = app.store(db)
     head = store.head()
-    policy = _policy_at(app, store, at)
+    policy = _index_at(app, store, at)
     entries = sorted(
         (ExportEntry(t, policy.action_for(o), o.reference, o.authority)
          for o, t in policy.entries()),

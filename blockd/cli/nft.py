@@ -8,7 +8,7 @@ import click
 
 from blockd.cli.common import (
     App,
-    _policy_at,
+    _index_at,
     db_option,
     emit,
     json_option,
@@ -34,7 +34,7 @@ def _nft_state(app: App, db: str | None) -> tuple[Any, Any, bool]:
 
     store = app.store(db)
     actions = {name: p.nft_action for name, p in app.policies.items()}
-    want = ruleset.desired(_policy_at(app, store, now()), actions,
+    want = ruleset.desired(_index_at(app, store, now()), actions,
                            refused=refuser(app.guard, store.forced_targets()))
     names = netlink.existing_sets(ruleset.TABLE)
     current = {key: netlink.read_set(ruleset.TABLE, name, key[0]) if name in names else {}

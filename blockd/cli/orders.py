@@ -27,6 +27,8 @@ from blockd.cli.common import (
     pass_app,
 )
 from blockd.cli.root import cli
+from blockd.core.enforcement import EnforcementPolicy
+from blockd.core.index import Decision, IndexBuilder
 from blockd.core.model import (
     InputError,
     OrderRecord,
@@ -34,9 +36,7 @@ from blockd.core.model import (
     TargetKind,
 )
 from blockd.core.names import parse_address, parse_target
-from blockd.core.policy import Decision, PolicyBuilder
 from blockd.core.timeparse import iso, parse_date, parse_instant
-from blockd.enforcement import EnforcementPolicy
 
 
 @cli.group()
@@ -278,10 +278,10 @@ def check(ctx: click.Context, subject: str, at_text: str | None, db: str | None,
         raise InputError("NAME_OR_IP", "give one address, not a prefix")
     target = address or parse_target(subject.lstrip("=").removeprefix("*."), "NAME_OR_IP")
     store = app.store(db)
-    builder = PolicyBuilder(at, app.actions())
+    builder = IndexBuilder(at, app.actions())
     for order_record, targets in store.candidates(target):
         builder.load(order_record, targets)
-    decision = builder.policy().decide(target.value)
+    decision = builder.index().decide(target.value)
     data = _decision_dict(decision, app.policies)
 
     def text() -> str:

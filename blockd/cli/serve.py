@@ -55,7 +55,7 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
                   verbose: bool, db: str | None) -> None:
     """The DNS resolver: forwards and caches, answers names under orders in force per
     their policy with EDE 16 (Censored), and follows the journal live."""
-    from blockd.daemon import run_dns, setup_logging
+    from blockd.daemon.wiring import run_dns, setup_logging
 
     listen_a = _addresses(listen, "--listen", 5353)
     metrics_a = _addresses((metrics,), "--metrics", 9253)[0] if metrics else None
@@ -88,7 +88,7 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
 def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
     """Keep the kernel's table inet blockd equal to the address orders in force, following
     the journal. On exit the rules stay in place; `blockd nft flush` removes them."""
-    from blockd.daemon import run_nft, setup_logging
+    from blockd.daemon.wiring import run_nft, setup_logging
 
     def make_config() -> Config:
         return load_config(app.config_path).with_db(db)
@@ -117,7 +117,7 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
                    db: str | None) -> None:
     """The notice server: answers 451 with the orders behind a block, in the subscriber's
     language, for any path on a blocked host; follows the journal live."""
-    from blockd.daemon import run_http, setup_logging
+    from blockd.daemon.wiring import run_http, setup_logging
 
     listen_a = _addresses(listen, "--listen", 8080)
     tls_a = _addresses((tls_listen,), "--tls-listen", 443)[0] if tls_listen else None

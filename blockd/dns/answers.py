@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from blockd.core.index import Match
 from blockd.core.model import Action
-from blockd.core.policy import Match
 from blockd.dns import wire
 
 if TYPE_CHECKING:
-    from blockd.enforcement import EnforcementPolicy
+    from blockd.core.enforcement import EnforcementPolicy
 
 SOA_MNAME = "blockd.invalid"
 SOA_RNAME = "hostmaster.blockd.invalid"

@@ -15,9 +15,9 @@ import struct
 from collections.abc import Awaitable
 from typing import Any
 
-from blockd.aio import Tasks
 from blockd.config import Address
 from blockd.core.model import BlockdError
+from blockd.daemon.tasks import Tasks
 from blockd.dns.service import DnsService
 
 log = logging.getLogger("blockd.dns")

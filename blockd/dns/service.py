@@ -19,12 +19,12 @@ from functools import lru_cache
 from dnslib import DNSRecord
 
 from blockd.config import DnsSettings
-from blockd.core.policy import Decision, Match, Policy
+from blockd.core.index import BlockIndex, Decision, Match
 from blockd.dns import wire
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.cache import Cache, Entry, truncated
 from blockd.dns.upstream import Upstreams
-from blockd.hits import HitCounter
+from blockd.store.hits import HitCounter
 
 log = logging.getLogger("blockd.dns")
 
@@ -95,7 +95,7 @@ def _header_only(ident: int, query_flags: int, rcode: int) -> bytes:
 
 class DnsService:
     def __init__(
-        self, policy: Callable[[], Policy], answers: BlockedAnswers, settings: DnsSettings,
+        self, policy: Callable[[], BlockIndex], answers: BlockedAnswers, settings: DnsSettings,
         upstreams: Upstreams, hits: HitCounter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -110,7 +110,7 @@ class DnsService:
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
         self.stats = DnsStats()
         self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None]] = {}
-        self._memo_policy: Policy | None = None
+        self._memo_policy: BlockIndex | None = None
 
     # -- entry point -------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class DnsService:
         except (ValueError, struct.error):
             return None
 
-    def _chain_block(self, policy: Policy, chain: tuple[str, ...]) -> Match | None:
+    def _chain_block(self, policy: BlockIndex, chain: tuple[str, ...]) -> Match | None:
         for name in chain:
             decision: Decision = policy.decide_name(name)
             if decision.matches:

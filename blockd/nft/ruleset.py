@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from blockd.config import Config
+from blockd.core.enforcement import NftAction
+from blockd.core.index import BlockIndex
 from blockd.core.model import Target, TargetKind
-from blockd.core.policy import Policy
-from blockd.enforcement import NftAction
 from blockd.nft.netlink import (
     HOOK_FORWARD,
     HOOK_INPUT,
@@ -67,7 +67,7 @@ class Change:
     remove: tuple[Network, ...]
 
 
-def desired(policy: Policy, actions: Mapping[str, NftAction],
+def desired(policy: BlockIndex, actions: Mapping[str, NftAction],
             default: NftAction = NftAction.REJECT,
             refused: Callable[[Target], bool] | None = None) -> dict[Key, set[Network]]:
     """The merged prefixes of every address target in force, per (IP version, action).

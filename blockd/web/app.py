@@ -23,12 +23,12 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from blockd.core.enforcement import EnforcementPolicy
+from blockd.core.index import BlockIndex, Decision, Match
 from blockd.core.model import BlockdError, OrderRecord, TargetKind
 from blockd.core.names import normalise_name, parse_address
-from blockd.core.policy import Decision, Match, Policy
 from blockd.core.timeparse import iso
-from blockd.enforcement import EnforcementPolicy
-from blockd.hits import HitCounter
+from blockd.store.hits import HitCounter
 from blockd.store.store import Store
 from blockd.web.i18n import LANGUAGES, STRINGS, choose
 
@@ -52,7 +52,7 @@ class NoticeSite:
     """Request handling for the notice server; one per daemon."""
 
     def __init__(
-        self, policy: Callable[[], Policy], policies: dict[str, EnforcementPolicy],
+        self, policy: Callable[[], BlockIndex], policies: dict[str, EnforcementPolicy],
         templates: Path, settings: NoticeSettings, db: str,
         hits: HitCounter | None = None, healthy: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -72,7 +72,7 @@ class NoticeSite:
         self._fast: dict[tuple[str, str | None, str | None],
                          tuple[bytes, bytes, tuple[str, str]]] = {}
         self._was_blocked: dict[str, bool] = {}
-        self._seen: Policy | None = None
+        self._seen: BlockIndex | None = None
         self._store: Store | None = None
 
     def forget(self) -> None:
@@ -83,7 +83,7 @@ class NoticeSite:
         self._offered.clear()
         self._was_blocked.clear()
 
-    def _current(self) -> Policy:
+    def _current(self) -> BlockIndex:
         """The policy in force; every cache is dropped when it changes."""
         policy = self.policy()
         if policy is not self._seen:
@@ -291,7 +291,7 @@ class NoticeSite:
             headers["Link"] = f'<{self.settings.notice_url}>; rel="blocked-by"'
         return headers
 
-    def _transparency(self, request: web.BaseRequest, policy: Policy,
+    def _transparency(self, request: web.BaseRequest, policy: BlockIndex,
                       *, json_out: bool) -> web.Response:
         orders: dict[str, dict[str, Any]] = {}
         for order, target in policy.entries():

@@ -13,10 +13,10 @@ import time
 from collections import Counter
 from datetime import UTC, date, datetime
 
-from blockd.aio import cancel
+from blockd.daemon.tasks import cancel
 from blockd.store.store import Store
 
-log = logging.getLogger("blockd.hits")
+log = logging.getLogger("blockd.store.hits")
 
 HitKey = tuple[date, str, str]
 

@@ -1,9 +1,12 @@
-"""Compile orders into a policy and decide whether a name or address is blocked.
+"""Compile orders into a block index and decide whether a name or address is blocked.
+
+The index is what is in force at one instant; it is not the enforcement policy of a
+regime (``core/enforcement.py``), which says *how* a blocked name is answered.
 
 Pure: no I/O and no clock reads; the time is passed in. The index costs one dict probe per
 label of a name (label-suffix hashing) and one per distinct prefix length of an address, so
-lookups do not slow down as lists grow. A :class:`PolicyBuilder` is built from scratch or
-kept current by applying journal entries; :meth:`PolicyBuilder.policy` hands out immutable
+lookups do not slow down as lists grow. A :class:`IndexBuilder` is built from scratch or
+kept current by applying journal entries; :meth:`IndexBuilder.index` hands out immutable
 snapshots (copy-on-write), so a daemon can answer from one while the next is prepared.
 """
 
@@ -116,11 +119,11 @@ def _net_key(target: Target) -> tuple[NetKey, int]:
 
 
 @dataclass(frozen=True)
-class Policy:
-    """An immutable compiled policy for the instant ``at``.
+class BlockIndex:
+    """An immutable block index for the instant ``at``.
 
     ``valid_until`` is the next instant at which an order enters or leaves force; the
-    holder re-derives the policy then (no command is needed for an order to expire).
+    holder re-derives the index then (no command is needed for an order to expire).
     """
 
     at: datetime
@@ -219,7 +222,7 @@ class Policy:
         return len(self._names) + sum(len(t) for t in self._nets.values())
 
 
-class PolicyBuilder:
+class IndexBuilder:
     """Keeps the index current, from a snapshot of orders or by following the journal."""
 
     def __init__(
@@ -313,14 +316,14 @@ class PolicyBuilder:
         ]
         return min(times, default=None)
 
-    def policy(self) -> Policy:
+    def index(self) -> BlockIndex:
         """An immutable snapshot; later changes to the builder do not affect it."""
         self._shared = True
         lengths: tuple[list[NetKey], list[NetKey]] = ([], [])
         for key, table in self._nets.items():
             if table:
                 lengths[key[0] == 6].append(key)
-        return Policy(
+        return BlockIndex(
             at=self.at,
             seq=self.book.seq,
             valid_until=self.next_transition(),
@@ -367,11 +370,11 @@ class PolicyBuilder:
                 op(table, netint, idx << 2)  # type: ignore[arg-type]
 
 
-def compile_policy(
+def compile_index(
     orders: Iterable[OrderRecord], at: datetime, actions: Mapping[str, Action] | None = None
-) -> Policy:
-    """From scratch: the policy of ``orders`` (with their targets) at instant ``at``."""
-    builder = PolicyBuilder(at, actions)
+) -> BlockIndex:
+    """From scratch: the index of ``orders`` (with their targets) at instant ``at``."""
+    builder = IndexBuilder(at, actions)
     for order in orders:
         builder.load(order)
-    return builder.policy()
+    return builder.index()

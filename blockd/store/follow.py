@@ -1,10 +1,10 @@
-"""Keep a daemon's policy current: load once, then follow the journal and the clock.
+"""Keep a daemon's block index current: load once, then follow the journal and the clock.
 
-Shared by every daemon (DNS, notice server, nftables). The daemon reads ``follower.policy``
+Shared by every daemon (DNS, notice server, nftables). The daemon reads ``follower.index``
 (an immutable snapshot) on its hot path; this module swaps in a new snapshot when the
 journal grows or an order enters or leaves force. Builds run in a worker thread so the
-event loop keeps answering from the last good policy. If the store cannot be read, the
-last good policy stays in force (fail closed) and ``healthy`` turns false until it recovers.
+event loop keeps answering from the last good index. If the store cannot be read, the
+last good index stays in force (fail closed) and ``healthy`` turns false until it recovers.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from blockd.aio import cancel
+from blockd.core.index import BlockIndex, IndexBuilder
 from blockd.core.journal import JournalEntry
 from blockd.core.model import Action, BlockdError
-from blockd.core.policy import Policy, PolicyBuilder
+from blockd.daemon.tasks import cancel
 from blockd.store.store import Store
 
-log = logging.getLogger("blockd.follow")
+log = logging.getLogger("blockd.store.follow")
 
 Clock = Callable[[], datetime]
 
@@ -44,8 +44,8 @@ class FollowStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-class PolicyFollower:
-    """Owns a PolicyBuilder and publishes snapshots of it.
+class IndexFollower:
+    """Owns a IndexBuilder and publishes snapshots of it.
 
     ``db`` is a path or URL; ``actions`` maps enforcement policy names to DNS actions.
     Listeners are called on the event loop after every swap (e.g. to clear caches).
@@ -61,26 +61,26 @@ class PolicyFollower:
         self.interval = interval
         self.stats = FollowStats()
         self.healthy = False
-        self._builder: PolicyBuilder | None = None
-        self._policy: Policy | None = None
+        self._builder: IndexBuilder | None = None
+        self._index: BlockIndex | None = None
         self._last_hash: str | None = None
         self._store: Store | None = None
-        self._listeners: list[Callable[[Policy], None]] = []
+        self._listeners: list[Callable[[BlockIndex], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._actions_changed = False
 
     @property
-    def policy(self) -> Policy:
-        if self._policy is None:
-            raise RuntimeError("policy not loaded yet: await start() first")
-        return self._policy
+    def index(self) -> BlockIndex:
+        if self._index is None:
+            raise RuntimeError("index not loaded yet: await start() first")
+        return self._index
 
     def set_actions(self, actions: Mapping[str, Action]) -> None:
         """New DNS actions per policy name (SIGHUP): in force from the next poll."""
         self.actions = dict(actions)
         self._actions_changed = True
 
-    def on_swap(self, listener: Callable[[Policy], None]) -> None:
+    def on_swap(self, listener: Callable[[BlockIndex], None]) -> None:
         self._listeners.append(listener)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -113,13 +113,13 @@ class PolicyFollower:
             message = f"{type(exc).__name__}: {exc}"
             if self.healthy or self.stats.last_error != message:
                 log.error("order store unreadable, keeping last good policy (seq %s): %s",
-                          self._policy.seq if self._policy else "-", message)
+                          self._index.seq if self._index else "-", message)
             self.stats.last_error = message
             self.healthy = False
             self._store = None  # reopen next time (the file may have been replaced)
             return False
         if not self.healthy:
-            log.info("order store readable again (journal seq %s)", self.policy.seq)
+            log.info("order store readable again (journal seq %s)", self.index.seq)
         self.healthy = True
         self.stats.last_success = time.time()
         if fresh is not None:
@@ -139,9 +139,9 @@ class PolicyFollower:
             raise
         return self._store
 
-    def _load(self) -> Policy:
+    def _load(self) -> BlockIndex:
         store = self._open()
-        builder = PolicyBuilder(self.clock(), self.actions)
+        builder = IndexBuilder(self.clock(), self.actions)
         heads: list[JournalEntry | None] = []
         for order, rows in store.load_rows(heads.append):
             builder.load_rows(order, rows)
@@ -150,11 +150,11 @@ class PolicyFollower:
         self._last_hash = head.hash if head else None
         self._builder = builder
         self.stats.loads += 1
-        policy = builder.policy()
-        log.info("policy loaded: journal seq %s, %s entries in force", policy.seq, policy.size)
-        return policy
+        index = builder.index()
+        log.info("index loaded: journal seq %s, %s entries in force", index.seq, index.size)
+        return index
 
-    def _step(self) -> Policy | None:
+    def _step(self) -> BlockIndex | None:
         """Runs in a worker thread; returns a new snapshot when something changed."""
         store = self._open()
         builder = self._builder
@@ -181,15 +181,15 @@ class PolicyFollower:
             builder.set_actions(self.actions)
             changed = True
         if builder.advance(self.clock()) or changed:
-            return builder.policy()
+            return builder.index()
         return None
 
-    def _swap(self, policy: Policy) -> None:
+    def _swap(self, index: BlockIndex) -> None:
         """On the event loop: publish the snapshot, then let listeners drop caches."""
-        self._policy = policy
+        self._index = index
         self.stats.swaps += 1
         for listener in self._listeners:
             try:
-                listener(self.policy)
+                listener(self.index)
             except Exception:  # a broken listener must not stop enforcement
                 log.exception("policy listener failed")

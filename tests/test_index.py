@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blockd.core.index import IndexBuilder, compile_index
 from blockd.core.journal import (
     ORDER_ADD,
     ORDER_STATUS,
@@ -19,7 +20,6 @@ from blockd.core.journal import (
 )
 from blockd.core.model import Action, OrderRecord, Status
 from blockd.core.names import parse_target
-from blockd.core.policy import PolicyBuilder, compile_policy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -36,7 +36,7 @@ def refs(policy_decision: object) -> list[tuple[str, str]]:
 
 
 def test_domain_covers_subdomains_exact_and_wildcard_do_not() -> None:
-    p = compile_policy([order("A", "allofmp3.com", "=only.org", "*.below.net")], T0)
+    p = compile_index([order("A", "allofmp3.com", "=only.org", "*.below.net")], T0)
     assert p.decide("allofmp3.com").blocked
     assert p.decide("www.allofmp3.com").blocked
     assert p.decide("a.b.c.AllOfMP3.com.").blocked
@@ -49,7 +49,7 @@ def test_domain_covers_subdomains_exact_and_wildcard_do_not() -> None:
 
 
 def test_most_specific_first_and_all_orders_reported() -> None:
-    p = compile_policy(
+    p = compile_index(
         [order("A", "example.com"), order("B", "www.example.com", policy="it")],
         T0, {"it": Action.NXDOMAIN},
     )
@@ -61,13 +61,13 @@ def test_most_specific_first_and_all_orders_reported() -> None:
 
 
 def test_idn_subject_is_normalised() -> None:
-    p = compile_policy([order("A", "bücher.example")], T0)
+    p = compile_index([order("A", "bücher.example")], T0)
     assert p.decide("www.BÜCHER.example").blocked
     assert p.decide("www.xn--bcher-kva.example").blocked
 
 
 def test_addresses_and_prefixes_v4_v6() -> None:
-    p = compile_policy([order("A", "45.33.32.0/24", "45.33.32.156", "2a01:4f8::/48",
+    p = compile_index([order("A", "45.33.32.0/24", "45.33.32.156", "2a01:4f8::/48",
                               "2a01:4f9::1")], T0)
     d = p.decide("45.33.32.156")
     assert [t for _, t in refs(d)] == ["45.33.32.156"]  # one match per order: most specific
@@ -80,22 +80,22 @@ def test_addresses_and_prefixes_v4_v6() -> None:
 
 
 def test_time_window_and_status() -> None:
-    p_before = compile_policy([order("A", "x.com", effective_from=T0 + timedelta(days=1))], T0)
+    p_before = compile_index([order("A", "x.com", effective_from=T0 + timedelta(days=1))], T0)
     assert not p_before.decide("x.com").blocked
     assert p_before.valid_until == T0 + timedelta(days=1)
     until = order("A", "x.com", effective_until=T0 + timedelta(hours=1))
-    assert compile_policy([until], T0).decide("x.com").blocked
-    assert not compile_policy([until], T0 + timedelta(hours=1)).decide("x.com").blocked
-    assert not compile_policy([order("A", "x.com", status=Status.SUSPENDED)], T0).decide(
+    assert compile_index([until], T0).decide("x.com").blocked
+    assert not compile_index([until], T0 + timedelta(hours=1)).decide("x.com").blocked
+    assert not compile_index([order("A", "x.com", status=Status.SUSPENDED)], T0).decide(
         "x.com").blocked
 
 
 def test_builder_advance_expires_without_a_command() -> None:
-    b = PolicyBuilder(T0)
+    b = IndexBuilder(T0)
     b.load(order("A", "x.com", effective_until=T0 + timedelta(minutes=5)))
-    old = b.policy()
+    old = b.index()
     assert b.advance(T0 + timedelta(minutes=5))
-    assert not b.policy().decide("x.com").blocked
+    assert not b.index().decide("x.com").blocked
     assert old.decide("x.com").blocked  # snapshots are immutable
 
 
@@ -165,7 +165,7 @@ def journal_from(ops: list[tuple[object, ...]]) -> tuple[list[JournalEntry | int
 def test_incremental_equals_scratch(ops: list[tuple[object, ...]]) -> None:
     steps, book = journal_from(ops)
     actions = {"default": Action.NOTICE}
-    inc = PolicyBuilder(T0, actions)
+    inc = IndexBuilder(T0, actions)
     at = T0
     for step in steps:
         if isinstance(step, int):
@@ -173,8 +173,8 @@ def test_incremental_equals_scratch(ops: list[tuple[object, ...]]) -> None:
             inc.advance(at)
         else:
             inc.apply(step)
-    scratch = compile_policy(book.records(), at, actions)
-    got = inc.policy()
+    scratch = compile_index(book.records(), at, actions)
+    got = inc.index()
     assert got.snapshot() == scratch.snapshot()
     assert got.seq == book.seq
     for probe in PROBES:

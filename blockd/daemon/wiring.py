@@ -19,17 +19,17 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from blockd.aio import cancel
-from blockd.config import Config
+from blockd.config import Config, load_policies
+from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.model import BlockdError
+from blockd.daemon.metrics import StatsCollector, start_metrics
+from blockd.daemon.tasks import cancel
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.server import DnsServer
 from blockd.dns.service import Acl, DnsService, RateLimiter
 from blockd.dns.upstream import Upstreams
-from blockd.enforcement import EnforcementPolicy, load_policies
-from blockd.follow import PolicyFollower
-from blockd.hits import HitCounter
-from blockd.metrics import StatsCollector, start_metrics
+from blockd.store.follow import IndexFollower
+from blockd.store.hits import HitCounter
 from blockd.web.app import NoticeSettings, NoticeSite
 from blockd.web.server import NoticeServer
 
@@ -81,11 +81,11 @@ async def until_stopped(
     log.info("stopping")
 
 
-async def start_core(config: Config) -> tuple[dict[str, EnforcementPolicy], PolicyFollower,
+async def start_core(config: Config) -> tuple[dict[str, EnforcementPolicy], IndexFollower,
                                              HitCounter]:
     """What every daemon starts with: its policies, the live policy, the hit counter."""
     policies = load_policies(config.policies_dir)
-    follower = PolicyFollower(config.db, {n: p.dns_action for n, p in policies.items()})
+    follower = IndexFollower(config.db, {n: p.dns_action for n, p in policies.items()})
     await follower.start()
     hits = HitCounter(config.db, config.hits_flush_interval)
     hits.start()
@@ -97,12 +97,12 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
     """Run the resolver until SIGTERM/SIGINT."""
     policies, follower, hits = await start_core(config)
     answers = BlockedAnswers(policies, config.notice_ipv4, config.notice_ipv6,
-                             config.notice_url, follower.policy.seq)
+                             config.notice_url, follower.index.seq)
     follower.on_swap(lambda p: answers.clear(p.seq))
     settings = config.dns
     upstreams = Upstreams(settings.upstream, timeout=settings.upstream_timeout,
                           max_inflight=settings.max_inflight)
-    service = DnsService(lambda: follower.policy, answers, settings, upstreams, hits)
+    service = DnsService(lambda: follower.index, answers, settings, upstreams, hits)
     server = DnsServer(service, settings.listen, idle_timeout=settings.tcp_idle_timeout,
                        reuse_port=reuse_port)
     bound = await server.start()
@@ -123,12 +123,12 @@ async def serve_dns(config: Config, reload: Callable[[], Config] | None = None,
     # one write per line: with --workers several processes share this stdout
     sys.stdout.write(f"blockd dns: listening on {where} (udp+tcp); upstream "
                      f"{', '.join(_hostport(h, p) for h, p in settings.upstream)}; journal "
-                     f"seq {follower.policy.seq}{metrics_where}\n")
+                     f"seq {follower.index.seq}{metrics_where}\n")
     sys.stdout.flush()
 
     def apply(fresh: Config, new_policies: dict[str, EnforcementPolicy]) -> None:
         answers.policies = new_policies
-        answers.clear(follower.policy.seq)
+        answers.clear(follower.index.seq)
         follower.set_actions({n: p.dns_action for n, p in new_policies.items()})
         s = fresh.dns
         service.acl = Acl(s.allow)
@@ -166,14 +166,14 @@ async def serve_http(config: Config, reload: Callable[[], Config] | None = None)
             transparency=c.transparency,
             retry_after=max((p.dns_ttl for p in pols.values()), default=30))
 
-    site = NoticeSite(lambda: follower.policy, policies, config.policies_dir / "notices",
+    site = NoticeSite(lambda: follower.index, policies, config.policies_dir / "notices",
                       settings_of(config, policies), config.db, hits,
                       healthy=lambda: follower.healthy)
     server = NoticeServer(site, config.notice_listen, tls)
     bound = await server.start()
     where = ", ".join(f"{'https' if t else 'http'}://{_hostport(h, p)}/" for h, p, t in bound)
     sys.stdout.write(f"blockd http: listening on {where}; journal seq "
-                     f"{follower.policy.seq}\n")
+                     f"{follower.index.seq}\n")
     sys.stdout.flush()
 
     def apply(fresh: Config, new_policies: dict[str, EnforcementPolicy]) -> None:
@@ -220,7 +220,7 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
                 forced = await asyncio.to_thread(store_forced)
             except BlockdError:
                 forced = set()  # unreadable store: the guard refuses everything it would
-            want = ruleset.desired(follower.policy, actions, refused=refuser(guard, forced))
+            want = ruleset.desired(follower.index, actions, refused=refuser(guard, forced))
             changes = ruleset.diff(applied, want)
             if state["exists"] and not any(c.add or c.remove for c in changes):
                 return
@@ -235,7 +235,7 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
             applied.update(want)
             log.info("nftables: %d added, %d removed (journal seq %s)",
                      sum(len(c.add) for c in changes), sum(len(c.remove) for c in changes),
-                     follower.policy.seq)
+                     follower.index.seq)
 
     await reconcile()
     seen: dict[tuple[ruleset.Key, netlink.Network], int] = {}
@@ -257,7 +257,7 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
             except netlink.NftError as exc:
                 log.warning("nftables counters not read: %s", exc)
                 continue
-            policy = follower.policy
+            policy = follower.index
             for (key, net), packets in counters.items():
                 delta = packets - seen.get((key, net), 0)
                 seen[(key, net)] = packets
@@ -277,7 +277,7 @@ async def serve_nft(config: Config, reload: Callable[[], Config] | None = None) 
 
     follower.on_swap(on_swap)
     sys.stdout.write(f"blockd nft: table inet blockd follows the journal (seq "
-                     f"{follower.policy.seq})\n")
+                     f"{follower.index.seq})\n")
     sys.stdout.flush()
     await until_stopped(reload, lambda fresh, pols: None)
     await cancel(counting)

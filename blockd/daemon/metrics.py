@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from blockd.follow import PolicyFollower
+from blockd.store.follow import IndexFollower
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -23,7 +23,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class StatsCollector(Collector):
     """Exports every int field of the given stats objects as a counter, plus gauges."""
 
-    def __init__(self, prefix: str, follower: PolicyFollower,
+    def __init__(self, prefix: str, follower: IndexFollower,
                  counters: dict[str, Callable[[], Any]],
                  gauges: dict[str, Callable[[], float]]) -> None:
         self.prefix = prefix
@@ -41,9 +41,9 @@ class StatsCollector(Collector):
                                   value=f.stats.store_errors)
         yield GaugeMetricFamily("blockd_policy_journal_seq",
                                 "Journal sequence number of the policy in force",
-                                value=f.policy.seq)
+                                value=f.index.seq)
         yield GaugeMetricFamily("blockd_policy_entries", "Targets in force in the policy",
-                                value=f.policy.size)
+                                value=f.index.size)
         yield GaugeMetricFamily("blockd_store_last_success_timestamp_seconds",
                                 "When the store was last read successfully",
                                 value=f.stats.last_success)
