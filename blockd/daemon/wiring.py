@@ -30,6 +30,7 @@ from blockd.dns.service import Acl, DnsService, RateLimiter
 from blockd.dns.upstream import Upstreams
 from blockd.store.follow import IndexFollower
 from blockd.store.hits import HitCounter
+from blockd.store.store import Store
 from blockd.web.app import NoticeSettings, NoticeSite
 from blockd.web.server import NoticeServer
 
@@ -166,8 +167,9 @@ async def serve_http(config: Config, reload: Callable[[], Config] | None = None)
             transparency=c.transparency,
             retry_after=max((p.dns_ttl for p in pols.values()), default=30))
 
+    past = Store.open(config.db)
     site = NoticeSite(lambda: follower.index, policies, config.policies_dir / "notices",
-                      settings_of(config, policies), config.db, hits,
+                      settings_of(config, policies), hits=hits, past=past,
                       healthy=lambda: follower.healthy)
     server = NoticeServer(site, config.notice_listen, tls)
     bound = await server.start()
@@ -177,12 +179,13 @@ async def serve_http(config: Config, reload: Callable[[], Config] | None = None)
     sys.stdout.flush()
 
     def apply(fresh: Config, new_policies: dict[str, EnforcementPolicy]) -> None:
-        site.policies = new_policies
+        site.enforcement = new_policies
         site.settings = settings_of(fresh, new_policies)
         site.forget()
 
     await until_stopped(reload, apply)
     await server.stop()
+    past.close()
     await hits.stop()
     await follower.stop()
 

@@ -20,11 +20,11 @@ from dnslib import DNSRecord
 
 from blockd.config import DnsSettings
 from blockd.core.index import BlockIndex, Decision, Match
+from blockd.core.ports import HitSink
 from blockd.dns import wire
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.cache import Cache, Entry, truncated
 from blockd.dns.upstream import Upstreams
-from blockd.store.hits import HitCounter
 
 log = logging.getLogger("blockd.dns")
 
@@ -95,11 +95,11 @@ def _header_only(ident: int, query_flags: int, rcode: int) -> bytes:
 
 class DnsService:
     def __init__(
-        self, policy: Callable[[], BlockIndex], answers: BlockedAnswers, settings: DnsSettings,
-        upstreams: Upstreams, hits: HitCounter | None = None,
+        self, index: Callable[[], BlockIndex], answers: BlockedAnswers, settings: DnsSettings,
+        upstreams: Upstreams, hits: HitSink | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.policy = policy
+        self.index = index
         self.answers = answers
         self.settings = settings
         self.upstreams = upstreams
@@ -110,7 +110,7 @@ class DnsService:
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
         self.stats = DnsStats()
         self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None]] = {}
-        self._memo_policy: BlockIndex | None = None
+        self._memo_index: BlockIndex | None = None
 
     # -- entry point -------------------------------------------------------------
 
@@ -147,10 +147,10 @@ class DnsService:
         self._memo.clear()
 
     def _replay(self, data: bytes, client: str) -> bytes | None:
-        policy = self.policy()
-        if policy is not self._memo_policy:
+        policy = self.index()
+        if policy is not self._memo_index:
             self._memo.clear()
-            self._memo_policy = policy
+            self._memo_index = policy
         memo = self._memo.get(data[2:])
         if memo is None:
             return None
@@ -186,7 +186,7 @@ class DnsService:
         if q.edns and q.edns_version > 0:
             return self._badvers(q)
         memo = None if tcp else data
-        policy = self.policy()
+        policy = self.index()
         if q.name:
             decision = policy.decide_name(q.name)
             if decision.matches:
@@ -222,13 +222,13 @@ class DnsService:
         lay = self._layout(response) if response is not None else None
         if lay is None or lay.rcode == wire.SERVFAIL:
             stale = self.cache.get(key, now, stale_ok=True)
-            if stale is not None and self._chain_block(self.policy(), stale.chain) is None:
+            if stale is not None and self._chain_block(self.index(), stale.chain) is None:
                 self.stats.stale += 1
                 return self._fit(q, Cache.render(q, stale, now, stale=True), tcp)
             self.stats.servfail += 1
             return self._fit(q, self._servfail(q), tcp)
         assert response is not None
-        blocked = self._chain_block(self.policy(), lay.chain)
+        blocked = self._chain_block(self.index(), lay.chain)
         if blocked is not None:
             return self._blocked(q, blocked, tcp)
         entry = Entry.from_layout(response, lay, now)

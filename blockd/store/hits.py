@@ -33,18 +33,13 @@ class HitCounter:
         self._day_number = -1
         self._day = date(1970, 1, 1)
 
-    def add(self, reference: str, target: str, when: datetime | None = None,
-            count: int = 1) -> None:
+    def add(self, reference: str, target: str, count: int = 1) -> None:
         """Count hits (hot path: no clock object unless the UTC day has changed)."""
-        if when is not None:
-            day = when.astimezone(UTC).date()
-        else:
-            number = int(time.time() // 86400)
-            if number != self._day_number:
-                self._day_number = number
-                self._day = datetime.fromtimestamp(number * 86400, UTC).date()
-            day = self._day
-        self.pending[(day, reference, target)] += count
+        number = int(time.time() // 86400)
+        if number != self._day_number:
+            self._day_number = number
+            self._day = datetime.fromtimestamp(number * 86400, UTC).date()
+        self.pending[(self._day, reference, target)] += count
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hits-flush")

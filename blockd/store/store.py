@@ -47,7 +47,7 @@ from blockd.core.model import (
     TargetKind,
     check_transition,
 )
-from blockd.core.names import name_suffixes, target_from_parts
+from blockd.core.names import name_suffixes, parse_address, target_from_parts
 from blockd.core.timeparse import iso, to_utc
 from blockd.store import migrations
 from blockd.store.tables import SCHEMA_VERSION, HitRow, JournalRow, OrderRow, TargetRow
@@ -413,6 +413,12 @@ class Store:
             for order_id, row in rows.items():
                 if order_id not in seen:
                     yield _record(row), iter(())
+
+    def named_before(self, subject: str) -> bool:
+        """Does any order, in force or not, name this host (a normalised name or an IP)?
+        The notice server asks, to tell a lifted block (503) from an unknown host (404)."""
+        target = parse_address(subject) or Target(TargetKind.DOMAIN, subject)
+        return bool(self.candidates(target))
 
     def candidates(self, subject: Target) -> list[tuple[OrderRecord, list[Target]]]:
         """Only the orders and targets that could cover ``subject`` (``blockd check``).

@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,10 @@ from aiohttp import web
 
 from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.index import BlockIndex, Decision, Match
-from blockd.core.model import BlockdError, OrderRecord, TargetKind
+from blockd.core.model import BlockdError, OrderRecord
 from blockd.core.names import normalise_name, parse_address
+from blockd.core.ports import HitSink, PastBlocks
 from blockd.core.timeparse import iso
-from blockd.store.hits import HitCounter
-from blockd.store.store import Store
 from blockd.web.i18n import LANGUAGES, STRINGS, choose
 
 log = logging.getLogger("blockd.http")
@@ -52,14 +51,14 @@ class NoticeSite:
     """Request handling for the notice server; one per daemon."""
 
     def __init__(
-        self, policy: Callable[[], BlockIndex], policies: dict[str, EnforcementPolicy],
-        templates: Path, settings: NoticeSettings, db: str,
-        hits: HitCounter | None = None, healthy: Callable[[], bool] = lambda: True,
+        self, index: Callable[[], BlockIndex], enforcement: Mapping[str, EnforcementPolicy],
+        templates: Path, settings: NoticeSettings, *, hits: HitSink | None = None,
+        past: PastBlocks | None = None, healthy: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.policy = policy
-        self.policies = policies
+        self.index = index
+        self.enforcement = enforcement
         self.settings = settings
-        self.db = db
+        self.past = past
         self.hits = hits
         self.healthy = healthy
         self.env = jinja2.Environment(
@@ -73,7 +72,6 @@ class NoticeSite:
                          tuple[bytes, bytes, tuple[str, str]]] = {}
         self._was_blocked: dict[str, bool] = {}
         self._seen: BlockIndex | None = None
-        self._store: Store | None = None
 
     def forget(self) -> None:
         """Drop everything rendered or looked up (policy, templates or settings changed)."""
@@ -85,7 +83,7 @@ class NoticeSite:
 
     def _current(self) -> BlockIndex:
         """The policy in force; every cache is dropped when it changes."""
-        policy = self.policy()
+        policy = self.index()
         if policy is not self._seen:
             self.forget()
             self._seen = policy
@@ -160,14 +158,7 @@ class NoticeSite:
         return found
 
     def _lookup(self, subject: str) -> bool:
-        if self._store is None:
-            self._store = Store.open(self.db)
-        target = parse_address(subject) if _is_ip(subject) else None
-        if target is None:
-            from blockd.core.model import Target
-
-            target = Target(TargetKind.DOMAIN, subject)
-        return bool(self._store.candidates(target))
+        return self.past is not None and self.past.named_before(subject)
 
     # -- pages -----------------------------------------------------------------------
 
@@ -180,7 +171,7 @@ class NoticeSite:
                      override: str | None) -> tuple[str, bytes]:
         """(language, page) for a blocked subject; rendered once per policy snapshot."""
         primary = decision.matches[0]
-        policy = self.policies.get(primary.order.policy) or self.policies["default"]
+        policy = self.enforcement.get(primary.order.policy) or self.enforcement["default"]
         offered = self._offered.get(policy.name)
         if offered is None:
             offered = self._offered[policy.name] = [
