@@ -12,6 +12,7 @@ import pytest
 from blockd.core.model import OrderRecord, Status
 from blockd.core.names import parse_target
 from blockd.store.follow import IndexFollower
+from blockd.store.shared import SharedStore
 from blockd.store.store import Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -43,10 +44,10 @@ def test_follows_changes_and_time(store: Store) -> None:
                     [parse_target("allofmp3.com")], actor="t", at=T0)
 
     async def scenario() -> None:
-        f = IndexFollower(str(store.path), {}, clock=clock, interval=3600)
+        f = IndexFollower(SharedStore(str(store.path)), {}, clock=clock)
         swaps: list[int] = []
         f.on_swap(lambda p: swaps.append(p.seq))
-        await f.start()
+        await f.load()
         try:
             assert f.index.decide("www.allofmp3.com").blocked
             store.add_targets("A", [parse_target("mp3sparks.com")], actor="t", at=T0)
@@ -65,7 +66,7 @@ def test_follows_changes_and_time(store: Store) -> None:
             assert swaps == [1, 2, 3, 4, 4]
             assert f.stats.loads == 1 and f.healthy
         finally:
-            await f.stop()
+            f.store.close()
 
     asyncio.run(scenario())
 
@@ -77,15 +78,15 @@ def test_keeps_last_good_policy_when_store_is_unreadable(store: Store) -> None:
     store.close()
 
     async def scenario() -> None:
-        f = IndexFollower(str(path), {}, clock=FakeClock(), interval=3600)
-        await f.start()
+        f = IndexFollower(SharedStore(str(path)), {}, clock=FakeClock())
+        await f.load()
         try:
             good = path.read_bytes()
             path.write_bytes(b"garbage" * 4096)  # the store becomes unreadable
             wal = path.with_name(path.name + "-wal")
             if wal.exists():
                 wal.unlink()
-            f._store = None  # as after a restart of the connection pool
+            f.store.drop()  # as after a restart of the connection pool
             assert not await f.poll()
             assert not f.healthy and f.stats.store_errors == 1
             assert f.index.decide("allofmp3.com").blocked  # still enforcing
@@ -94,7 +95,7 @@ def test_keeps_last_good_policy_when_store_is_unreadable(store: Store) -> None:
             assert f.healthy
             assert f.index.decide("allofmp3.com").blocked
         finally:
-            await f.stop()
+            f.store.close()
 
     asyncio.run(scenario())
 
@@ -106,8 +107,8 @@ def test_reloads_when_the_store_is_restored_from_another_history(
     store.add_order(order("A"), [parse_target("a.example")], actor="t", at=T0)
 
     async def scenario() -> None:
-        f = IndexFollower(str(store.path), {}, clock=FakeClock(), interval=3600)
-        await f.start()
+        f = IndexFollower(SharedStore(str(store.path)), {}, clock=FakeClock())
+        await f.load()
         try:
             other = Store.open(str(tmp_path / "other.db"), create=True)
             other.init()
@@ -124,6 +125,6 @@ def test_reloads_when_the_store_is_restored_from_another_history(
             assert f.index.decide("b.example").blocked
             assert not f.index.decide("a.example").blocked
         finally:
-            await f.stop()
+            f.store.close()
 
     asyncio.run(scenario())

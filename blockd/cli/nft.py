@@ -55,7 +55,7 @@ def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
     drop, reject (TCP reset / ICMP admin-prohibited), or notice (TCP port 80 to the notice
     server, the rest rejected). TCP 443 to the notice address is refused at once.
     """
-    from blockd.nft import netlink, ruleset
+    from blockd.nft import netlink, reconcile, ruleset
 
     want, current, exists = _nft_state(app, db)
     changes = ruleset.diff({k: set(v) for k, v in current.items()}, want)
@@ -65,7 +65,7 @@ def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
         "remove": [{"prefix": str(n), "action": c.key[1].value}
                    for c in changes for n in c.remove]}
     if not dry_run:
-        netlink.apply(ruleset.plan(changes, exists, ruleset.Notice.from_config(app.config),
+        netlink.apply(ruleset.plan(changes, exists, reconcile.notice_of(app.config),
                                    app.config.nft_local_output))
 
     def text() -> str:

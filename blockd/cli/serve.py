@@ -55,7 +55,8 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
                   verbose: bool, db: str | None) -> None:
     """The DNS resolver: forwards and caches, answers names under orders in force per
     their policy with EDE 16 (Censored), and follows the journal live."""
-    from blockd.daemon.wiring import run_dns, setup_logging
+    from blockd.daemon.dns import DnsDaemon
+    from blockd.daemon.process import run, setup_logging
 
     listen_a = _addresses(listen, "--listen", 5353)
     metrics_a = _addresses((metrics,), "--metrics", 9253)[0] if metrics else None
@@ -78,7 +79,11 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
     Store.open(config.db).close()  # fail now, with a clear message, if the store is unusable
     app.policies  # noqa: B018 - validate the policy files before binding any port
     setup_logging(verbose)
-    raise SystemExit(run_dns(make_config, config.dns.workers))
+    n = config.dns.workers
+    if n > 1 and any(port == 0 for _, port in config.dns.listen):
+        raise InputError("--workers", "needs explicit listen ports (not 0)")
+    raise SystemExit(run(make_config, lambda core, worker: [
+        DnsDaemon(core, reuse_port=n > 1, metrics=worker == 0)], workers=n))
 
 
 @serve.command("nft")
@@ -88,7 +93,8 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
 def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
     """Keep the kernel's table inet blockd equal to the address orders in force, following
     the journal. On exit the rules stay in place; `blockd nft flush` removes them."""
-    from blockd.daemon.wiring import run_nft, setup_logging
+    from blockd.daemon.nft import NftDaemon
+    from blockd.daemon.process import run, setup_logging
 
     def make_config() -> Config:
         return load_config(app.config_path).with_db(db)
@@ -96,7 +102,7 @@ def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
     Store.open(make_config().db).close()
     app.policies  # noqa: B018 - validate the policy files first
     setup_logging(verbose)
-    raise SystemExit(run_nft(make_config))
+    raise SystemExit(run(make_config, lambda core, _: [NftDaemon(core)], uvloop=False))
 
 
 @serve.command("http")
@@ -117,7 +123,8 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
                    db: str | None) -> None:
     """The notice server: answers 451 with the orders behind a block, in the subscriber's
     language, for any path on a blocked host; follows the journal live."""
-    from blockd.daemon.wiring import run_http, setup_logging
+    from blockd.daemon.http import HttpDaemon
+    from blockd.daemon.process import run, setup_logging
 
     listen_a = _addresses(listen, "--listen", 8080)
     tls_a = _addresses((tls_listen,), "--tls-listen", 443)[0] if tls_listen else None
@@ -133,4 +140,4 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
     Store.open(config.db).close()
     app.policies  # noqa: B018 - validate the policy files before binding any port
     setup_logging(verbose)
-    raise SystemExit(run_http(make_config))
+    raise SystemExit(run(make_config, lambda core, _: [HttpDaemon(core)]))

@@ -1,86 +1,120 @@
-"""Prometheus metrics for the daemons, read from the counters they already keep.
+"""Prometheus metrics for a daemon process, read from the counters its parts already keep.
 
-A collector reads the stats objects at scrape time, so the hot path only increments plain
-integers. Served by a small aiohttp app on a separate (loopback by default) address.
+The collector reads the stats objects at scrape time, so the hot path only increments
+plain integers. Every daemon adds its groups to the core's collector; the metrics server
+(a small aiohttp app on its own, loopback by default, address) serves ``/metrics`` and
+``/healthz``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from blockd.store.follow import IndexFollower
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from blockd.daemon.core import Core
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class StatsCollector(Collector):
-    """Exports every int field of the given stats objects as a counter, plus gauges."""
+    """The core's health and index figures, plus what each daemon registers: every int
+    field of a stats dataclass as a counter, and gauges."""
 
-    def __init__(self, prefix: str, follower: IndexFollower,
-                 counters: dict[str, Callable[[], Any]],
-                 gauges: dict[str, Callable[[], float]]) -> None:
-        self.prefix = prefix
-        self.follower = follower
-        self.counters = counters
-        self.gauges = gauges
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.counters: dict[str, Callable[[], Any]] = {}
+        self.gauges: dict[str, Callable[[], float]] = {
+            "blockd_hits_pending": lambda: float(sum(core.hits.pending.values())),
+        }
+
+    def add_counters(self, prefix: str, stats: Callable[[], Any]) -> None:
+        """Export the int fields of ``stats()`` as ``{prefix}_{field}`` counters."""
+        self.counters[prefix] = stats
+
+    def add_gauge(self, name: str, value: Callable[[], float]) -> None:
+        self.gauges[name] = value
 
     def collect(self) -> Iterator[Metric]:
-        f = self.follower
+        f = self.core.follower
         yield GaugeMetricFamily("blockd_store_healthy",
                                 "1 if the order store was readable at the last poll; 0 while "
-                                "the last good policy is enforced without it",
+                                "the last good index is enforced without it",
                                 value=1.0 if f.healthy else 0.0)
         yield CounterMetricFamily("blockd_store_errors", "Failed reads of the order store",
                                   value=f.stats.store_errors)
-        yield GaugeMetricFamily("blockd_policy_journal_seq",
-                                "Journal sequence number of the policy in force",
+        yield GaugeMetricFamily("blockd_index_journal_seq",
+                                "Journal sequence number of the block index in force",
                                 value=f.index.seq)
-        yield GaugeMetricFamily("blockd_policy_entries", "Targets in force in the policy",
+        yield GaugeMetricFamily("blockd_index_entries", "Targets in force in the block index",
                                 value=f.index.size)
         yield GaugeMetricFamily("blockd_store_last_success_timestamp_seconds",
                                 "When the store was last read successfully",
                                 value=f.stats.last_success)
-        for group, get in self.counters.items():
+        yield CounterMetricFamily("blockd_hits_recorded", "Hits written to the store",
+                                  value=self.core.hits.flushed)
+        yield CounterMetricFamily("blockd_hits_write_failures",
+                                  "Hit flushes that failed (the counts are kept)",
+                                  value=self.core.hits.failures)
+        for prefix, get in self.counters.items():
             stats = get()
             for field in fields(stats):
                 value = getattr(stats, field.name)
                 if isinstance(value, int) and not isinstance(value, bool):
-                    yield CounterMetricFamily(f"{self.prefix}_{group}_{field.name}",
-                                              f"{group} {field.name.replace('_', ' ')}",
+                    yield CounterMetricFamily(f"{prefix}_{field.name}",
+                                              f"{prefix} {field.name.replace('_', ' ')}",
                                               value=value)
         for name, fn in self.gauges.items():
-            yield GaugeMetricFamily(f"{self.prefix}_{name}", name.replace("_", " "), value=fn())
+            yield GaugeMetricFamily(name, name.replace("_", " "), value=fn())
 
 
-def metrics_app(collector: StatsCollector) -> web.Application:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` on one address (port 0: any free port)."""
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type":
-                                                                        CONTENT_TYPE})
+    def __init__(self, collector: StatsCollector, host: str, port: int) -> None:
+        self.collector = collector
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
 
-    async def healthz(_: web.Request) -> web.Response:
-        healthy = collector.follower.healthy
-        return web.Response(status=200 if healthy else 503,
-                            text="ok\n" if healthy else "store unreadable: enforcing last "
-                                                         "good policy\n")
+    async def start(self) -> tuple[str, int]:
+        from aiohttp import web
+        from prometheus_client import CollectorRegistry, generate_latest
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    return app
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.collector)
+        core = self.collector.core
 
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(registry),
+                                headers={"Content-Type": CONTENT_TYPE})
 
-async def start_metrics(collector: StatsCollector, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(metrics_app(collector), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+        async def healthz(_: web.Request) -> web.Response:
+            ok = core.healthy
+            return web.Response(status=200 if ok else 503,
+                                text="ok\n" if ok else "store unreadable: enforcing the last "
+                                                       "good index\n")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or []:
+            self.port = int(sock.getsockname()[1])
+            break
+        return self.host, self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,4 +1,5 @@
-"""Small asyncio helpers the daemons share: owned background tasks and their cancellation."""
+"""Owned background tasks and their cancellation (a task nobody references can be
+garbage collected mid-flight; the daemons spawn through :class:`Tasks`)."""
 
 from __future__ import annotations
 
@@ -32,5 +33,10 @@ class Tasks:
     async def cancel_all(self) -> None:
         for t in list(self.tasks):
             t.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait for the tasks running now to finish (their errors are not raised)."""
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)

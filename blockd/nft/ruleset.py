@@ -17,7 +17,6 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from blockd.config import Config
 from blockd.core.enforcement import NftAction
 from blockd.core.index import BlockIndex
 from blockd.core.model import Target, TargetKind
@@ -50,14 +49,6 @@ class Notice:
     ipv4: ipaddress.IPv4Address | None
     ipv6: ipaddress.IPv6Address | None
     port: int = 80
-
-    @classmethod
-    def from_config(cls, config: Config) -> Notice:
-        """The configured notice addresses and the notice server's (first) port."""
-        return cls(
-            ipaddress.IPv4Address(config.notice_ipv4) if config.notice_ipv4 else None,
-            ipaddress.IPv6Address(config.notice_ipv6) if config.notice_ipv6 else None,
-            config.notice_listen[0][1] if config.notice_listen else 80)
 
 
 @dataclass(frozen=True, slots=True)

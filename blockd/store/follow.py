@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 from blockd.core.index import BlockIndex, IndexBuilder
 from blockd.core.journal import JournalEntry
 from blockd.core.model import Action, BlockdError
-from blockd.daemon.tasks import cancel
-from blockd.store.store import Store
+from blockd.store.shared import SharedStore
 
-log = logging.getLogger("blockd.store.follow")
+log = logging.getLogger("blockd.follow")
 
 Clock = Callable[[], datetime]
 
@@ -45,28 +44,25 @@ class FollowStats:
 
 
 class IndexFollower:
-    """Owns a IndexBuilder and publishes snapshots of it.
+    """Owns an IndexBuilder and publishes snapshots of it.
 
-    ``db`` is a path or URL; ``actions`` maps enforcement policy names to DNS actions.
-    Listeners are called on the event loop after every swap (e.g. to clear caches).
+    ``actions`` maps enforcement policy names to DNS actions. Listeners are called on the
+    event loop after every swap (e.g. to clear caches). The daemon core calls
+    :meth:`poll` on a timer; nothing here owns a task.
     """
 
     def __init__(
-        self, db: str, actions: Mapping[str, Action], *, clock: Clock = utcnow,
-        interval: float = 0.2,
+        self, store: SharedStore, actions: Mapping[str, Action], *, clock: Clock = utcnow,
     ) -> None:
-        self.db = db
+        self.store = store
         self.actions = dict(actions)
         self.clock = clock
-        self.interval = interval
         self.stats = FollowStats()
         self.healthy = False
         self._builder: IndexBuilder | None = None
         self._index: BlockIndex | None = None
         self._last_hash: str | None = None
-        self._store: Store | None = None
         self._listeners: list[Callable[[BlockIndex], None]] = []
-        self._task: asyncio.Task[None] | None = None
         self._actions_changed = False
 
     @property
@@ -85,24 +81,11 @@ class IndexFollower:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Load the full policy (raises if the store cannot be read at start-up)."""
+    async def load(self) -> None:
+        """Load the full index (raises if the store cannot be read at start-up)."""
         self._swap(await asyncio.to_thread(self._load))
         self.healthy = True
         self.stats.last_success = time.time()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-follow")
-
-    async def stop(self) -> None:
-        await cancel(self._task)
-        self._task = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.poll()
 
     async def poll(self) -> bool:
         """One round: apply new journal entries and clock transitions. True if swapped."""
@@ -116,7 +99,7 @@ class IndexFollower:
                           self._index.seq if self._index else "-", message)
             self.stats.last_error = message
             self.healthy = False
-            self._store = None  # reopen next time (the file may have been replaced)
+            self.store.drop()  # reopen next time (the file may have been replaced)
             return False
         if not self.healthy:
             log.info("order store readable again (journal seq %s)", self.index.seq)
@@ -128,19 +111,8 @@ class IndexFollower:
 
     # -- work (in a worker thread) ---------------------------------------------
 
-    def _open(self) -> Store:
-        if self._store is None:
-            self._store = Store.open(self.db)
-        try:
-            self._store.probe()
-        except BlockdError:
-            self._store.close()
-            self._store = None
-            raise
-        return self._store
-
     def _load(self) -> BlockIndex:
-        store = self._open()
+        store = self.store.get()
         builder = IndexBuilder(self.clock(), self.actions)
         heads: list[JournalEntry | None] = []
         for order, rows in store.load_rows(heads.append):
@@ -156,7 +128,7 @@ class IndexFollower:
 
     def _step(self) -> BlockIndex | None:
         """Runs in a worker thread; returns a new snapshot when something changed."""
-        store = self._open()
+        store = self.store.get()
         builder = self._builder
         if builder is None:
             return self._load()

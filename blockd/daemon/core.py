@@ -1,0 +1,118 @@
+"""What every daemon stands on: configuration, enforcement policies, the live block index,
+the hit counter, the shared store handle, metrics and the background loops behind them.
+
+One :class:`Core` per process; the DNS, HTTP and nftables handles are built on it (in a
+test, several on one core). It owns every background task, so stopping the core stops
+them all and flushes the hits that were counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from blockd.config import Config, load_policies
+from blockd.core.enforcement import EnforcementPolicy
+from blockd.core.index import BlockIndex
+from blockd.core.model import Action
+from blockd.daemon.metrics import StatsCollector
+from blockd.daemon.tasks import Tasks
+from blockd.store.follow import Clock, IndexFollower, utcnow
+from blockd.store.hits import HitCounter
+from blockd.store.shared import SharedStore
+
+log = logging.getLogger("blockd")
+
+FOLLOW_INTERVAL = 0.2  # seconds between journal polls: a change is enforced within ~1 s
+
+
+def dns_actions(enforcement: Mapping[str, EnforcementPolicy]) -> dict[str, Action]:
+    return {name: p.dns_action for name, p in enforcement.items()}
+
+
+class Core:
+    """Configuration, policies and the live index, shared by a process's daemons."""
+
+    def __init__(
+        self, config: Config, enforcement: Mapping[str, EnforcementPolicy] | None = None,
+        *, clock: Clock = utcnow, follow_interval: float = FOLLOW_INTERVAL,
+    ) -> None:
+        self.config = config
+        self.enforcement: Mapping[str, EnforcementPolicy] = (
+            enforcement if enforcement is not None else load_policies(config.policies_dir))
+        self.store = SharedStore(config.db)
+        self.follower = IndexFollower(self.store, dns_actions(self.enforcement), clock=clock)
+        self.hits = HitCounter(self.store)
+        self.metrics = StatsCollector(self)
+        self.follow_interval = follow_interval
+        self.tasks = Tasks()
+        self._reload_listeners: list[Callable[[], None]] = []
+        self._started = False
+
+    # -- what the daemons read -------------------------------------------------------
+
+    @property
+    def index(self) -> BlockIndex:
+        """The block index in force (an immutable snapshot; swapped, never mutated)."""
+        return self.follower.index
+
+    @property
+    def healthy(self) -> bool:
+        """False while the store cannot be read and the last good index is enforced."""
+        return self.follower.healthy
+
+    def on_swap(self, listener: Callable[[BlockIndex], None]) -> None:
+        """Call ``listener`` on the event loop after each new index."""
+        self.follower.on_swap(listener)
+
+    def on_reload(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after :meth:`reload` installed a new configuration."""
+        self._reload_listeners.append(listener)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the index (raises BlockdError if the store cannot be read), then follow
+        the journal and flush hits in the background. Idempotent."""
+        if self._started:
+            return
+        await self.follower.load()
+        self._started = True
+        self.tasks.spawn(self._every(self.follow_interval, self.follower.poll))
+        self.tasks.spawn(self._every(self.config.hits_flush_interval, self.hits.flush))
+
+    async def stop(self) -> None:
+        """Stop the loops, write the hits still in memory, close the store."""
+        await self.tasks.cancel_all()
+        await self.hits.flush()
+        await asyncio.to_thread(self.store.close)
+        self._started = False
+
+    async def poll(self) -> bool:
+        """Apply the journal and clock now (tests; the loop does it every 0.2 s)."""
+        return await self.follower.poll()
+
+    def reload(self, config: Config, enforcement: Mapping[str, EnforcementPolicy]) -> None:
+        """Install a new configuration and policies (SIGHUP); the daemons apply what can
+        change live. The store path is not among it: that needs a restart."""
+        if config.db != self.config.db:
+            log.warning("reload: the store changes only on restart (keeping %s)",
+                        self.config.db)
+            config = config.with_db(self.config.db)
+        self.config = config
+        self.enforcement = enforcement
+        self.follower.set_actions(dns_actions(enforcement))
+        for listener in self._reload_listeners:
+            listener()
+
+    @staticmethod
+    async def _every(seconds: float, step: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # a failing round must not end the loop
+                log.exception("background step failed")

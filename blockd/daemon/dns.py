@@ -1,0 +1,98 @@
+"""The resolver as a handle: ``DnsDaemon(core).start()`` binds and answers until stop().
+
+Builds the sans-I/O :class:`~blockd.dns.service.DnsService` on the core's live index and
+hit counter, puts the UDP/TCP transports of :mod:`blockd.dns.server` around it, and the
+metrics server beside it when ``[dns] metrics`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from blockd.config import Address
+from blockd.daemon.core import Core
+from blockd.daemon.metrics import MetricsServer
+from blockd.dns.answers import BlockedAnswers
+from blockd.dns.server import DnsServer
+from blockd.dns.service import Acl, DnsService, RateLimiter
+from blockd.dns.upstream import Upstreams
+
+log = logging.getLogger("blockd.dns")
+
+
+def hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class DnsDaemon:
+    """``blockd serve dns`` on a core; ``reuse_port`` for workers sharing the ports."""
+
+    name = "dns"
+
+    def __init__(self, core: Core, *, reuse_port: bool = False, metrics: bool = True) -> None:
+        self.core = core
+        config = core.config
+        settings = config.dns
+        self.settings = settings
+        self.answers = BlockedAnswers(dict(core.enforcement), config.notice_ipv4,
+                                      config.notice_ipv6, config.notice_url, 0)
+        self.upstreams = Upstreams(settings.upstream, timeout=settings.upstream_timeout,
+                                   max_inflight=settings.max_inflight)
+        self.service = DnsService(lambda: core.index, self.answers, settings, self.upstreams,
+                                  core.hits)
+        self.server = DnsServer(self.service, settings.listen,
+                                idle_timeout=settings.tcp_idle_timeout, reuse_port=reuse_port)
+        self.metrics = (MetricsServer(core.metrics, *settings.metrics)
+                        if metrics and settings.metrics is not None else None)
+        self.bound: list[Address] = []
+        self.metrics_bound: Address | None = None
+
+    async def start(self) -> list[Address]:
+        """Start the core if needed, bind every listen address; the bound (host, port)s."""
+        core = self.core
+        await core.start()
+        self.answers.clear(core.index.seq)
+        core.on_swap(lambda index: self.answers.clear(index.seq))
+        core.on_reload(self.reload)
+        service, upstreams, cache = self.service, self.upstreams, self.service.cache
+        core.metrics.add_counters("blockd_dns_queries", lambda: service.stats)
+        core.metrics.add_counters("blockd_dns_upstream", lambda: upstreams.stats)
+        core.metrics.add_gauge("blockd_dns_cache_entries", lambda: float(len(cache)))
+        core.metrics.add_gauge("blockd_dns_cache_bytes", lambda: float(cache.bytes))
+        core.metrics.add_gauge("blockd_dns_upstream_inflight",
+                               lambda: float(upstreams.inflight))
+        self.bound = await self.server.start()
+        if self.metrics is not None:
+            try:
+                self.metrics_bound = await self.metrics.start()
+            except OSError:
+                await self.server.stop()
+                raise
+        return self.bound
+
+    def reload(self) -> None:
+        """Apply a new configuration: policies, ACL, rate limit, upstreams (not listen)."""
+        core, s = self.core, self.core.config.dns
+        self.answers.policies = dict(core.enforcement)
+        self.answers.clear(core.index.seq)
+        self.service.acl = Acl(s.allow)
+        self.service.limiter = RateLimiter(s.rate_limit, s.rate_burst, self.service.clock)
+        self.upstreams.servers = list(s.upstream)
+        self.service.forget()
+        if s.listen != self.settings.listen:
+            log.warning("reload: listen addresses change only on restart")
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
+
+    def describe(self) -> str:
+        """The one status line printed at start (tests and operators read it)."""
+        where = ", ".join(hostport(h, p) for h, p in self.bound)
+        up = ", ".join(hostport(h, p) for h, p in self.settings.upstream)
+        line = (f"blockd dns: listening on {where} (udp+tcp); upstream {up}; journal seq "
+                f"{self.core.index.seq}")
+        if self.metrics_bound is not None:
+            line += f"; metrics http://{hostport(*self.metrics_bound)}/metrics"
+        return line

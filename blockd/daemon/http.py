@@ -1,0 +1,78 @@
+"""The notice server as a handle: ``HttpDaemon(core).start()`` binds and serves 451 pages.
+
+Builds the :class:`~blockd.web.app.NoticeSite` (decides and renders) on the core's live
+index, policies, hit counter and store lookup, and puts the byte-moving servers of
+:mod:`blockd.web.server` around it (plain HTTP, and TLS for the ISP's own notice host).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+
+from blockd.config import Address, Config
+from blockd.core.enforcement import EnforcementPolicy
+from blockd.core.model import BlockdError
+from blockd.daemon.core import Core
+from blockd.daemon.dns import hostport
+from blockd.web.app import NoticeSettings, NoticeSite
+from blockd.web.server import NoticeServer
+
+
+def notice_settings(config: Config, enforcement: Mapping[str, EnforcementPolicy]
+                    ) -> NoticeSettings:
+    return NoticeSettings(
+        notice_url=config.notice_url, isp_name=config.isp_name,
+        isp_contact=config.isp_contact, transparency=config.transparency,
+        retry_after=max((p.dns_ttl for p in enforcement.values()), default=30))
+
+
+def tls_endpoint(config: Config) -> tuple[Address, ssl.SSLContext] | None:
+    """The TLS listener and its context, or None; a one-line error if it cannot load."""
+    if config.tls_listen is None:
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise BlockdError("notice.tls_listen needs notice.tls_cert and notice.tls_key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise BlockdError(f"notice.tls_cert/tls_key: cannot load: {exc}") from None
+    return config.tls_listen, context
+
+
+class HttpDaemon:
+    """``blockd serve http`` on a core."""
+
+    name = "http"
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        config = core.config
+        self.site = NoticeSite(
+            lambda: core.index, core.enforcement, config.policies_dir / "notices",
+            notice_settings(config, core.enforcement), hits=core.hits, past=core.store,
+            healthy=lambda: core.healthy)
+        self.server = NoticeServer(self.site, config.notice_listen, tls_endpoint(config))
+        self.bound: list[tuple[str, int, bool]] = []
+
+    async def start(self) -> list[Address]:
+        await self.core.start()
+        self.core.on_reload(self.reload)
+        self.bound = await self.server.start()
+        return [(h, p) for h, p, _ in self.bound]
+
+    def reload(self) -> None:
+        """New policies, texts and settings; listen addresses need a restart."""
+        core = self.core
+        self.site.enforcement = core.enforcement
+        self.site.settings = notice_settings(core.config, core.enforcement)
+        self.site.forget()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def describe(self) -> str:
+        where = ", ".join(f"{'https' if t else 'http'}://{hostport(h, p)}/"
+                          for h, p, t in self.bound)
+        return f"blockd http: listening on {where}; journal seq {self.core.index.seq}"

@@ -1,0 +1,133 @@
+"""The process around the daemon handles: logging, uvloop, signals and ``--workers``.
+
+``run`` builds one :class:`~blockd.daemon.core.Core` per process, starts the handles the
+command asked for on it, prints one status line per handle (one write each: workers share
+stdout), and waits: SIGTERM/SIGINT stop gracefully (hits flushed), SIGHUP re-reads the
+configuration and the enforcement policies (a broken file is logged and the running
+configuration kept). With ``workers > 1`` it forks that many processes, each with its own
+core, sharing the listening ports through SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+from blockd.config import Address, Config, load_policies
+from blockd.core.model import BlockdError
+from blockd.daemon.core import Core
+
+log = logging.getLogger("blockd")
+
+
+class Daemon(Protocol):
+    """A daemon handle on a core: start() binds and returns the bound addresses."""
+
+    name: str
+
+    async def start(self) -> list[Address]: ...
+    def reload(self) -> None: ...
+    async def stop(self) -> None: ...
+    def describe(self) -> str: ...
+
+
+Build = Callable[[Core, int], list[Daemon]]  # (core, worker index) -> handles
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    uvloop.install()
+    return True
+
+
+def reload_core(core: Core, make_config: Callable[[], Config]) -> bool:
+    """Re-read the configuration and policies into ``core``; False (logged) if broken."""
+    try:
+        fresh = make_config()
+        enforcement = load_policies(fresh.policies_dir)
+    except BlockdError as exc:
+        log.error("SIGHUP: configuration not reloaded: %s", exc)
+        return False
+    core.reload(fresh, enforcement)
+    log.info("SIGHUP: configuration reloaded")
+    return True
+
+
+async def serve(config: Config, make_config: Callable[[], Config], build: Build,
+                worker: int = 0) -> None:
+    """Start the handles on one core and run until SIGTERM/SIGINT."""
+    core = Core(config)
+    started: list[Daemon] = []
+    try:
+        for daemon in build(core, worker):
+            await daemon.start()
+            started.append(daemon)
+            sys.stdout.write(daemon.describe() + "\n")
+            sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_core, core, make_config)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for daemon in reversed(started):
+            await daemon.stop()
+        await core.stop()
+
+
+def run(make_config: Callable[[], Config], build: Build, *, workers: int = 1,
+        uvloop: bool = True) -> int:
+    """Run in this process, or fork ``workers`` processes sharing the ports.
+
+    ``make_config`` loads the file and applies command-line overrides; SIGHUP calls it
+    again. The exit status is 0 after a graceful stop, else the first failing worker's.
+    """
+    if uvloop:
+        install_uvloop()
+    config = make_config()
+    if workers <= 1:
+        asyncio.run(serve(config, make_config, build))
+        return 0
+    children: list[int] = []
+    for index in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                asyncio.run(serve(config, make_config, build, index))
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
