@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from blockd.cli import main
+from blockd.config import load_config
+from blockd.daemon.controller import Controller
+from blockd.daemon.http import HttpDaemon
 
 
 @dataclass
@@ -75,9 +76,11 @@ HOSTILE = 'High Court <script>alert("x")</script> {{ 7*7 }}'
 
 @dataclass
 class Http:
+    """A notice server under test: in-process (the session's) or a `blockd serve http`."""
+
     port: int
     db: Path
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[str] | None = None
 
     def get(self, host: str | None, path: str = "/", method: str = "GET",
             headers: dict[str, str] | None = None, body: bytes | None = None
@@ -127,28 +130,11 @@ def notice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
             "soon-lifted.example")
     finally:
         del os.environ["BLOCKD_CONFIG"]
-    env = {**os.environ, "BLOCKD_CONFIG": str(config)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "blockd", "serve", "http", "--db", str(db),
-         "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=(log := tempfile.TemporaryFile("w+")), text=True,  # noqa: SIM115
-        env=env)  # stderr to a file: an unread pipe fills up and blocks the daemon
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on http://127.0.0.1:" not in line:
-        proc.kill()
-        proc.communicate()
-        log.seek(0)
-        message = log.read()
-        log.close()
-        raise AssertionError(line + message)
-    port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
-    yield Http(port, db, proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=10)
-    log.seek(0)
-    err = log.read()
-    log.close()
-    assert proc.returncode == 0, err
-
-
+    # in-process on port 0, as `blockd serve http` builds it; the TLS listener, turning the
+    # transparency list off and SIGTERM are tested against real processes
+    base = load_config(config).with_db(str(db))
+    with Controller(dataclasses.replace(base, notice_listen=(("127.0.0.1", 0),)),
+                    lambda core: [HttpDaemon(core)]) as controller:
+        [(_, port)] = controller.bound["http"]
+        yield Http(port, db)
+        assert controller.running

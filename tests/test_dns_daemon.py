@@ -6,9 +6,11 @@ not checked against itself. Orders change through the real CLI while the daemon 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockd.cli import main
+from blockd.config import load_config
+from blockd.daemon.controller import Controller
+from blockd.daemon.core import Core
+from blockd.daemon.dns import DnsDaemon
 
 RECORDS = [
     "ok.example. 300 IN A 192.0.2.1",
@@ -51,11 +57,20 @@ RECORDS = [
 
 @dataclass
 class Daemon:
+    """A resolver under test: in-process (a Controller) or a `blockd serve dns` process."""
+
     host: str
     port: int
     db: Path
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[str] | None = None
     metrics: str = ""
+    controller: Controller | None = None
+    config: Path | None = None
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.controller is not None and self.controller.running
 
     def metric(self, name: str) -> float:
         with urllib.request.urlopen(self.metrics, timeout=3) as r:
@@ -92,7 +107,8 @@ def cli(db: Path, *args: str) -> int:
     return main([*args, "--db", str(db)])
 
 
-def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
+def start_daemon(db: Path, config: Path | None, *extra: str) -> Daemon:
+    assert config is not None
     env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "tester"}
     listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
     # stderr to a file: an unread pipe fills up and would block the daemon's logging
@@ -120,6 +136,7 @@ def start_daemon(db: Path, config: Path, *extra: str) -> Daemon:
 
 
 def stop_daemon(d: Daemon) -> str:
+    assert d.proc is not None
     d.proc.send_signal(signal.SIGTERM)
     try:
         d.proc.communicate(timeout=10)
@@ -160,8 +177,38 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, upstream: StubUpstream) -> 
                    "--issued", "2024-02-01", "--policy", "it", "nx-only.example") == 0
     finally:
         del os.environ["BLOCKD_CONFIG"]
-    d = start_daemon(db, config, "--metrics", "127.0.0.1:0")
-    d.config = config  # type: ignore[attr-defined]
+    # in-process, on port 0, as `blockd serve dns` builds it (signals and workers are
+    # tested against real processes below)
+    base = load_config(config).with_db(str(db))
+    settings = dataclasses.replace(base.dns, listen=(("127.0.0.1", 0),),
+                                   metrics=("127.0.0.1", 0))
+    dns_daemon: list[DnsDaemon] = []
+
+    def build(core: Core) -> list[DnsDaemon]:
+        dns_daemon.append(DnsDaemon(core))
+        return dns_daemon
+
+    with Controller(dataclasses.replace(base, dns=settings), build) as controller:
+        [(host, port)] = controller.bound["dns"]
+        assert dns_daemon[0].metrics_bound is not None
+        mhost, mport = dns_daemon[0].metrics_bound
+        yield Daemon(host, port, db, metrics=f"http://{mhost}:{mport}/metrics",
+                     controller=controller, config=config)
+
+
+@pytest.fixture(scope="module")
+def proc_daemon(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A `blockd serve dns` process on a copy of the module's store."""
+    assert daemon.config is not None
+    tmp = tmp_path_factory.mktemp("dns-proc")
+    db = tmp / "blockd.db"
+    src = sqlite3.connect(daemon.db)
+    dst = sqlite3.connect(db)
+    src.backup(dst)  # SQLite's online backup: consistent while the daemon reads
+    src.close()
+    dst.close()
+    d = start_daemon(db, daemon.config, "--metrics", "127.0.0.1:0")
+    d.config = daemon.config
     yield d
     stop_daemon(d)
 
@@ -326,7 +373,7 @@ def test_hits_are_counted_in_the_store(daemon: Daemon) -> None:
 
 
 def test_acl_refuses_other_clients(tmp_path: Path, daemon: Daemon) -> None:
-    other = start_daemon(daemon.db, daemon.config,  # type: ignore[attr-defined]
+    other = start_daemon(daemon.db, daemon.config,
                          "--allow", "192.0.2.0/24")
     try:
         r = other.ask("www.allofmp3.com")
@@ -345,10 +392,14 @@ def test_malformed_packets_do_not_hurt(daemon: Daemon) -> None:
         for p in samples:
             s.sendto(p, (daemon.host, daemon.port))
     assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
-    assert daemon.proc.poll() is None
+    assert daemon.alive()
 
 
-def test_fail_closed_when_the_store_is_unreadable(daemon: Daemon) -> None:
+def test_fail_closed_when_the_store_is_unreadable(proc_daemon: Daemon) -> None:
+    """The file is damaged and restored under a running `blockd serve dns` process (not
+    in-process: rewriting the file from a process with SQLite connections would release
+    their locks)."""
+    daemon = proc_daemon
     assert daemon.metric("blockd_store_healthy") == 1.0
     good = daemon.db.read_bytes()
     try:
@@ -374,12 +425,14 @@ def test_fail_closed_when_the_store_is_unreadable(daemon: Daemon) -> None:
 
 def test_sighup_rereads_the_configuration(daemon: Daemon, tmp_path: Path) -> None:
     config = tmp_path / "hup.toml"
-    base = daemon.config.read_text()  # type: ignore[attr-defined]
+    assert daemon.config is not None
+    base = daemon.config.read_text()
     config.write_text(base)
     d = start_daemon(daemon.db, config)
     try:
         assert d.ask("ok.example").rcode() == dns.rcode.NOERROR
         config.write_text(base.replace("[dns]\n", '[dns]\nallow = ["192.0.2.0/24"]\n'))
+        assert d.proc is not None
         d.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
         while d.ask("ok.example").rcode() != dns.rcode.REFUSED:
@@ -393,7 +446,7 @@ def test_workers_share_the_port(daemon: Daemon) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "BLOCKD_CONFIG": str(daemon.config)}  # type: ignore[attr-defined]
+    env = {**os.environ, "BLOCKD_CONFIG": str(daemon.config)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(daemon.db),
          "--listen", f"127.0.0.1:{port}", "--workers", "2"],
@@ -428,7 +481,7 @@ def test_fuzz_the_running_daemon(daemon: Daemon, packets: list[bytes]) -> None:
     with socket.create_connection((daemon.host, daemon.port), timeout=3) as t:
         for p in packets:
             t.sendall(len(p).to_bytes(2, "big") + p)
-    assert daemon.proc.poll() is None
+    assert daemon.alive()
 
 
 def test_still_correct_after_fuzzing(daemon: Daemon) -> None:
@@ -442,7 +495,7 @@ def test_ipv6_listener_and_upstream_failover(daemon: Daemon, upstream: StubUpstr
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
         dead.bind(("127.0.0.1", 0))  # a port with nobody answering
         dead_port = dead.getsockname()[1]
-    d = start_daemon(daemon.db, daemon.config,  # type: ignore[attr-defined]
+    d = start_daemon(daemon.db, daemon.config,
                      "--listen", "[::1]:0", "--upstream", f"127.0.0.1:{dead_port}",
                      "--upstream", f"127.0.0.1:{upstream.port}")
     try:

@@ -22,6 +22,8 @@ from conftest import Runner
 
 from blockd.config import default_policies_dir
 
+pytestmark = pytest.mark.root  # every test here creates network namespaces
+
 _names = itertools.count()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import TypeVar
 
@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 class Controller:
-    def __init__(self, config: Config, build: Callable[[Core], list[Daemon]], *,
+    def __init__(self, config: Config, build: Callable[[Core], Sequence[Daemon]], *,
                  enforcement: Mapping[str, EnforcementPolicy] | None = None,
                  clock: Clock = utcnow) -> None:
         self.config = config
@@ -36,6 +36,11 @@ class Controller:
         self.bound: dict[str, list[Address]] = {}
         self._thread = threading.Thread(target=self.loop.run_forever, name="blockd-controller",
                                         daemon=True)
+
+    @property
+    def running(self) -> bool:
+        """True while the loop thread serves (a crash in a handle would end it)."""
+        return self._thread.is_alive() and self.loop.is_running()
 
     def call(self, make: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
         """Run ``make()`` on the daemon's loop and wait for its result."""

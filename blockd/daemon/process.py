@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from blockd.config import Address, Config, load_policies
@@ -37,7 +37,7 @@ class Daemon(Protocol):
     def describe(self) -> str: ...
 
 
-Build = Callable[[Core, int], list[Daemon]]  # (core, worker index) -> handles
+Build = Callable[[Core, int], Sequence[Daemon]]  # (core, worker index) -> handles
 
 
 def setup_logging(verbose: bool = False) -> None:
