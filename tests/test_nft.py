@@ -389,3 +389,55 @@ def test_local_output_is_configurable(blockd: Runner, db: Path, network: dict[st
     finally:
         server.kill()
         server.communicate()
+
+
+RECONCILE = textwrap.dedent("""
+    import asyncio, json, sys
+    from datetime import UTC, date, datetime
+    from blockd.config import default_policies_dir
+    from blockd.core.guard import load_guard
+    from blockd.core.index import compile_index
+    from blockd.core.model import OrderRecord
+    from blockd.core.names import parse_target
+    from blockd.nft.reconcile import Reconciler
+    from blockd.nft.ruleset import Notice
+    from blockd.store.shared import SharedStore
+
+    NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def index(*targets):
+        order = OrderRecord("ES-9", "Juzgado", date(2025, 1, 1), NOW,
+                            targets=frozenset(parse_target(t) for t in targets))
+        return compile_index([order], NOW)
+
+    async def main():
+        r = Reconciler(SharedStore(sys.argv[1]), load_guard(default_policies_dir()), {},
+                       Notice(None, None))
+        await r.load()
+        out = {"exists_before": r.exists}
+        big = index(*[f"45.33.{2 * i}.0/24" for i in range(40)])  # no two merge
+        out["first"] = sum(len(c.add) for c in await r.reconcile(big))
+        out["again"] = await r.reconcile(big)  # nothing to do: no batch
+        await r.hits(big)
+        out["counters_big"] = len(r._packets)
+        out["second"] = sum(len(c.remove) for c in await r.reconcile(index("45.33.2.0/24")))
+        await r.hits(index("45.33.2.0/24"))
+        out["counters_small"] = len(r._packets)
+        out["stats"] = [r.stats.applies, r.stats.added, r.stats.removed]
+        print(json.dumps(out))
+
+    asyncio.run(main())
+""")
+
+
+def test_the_reconciler_applies_differences_and_keeps_bounded_state(
+        blockd: Runner, db: Path, netns: str, tmp_path: Path) -> None:
+    """desired -> diff -> apply, nothing applied when nothing changed, and the counter
+    memory shrinks with the sets (it holds only what the kernel holds)."""
+    assert blockd("init").code == 0
+    script = tmp_path / "reconcile.py"
+    script.write_text(RECONCILE)
+    out = json.loads(in_ns(netns, sys.executable, str(script), str(db)).stdout)
+    assert out == {"exists_before": False, "first": 40, "again": None, "counters_big": 40,
+                   "second": 39, "counters_small": 1, "stats": [2, 40, 39]}
+    assert oracle(netns)["sets"] == {"v4_reject": ["45.33.2.0/24"]}
