@@ -209,6 +209,8 @@ def layout(data: bytes) -> Layout:
         if pos > len(data):
             raise ValueError("record runs past the end")
         if rtype == T_OPT and i >= an + ns:
+            if opt is not None:  # RFC 6891 6.1.1; cached, it would sit beside our own OPT
+                raise ValueError("more than one OPT record")
             opt = (start, pos)
             continue
         ttl_offsets.append(rdata - 6)
