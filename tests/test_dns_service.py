@@ -1,4 +1,6 @@
-"""The resolver's message logic without sockets: wire scanning and hostile input.
+"""DnsService.handle without sockets: blocked answers, the ACL, the rate limit, forwarding
+through a stubbed upstream, and hostile input. The parts have their own files:
+test_dns_wire.py, test_dns_cache.py, test_dns_answers.py, test_dns_admission.py.
 
 Everything here is checked with dnspython, a different codec from the one blockd uses.
 """

@@ -2,8 +2,13 @@
 
 ``DnsService.handle`` returns bytes (answered at once: blocked names, cache hits, errors),
 None (drop), or an awaitable for answers that need an upstream. The fast path never
-builds a dnslib object; dnslib parses only unusual queries and upstream answers, and every
-exception from it becomes FORMERR/SERVFAIL rather than a crash (see pitfalls.md).
+builds a dnslib object; dnslib parses only the queries :func:`wire.scan` declines (upstream
+answers are walked by :func:`wire.layout`), and every exception from either becomes
+FORMERR/SERVFAIL rather than a crash (see pitfalls.md).
+
+Who may ask is decided in :mod:`blockd.dns.admission` (``Acl`` and ``RateLimiter`` are
+re-exported here); the only I/O is the :class:`Upstreams` it is given, and blocked answers
+are counted through a :class:`~blockd.core.ports.HitSink`, so no store is needed.
 """
 
 from __future__ import annotations
