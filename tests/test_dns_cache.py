@@ -231,3 +231,19 @@ def test_truncated_has_tc_and_the_question(edns: bool, rcode: int) -> None:
     assert m.edns == (0 if edns else -1)
     if edns:
         assert m.ednsflags & dns.flags.DO and m.payload == 1232
+
+
+def test_upstream_opt_before_another_additional_record() -> None:
+    """dnspython writes the OPT last; other servers need not. Cutting it out of the middle
+    must move the TTL offsets that follow it."""
+    lay = wire.layout(ANSWER)
+    assert lay.opt_span is not None and lay.opt_span[1] == len(ANSWER)
+    opt_start, opt_end = lay.opt_span
+    glue = lay.ttl_offsets[-1] - 6  # the additional A record: a 2-byte pointer owner
+    assert ANSWER[glue] & 0xC0 == 0xC0
+    moved = ANSWER[:glue] + ANSWER[opt_start:opt_end] + ANSWER[glue:opt_start]
+    assert dns.message.from_wire(moved).edns == 0
+    e = entry(moved)
+    m = parse(Cache.render(query(), e, T0 + 3))
+    assert ttls(m) == [297, 117, 3597, 7]
+    assert [str(r[0]) for r in m.additional] == ["192.0.2.53"] and m.options == ()
