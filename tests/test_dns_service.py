@@ -1,4 +1,6 @@
-"""The resolver's message logic without sockets: wire scanning and hostile input.
+"""DnsService.handle without sockets: blocked answers, the ACL, the rate limit, forwarding
+through a stubbed upstream, and hostile input. The parts have their own files:
+test_dns_wire.py, test_dns_cache.py, test_dns_answers.py, test_dns_admission.py.
 
 Everything here is checked with dnspython, a different codec from the one blockd uses.
 """
@@ -12,6 +14,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rrset
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -173,3 +176,29 @@ def test_nodata_and_refused_actions_and_rate_limit() -> None:
     assert answered == [True, True, False, False]
     assert svc.stats.ratelimited == 2
     assert svc.handle(q.to_wire(), "127.0.0.1", tcp=True) is not None  # TCP is not limited
+
+
+def test_upstream_answer_with_two_opt_records_is_servfail_and_not_cached() -> None:
+    svc = service()
+    q = dns.message.make_query("www.example.com", "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("www.example.com.", 300, "IN", "A", "192.0.2.1"))
+    good = r.to_wire()
+    opt = good[-11:]
+    assert opt[:3] == b"\x00\x00\x29"
+    two_opts = good[:10] + b"\x00\x02" + good[12:] + opt
+
+    async def resolve(question: bytes, do: bool) -> bytes:
+        return two_opts
+
+    svc.upstreams.resolve = resolve  # type: ignore[method-assign]
+    reply = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")))  # type: ignore[arg-type]
+    assert reply.rcode() == dns.rcode.SERVFAIL and len(svc.cache) == 0
+
+    async def resolve_good(question: bytes, do: bool) -> bytes:
+        return good
+
+    svc.upstreams.resolve = resolve_good  # type: ignore[method-assign]
+    reply = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")))  # type: ignore[arg-type]
+    assert reply.rcode() == dns.rcode.NOERROR and len(svc.cache) == 1
+    assert str(reply.answer[0][0]) == "192.0.2.1" and reply.edns == 0

@@ -2,19 +2,22 @@
 
 ``DnsService.handle`` returns bytes (answered at once: blocked names, cache hits, errors),
 None (drop), or an awaitable for answers that need an upstream. The fast path never
-builds a dnslib object; dnslib parses only unusual queries and upstream answers, and every
-exception from it becomes FORMERR/SERVFAIL rather than a crash (see pitfalls.md).
+builds a dnslib object; dnslib parses only the queries :func:`wire.scan` declines (upstream
+answers are walked by :func:`wire.layout`), and every exception from either becomes
+FORMERR/SERVFAIL rather than a crash (see pitfalls.md).
+
+Who may ask is decided in :mod:`blockd.dns.admission` (``Acl`` and ``RateLimiter`` are
+re-exported here); the only I/O is the :class:`Upstreams` it is given, and blocked answers
+are counted through a :class:`~blockd.core.ports.HitSink`, so no store is needed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from dnslib import DNSRecord
 
@@ -22,6 +25,8 @@ from blockd.config import DnsSettings
 from blockd.core.index import BlockIndex, Decision, Match
 from blockd.core.ports import HitSink
 from blockd.dns import wire
+from blockd.dns.admission import Acl as Acl  # re-exported: the daemon's wiring
+from blockd.dns.admission import RateLimiter as RateLimiter
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.cache import Cache, Entry, truncated
 from blockd.dns.upstream import Upstreams
@@ -47,46 +52,6 @@ class DnsStats:
     dropped: int = 0
     errors: int = 0
     by_rcode: dict[int, int] = field(default_factory=dict)
-
-
-class Acl:
-    """Client networks allowed to query (no open resolver). Results memoised per address."""
-
-    def __init__(self, networks: tuple[str, ...]) -> None:
-        self.networks = [ipaddress.ip_network(n) for n in networks]
-        self._allowed = lru_cache(maxsize=65536)(self._check)
-
-    def _check(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks)
-
-    def allowed(self, address: str) -> bool:
-        return self._allowed(address)
-
-
-class RateLimiter:
-    """Token bucket per client address; applied to UDP (TCP needs a handshake)."""
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, client: str) -> bool:
-        now = self.clock()
-        tokens, last = self._buckets.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            return False
-        if len(self._buckets) > 100_000:
-            self._buckets.clear()
-        self._buckets[client] = (tokens - 1.0, now)
-        return True
 
 
 def _header_only(ident: int, query_flags: int, rcode: int) -> bytes:

@@ -54,7 +54,12 @@ class Query:
 
 
 def scan(data: bytes) -> Query | None:
-    """Parse a plain query (QUERY opcode, one question, at most an OPT); else None."""
+    """Parse a plain query (QUERY opcode, one question, at most an OPT); else None.
+
+    None for compressed or over-long names and for labels holding a dot or non-ASCII
+    bytes too. The OPT's options are not read (nothing here needs them), so a query with
+    a malformed option list still gets an answer instead of FORMERR.
+    """
     if len(data) < 17:
         return None
     ident, flags, qd, an, ns, ar = HEADER.unpack_from(data)
@@ -180,7 +185,8 @@ class Layout:
 
 
 def layout(data: bytes) -> Layout:
-    """Walk a response once; raises ValueError on anything malformed.
+    """Walk a response once; raises ValueError (or struct.error) on anything malformed,
+    more than one OPT record included.
 
     The cache TTL is the smallest TTL of the answer and authority records; a negative
     answer (NXDOMAIN, or NOERROR without answers) lives for its SOA's TTL bounded by the
@@ -209,6 +215,8 @@ def layout(data: bytes) -> Layout:
         if pos > len(data):
             raise ValueError("record runs past the end")
         if rtype == T_OPT and i >= an + ns:
+            if opt is not None:  # RFC 6891 6.1.1; cached, it would sit beside our own OPT
+                raise ValueError("more than one OPT record")
             opt = (start, pos)
             continue
         ttl_offsets.append(rdata - 6)
