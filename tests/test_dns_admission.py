@@ -118,12 +118,6 @@ def test_pruning_keeps_the_most_recently_refilled_half() -> None:
     assert kept == {"c5", "c6", "c7", "c8", "c9"}
 
 
-def test_service_reexports_admission() -> None:
-    from blockd.dns import service
-
-    assert service.Acl is Acl and service.RateLimiter is RateLimiter
-
-
 def test_dns_service_does_not_import_the_store() -> None:
     """The resolver's process needs no ORM or web framework (ports.HitSink instead)."""
     code = (

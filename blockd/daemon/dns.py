@@ -12,9 +12,10 @@ import logging
 from blockd.config import Address
 from blockd.daemon.core import Core
 from blockd.daemon.metrics import MetricsServer
+from blockd.dns.admission import Acl, RateLimiter
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.server import DnsServer
-from blockd.dns.service import Acl, DnsService, RateLimiter
+from blockd.dns.service import DnsService
 from blockd.dns.upstream import Upstreams
 
 log = logging.getLogger("blockd.dns")

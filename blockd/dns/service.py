@@ -6,9 +6,8 @@ builds a dnslib object; dnslib parses only the queries :func:`wire.scan` decline
 answers are walked by :func:`wire.layout`), and every exception from either becomes
 FORMERR/SERVFAIL rather than a crash (see pitfalls.md).
 
-Who may ask is decided in :mod:`blockd.dns.admission` (``Acl`` and ``RateLimiter`` are
-re-exported here); the only I/O is the :class:`Upstreams` it is given, and blocked answers
-are counted through a :class:`~blockd.core.ports.HitSink`, so no store is needed.
+Who may ask is decided in :mod:`blockd.dns.admission`; the only I/O is the
+:class:`Upstreams` it is given, and blocked answers are counted through a :class:`~blockd.core.ports.HitSink`, so no store is needed.
 """
 
 from __future__ import annotations
@@ -25,8 +24,7 @@ from blockd.config import DnsSettings
 from blockd.core.index import BlockIndex, Decision, Match
 from blockd.core.ports import HitSink
 from blockd.dns import wire
-from blockd.dns.admission import Acl as Acl  # re-exported: the daemon's wiring
-from blockd.dns.admission import RateLimiter as RateLimiter
+from blockd.dns.admission import Acl, RateLimiter
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.cache import Cache, Entry, truncated
 from blockd.dns.upstream import Upstreams
