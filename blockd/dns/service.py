@@ -7,7 +7,8 @@ answers are walked by :func:`wire.layout`), and every exception from either beco
 FORMERR/SERVFAIL rather than a crash (see pitfalls.md).
 
 Who may ask is decided in :mod:`blockd.dns.admission`; the only I/O is the
-:class:`Upstreams` it is given, and blocked answers are counted through a :class:`~blockd.core.ports.HitSink`, so no store is needed.
+:class:`Upstreams` it is given, and blocked answers are counted through a
+:class:`~blockd.core.ports.HitSink`, so no store is needed.
 """
 
 from __future__ import annotations
