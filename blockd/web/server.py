@@ -1,8 +1,14 @@
-"""The notice server's sockets: aiohttp's low-level server with tight limits.
+"""The notice server's sockets: a fast path for plain notices, aiohttp for the rest.
+
+The site (``app.py``) decides and renders; this module moves bytes. ``FastProtocol``
+answers plain GET/HEAD requests for blocked hosts straight from bytes the site caches;
+anything else hands the connection, with what it has buffered, to aiohttp's low-level
+server, where ``handle`` turns the request into a ``Request`` (reading the pre-DNAT
+destination from the socket) and the site's ``Page`` into a response.
 
 Limits against slow and greedy clients: request line and header fields of at most 4 KiB,
 at most 50 headers, 5 s to send the first request (slowloris), 5 s keep-alive.
-Bodies are never read. Each accepted connection is handled by ``GuardedHandler``.
+Bodies are never read.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +28,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from blockd.config import Address
 from blockd.core.model import BlockdError
-from blockd.web.app import NoticeSite
+from blockd.web.app import NoticeSite, Request
+from blockd.web.dnat import original_destination
 
 log = logging.getLogger("blockd.http")
 
@@ -48,6 +55,23 @@ class _BadRequests(logging.Filter):
 
 
 logging.getLogger("aiohttp.server").addFilter(_BadRequests())
+
+
+def handler(site: NoticeSite) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """aiohttp's request handler: the request as plain values in, the site's page out."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        request.protocol.served = True  # type: ignore[attr-defined]  # see GuardedHandler
+        transport = request.transport
+        headers = request.headers
+        page = await site.respond(Request(
+            method=request.method, path=request.path, lang=request.query.get("lang"),
+            host=headers.get("Host"), accept_language=headers.get("Accept-Language"),
+            original=original_destination(
+                transport.get_extra_info("socket") if transport is not None else None)))
+        return web.Response(status=page.status, body=page.body, headers=page.headers)
+
+    return handle
 
 
 class GuardedHandler(RequestHandler):
@@ -206,7 +230,7 @@ class NoticeServer:
 
     async def start(self) -> list[tuple[str, int, bool]]:
         loop = asyncio.get_running_loop()
-        low = web.Server(self.site.handle, **LIMITS)
+        low = web.Server(handler(self.site), **LIMITS)
         self._low = low
 
         def slow() -> GuardedHandler:
