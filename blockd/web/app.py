@@ -1,10 +1,14 @@
-"""The notice server: what a subscriber's browser shows when it reaches a blocked site.
+"""The notice site: what a subscriber's browser shows when it reaches a blocked site.
+
+Decides and renders from plain values, without sockets: the servers in ``server.py``
+turn what they read into a ``Request`` and write the ``Page`` they get back.
 
 Any path and method on a blocked Host gets 451 (RFC 7725) with the orders behind the block,
 rendered from ``policies/notices/<template>.<lang>.html`` (Jinja2, autoescaped: order text
 is data, never markup). A host that was blocked but no longer is gets 503 with Retry-After
 (the subscriber's DNS cache still points here); an unknown host gets a neutral 404.
-Rendered pages are cached per (host, orders, language) until the policy changes.
+A connection redirected here by an address block (DNAT) is decided by the address it was
+really for. Rendered pages are cached per (host, orders, language) until the index changes.
 """
 
 from __future__ import annotations
@@ -13,15 +17,12 @@ import asyncio
 import ipaddress
 import json
 import logging
-import socket
-import struct
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from aiohttp import web
 
 from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.index import BlockIndex, Decision, Match
@@ -33,7 +34,6 @@ from blockd.web.i18n import LANGUAGES, STRINGS, choose
 
 log = logging.getLogger("blockd.http")
 
-SO_ORIGINAL_DST = 80  # netfilter: the destination before DNAT (IPv4 and IPv6)
 LANGUAGE_NAMES = {"en": "English", "da": "Dansk", "de": "Deutsch", "it": "Italiano"}
 PAGE_CACHE = 10_000
 
@@ -45,6 +45,30 @@ class NoticeSettings:
     isp_contact: str = ""
     transparency: bool = True
     retry_after: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the site needs to know about one HTTP request (header values as sent)."""
+
+    method: str = "GET"
+    path: str = "/"
+    lang: str | None = None
+    """The ``?lang=`` query parameter."""
+    host: str | None = None
+    """The Host header."""
+    accept_language: str | None = None
+    original: str | None = None
+    """The address the connection was for before DNAT, or None if it was not redirected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A complete response; the server adds Date, Content-Length and Connection."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 class NoticeSite:
@@ -91,57 +115,37 @@ class NoticeSite:
 
     # -- routing -------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        request.protocol.served = True  # type: ignore[attr-defined]  # see GuardedHandler
+    async def respond(self, req: Request) -> Page:
+        """The page for ``req``; awaits only to ask ``past`` about a host that is not blocked."""
         policy = self._current()
-        path = request.path
+        path = req.path
         if path == "/healthz":
             ok = self.healthy()
             state = "ok" if ok else "store unreadable: enforcing the last good policy"
-            return web.Response(status=200 if ok else 503,
-                                text=f"{state}\njournal seq {policy.seq}\n",
-                                headers={"Cache-Control": "no-store"})
+            return Page(200 if ok else 503,
+                        {"Content-Type": "text/plain; charset=utf-8",
+                         "Cache-Control": "no-store"},
+                        f"{state}\njournal seq {policy.seq}\n".encode())
         if path.startswith("/.well-known/blockd/orders") and self.settings.transparency:
-            return self._transparency(request, policy, json_out=path.endswith(".json"))
-        original = _original_destination(request)
-        if original is not None:  # redirected here by an address block (DNAT)
-            decision = policy.decide_ip(original)
+            return self._transparency(req, policy, json_out=path.endswith(".json"))
+        if req.original is not None:  # redirected here by an address block (DNAT)
+            decision = policy.decide_ip(req.original)
             if decision.blocked:
-                return self._notice(request, original, decision)
-        subject = self._subject(request)
+                return self._notice(req, req.original, decision)
+        subject = _subject(req)
         if subject is None:
-            return self._system(request, 400, "unknown_title", "unknown_body", None)
+            return self._system(req, 400, "unknown_title", "unknown_body", None)
         decision = (policy.decide_ip(subject) if _is_ip(subject)
                     else policy.decide_name(subject))
         if decision.blocked:
-            return self._notice(request, subject, decision)
+            return self._notice(req, subject, decision)
         if await self._previously_blocked(subject):
-            response = self._system(request, 503, "lifted_title", "lifted_body", subject)
-            response.headers["Retry-After"] = str(self.settings.retry_after)
-            return response
-        return self._system(request, 404, "unknown_title", "unknown_body", None)
+            page = self._system(req, 503, "lifted_title", "lifted_body", subject)
+            page.headers["Retry-After"] = str(self.settings.retry_after)
+            return page
+        return self._system(req, 404, "unknown_title", "unknown_body", None)
 
-    # -- what was asked for ----------------------------------------------------------
-
-    def _subject(self, request: web.BaseRequest) -> str | None:
-        """The name from Host, or for an IP literal or no Host, the original destination."""
-        host = (request.headers.get("Host") or "").strip()
-        if host.startswith("["):
-            host = host[1:].split("]", 1)[0]
-        elif host.count(":") == 1:
-            host = host.split(":", 1)[0]
-        if host and not _is_ip(host):
-            try:
-                return normalise_name(host, "Host")
-            except BlockdError:
-                return None
-        original = _original_destination(request)
-        if original is not None:
-            return original
-        if host:
-            address = parse_address(host)
-            return address.value if address is not None else None
-        return None
+    # -- was it blocked before? ------------------------------------------------------
 
     async def _previously_blocked(self, subject: str) -> bool:
         """Does an order that is no longer in force name this host? (cached per policy)"""
@@ -162,10 +166,9 @@ class NoticeSite:
 
     # -- pages -----------------------------------------------------------------------
 
-    def _notice(self, request: web.BaseRequest, subject: str, decision: Decision) -> web.Response:
-        lang, body = self._notice_body(subject, decision, request.headers.get("Accept-Language"),
-                                       request.query.get("lang"))
-        return self._page(request, 451, body, lang)
+    def _notice(self, req: Request, subject: str, decision: Decision) -> Page:
+        lang, body = self._notice_body(subject, decision, req.accept_language, req.lang)
+        return Page(451, self._headers(451, lang), body)
 
     def _notice_body(self, subject: str, decision: Decision, accept: str | None,
                      override: str | None) -> tuple[str, bytes]:
@@ -194,8 +197,9 @@ class NoticeSite:
                     ) -> tuple[bytes, bytes] | None:
         """The 451 response head (without Date and the blank line) and body, or None.
 
-        Used by the notice server's fast path (plain GET/HEAD with a Host name); anything
-        else, and any host that is not blocked, goes through the full aiohttp handler.
+        Used by the notice server's fast path (plain GET/HEAD with a Host name; ``host``
+        is the Host header, ``accept`` Accept-Language, ``override`` ``?lang=``). Anything
+        else, and any host that is not blocked, goes through ``respond``.
         """
         policy = self._current()
         key = (host, accept, override)
@@ -253,19 +257,14 @@ class NoticeSite:
             "notice_url": self.settings.notice_url,
         }
 
-    def _system(self, request: web.BaseRequest, status: int, title: str, body: str,
-                host: str | None, **extra: Any) -> web.Response:
-        lang = choose(list(LANGUAGES), request.headers.get("Accept-Language"),
-                      request.query.get("lang"))
+    def _system(self, req: Request, status: int, title: str, body: str,
+                host: str | None, **extra: Any) -> Page:
+        lang = choose(list(LANGUAGES), req.accept_language, req.lang)
         s = STRINGS[lang]
         html = self.env.get_template("_system.html").render(
             **self._common(lang, list(LANGUAGES)), title=s[title], body=s[body], host=host,
             S=s, **extra)
-        return self._page(request, status, html.encode("utf-8"), lang)
-
-    def _page(self, request: web.BaseRequest, status: int, body: bytes,
-              lang: str) -> web.Response:
-        return web.Response(status=status, body=body, headers=self._headers(status, lang))
+        return Page(status, self._headers(status, lang), html.encode("utf-8"))
 
     def _headers(self, status: int, lang: str) -> dict[str, str]:
         headers = {
@@ -282,8 +281,7 @@ class NoticeSite:
             headers["Link"] = f'<{self.settings.notice_url}>; rel="blocked-by"'
         return headers
 
-    def _transparency(self, request: web.BaseRequest, policy: BlockIndex,
-                      *, json_out: bool) -> web.Response:
+    def _transparency(self, req: Request, policy: BlockIndex, *, json_out: bool) -> Page:
         orders: dict[str, dict[str, Any]] = {}
         for order, target in policy.entries():
             view = orders.setdefault(order.reference, {**_order_view(order), "targets": []})
@@ -294,9 +292,10 @@ class NoticeSite:
         if json_out:
             data = {"journal_seq": policy.seq, "generated_at": iso(policy.at),
                     "orders": listing}
-            return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False),
-                                     headers={"Cache-Control": "no-store"})
-        return self._system(request, 200, "orders_title", "orders_intro", None,
+            return Page(200, {"Content-Type": "application/json; charset=utf-8",
+                              "Cache-Control": "no-store"},
+                        json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        return self._system(req, 200, "orders_title", "orders_intro", None,
                             orders=listing)
 
 
@@ -318,23 +317,21 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-def _original_destination(request: web.BaseRequest) -> str | None:
-    """The address a DNAT'd connection was really for (None if it was not redirected)."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return None
-    try:
-        if sock.family == socket.AF_INET:
-            raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-            original = str(ipaddress.IPv4Address(raw[4:8]))
-        else:
-            raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
-            original = str(ipaddress.IPv6Address(raw[8:24]))
-        local = sock.getsockname()[0]
-    except (OSError, ValueError, struct.error):
-        return None
-    return None if original == local else original
-
-
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+def _subject(req: Request) -> str | None:
+    """The name from Host, or for an IP literal or no Host, the original destination."""
+    host = (req.host or "").strip()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host and not _is_ip(host):
+        try:
+            return normalise_name(host, "Host")
+        except BlockdError:
+            return None
+    if req.original is not None:
+        return req.original
+    if host:
+        address = parse_address(host)
+        return address.value if address is not None else None
+    return None

@@ -1,8 +1,14 @@
-"""The notice server's sockets: aiohttp's low-level server with tight limits.
+"""The notice server's sockets: a fast path for plain notices, aiohttp for the rest.
+
+The site (``app.py``) decides and renders; this module moves bytes. ``FastProtocol``
+answers plain GET/HEAD requests for blocked hosts straight from bytes the site caches
+(``fast_reply`` decides); anything else hands the connection, with what it has buffered,
+to aiohttp's low-level server, where ``handle`` turns the request into a ``Request``
+(reading the pre-DNAT destination from the socket) and the site's ``Page`` into a response.
 
 Limits against slow and greedy clients: request line and header fields of at most 4 KiB,
 at most 50 headers, 5 s to send the first request (slowloris), 5 s keep-alive.
-Bodies are never read. Each accepted connection is handled by ``GuardedHandler``.
+Bodies are never read.
 """
 
 from __future__ import annotations
@@ -10,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -22,13 +29,17 @@ from aiohttp.web_protocol import RequestHandler
 
 from blockd.config import Address
 from blockd.core.model import BlockdError
-from blockd.web.app import NoticeSite
+from blockd.web.app import NoticeSite, Request
+from blockd.web.dnat import original_destination
 
 log = logging.getLogger("blockd.http")
 
 FIRST_REQUEST_TIMEOUT = 5.0
+MAX_LINE = 4096
+MAX_HEADERS = 50
+MAX_HEAD = 8192
 LIMITS: dict[str, Any] = {
-    "max_line_size": 4096, "max_field_size": 4096, "max_headers": 50,
+    "max_line_size": MAX_LINE, "max_field_size": MAX_LINE, "max_headers": MAX_HEADERS,
     "keepalive_timeout": 5.0, "lingering_time": 1.0, "access_log": None,
 }
 
@@ -48,6 +59,23 @@ class _BadRequests(logging.Filter):
 
 
 logging.getLogger("aiohttp.server").addFilter(_BadRequests())
+
+
+def handler(site: NoticeSite) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """aiohttp's request handler: the request as plain values in, the site's page out."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        request.protocol.served = True  # type: ignore[attr-defined]  # see GuardedHandler
+        transport = request.transport
+        headers = request.headers
+        page = await site.respond(Request(
+            method=request.method, path=request.path, lang=request.query.get("lang"),
+            host=headers.get("Host"), accept_language=headers.get("Accept-Language"),
+            original=original_destination(
+                transport.get_extra_info("socket") if transport is not None else None)))
+        return web.Response(status=page.status, body=page.body, headers=page.headers)
+
+    return handle
 
 
 class GuardedHandler(RequestHandler):
@@ -82,16 +110,116 @@ def _date_header() -> bytes:
     return bytes(_DATE_CACHE[1])
 
 
+class FastSite(Protocol):
+    """What the fast path needs from the site (``NoticeSite.fast_notice``)."""
+
+    def fast_notice(self, host: str, accept: str | None, override: str | None
+                    ) -> tuple[bytes, bytes] | None: ...
+
+
+# A request head the fast path may answer (RFC 9112, as strict as h11 or stricter):
+# GET or HEAD, an origin-form target of visible ASCII, HTTP/1.0 or 1.1, then header
+# fields "token:value" on lines ended by CRLF only: no whitespace before the colon, no
+# obs-fold continuation lines, no NUL/CR/LF/VT/FF in a value.
+_HEAD = re.compile(
+    rb"(?:GET|HEAD) /[!-~]*+ HTTP/1\.[01]"
+    rb"(?:\r\n[-!#$%&'*+.^_`|~0-9A-Za-z]++:[^\x00\n\r\x0b\x0c]*+)*+")
+
+Head = tuple[str, str | None, str | None, bool, bool]
+"""A head the fast path may answer: Host, Accept-Language, ?lang=, is GET, close after."""
+
+_HEADS: dict[bytes, Head] = {}  # browsers and benchmarks repeat the same head
+HEADS_CACHED = 4096
+HEAD_CACHED_SIZE = 1024
+
+
+def parse_head(head: bytes) -> Head | None:
+    """What the fast path needs from ``head`` (without its blank line), or None.
+
+    None (hand over to aiohttp) unless the head is a plain GET/HEAD without a body, with
+    exactly one non-empty Host and at most one Accept-Language, for a path that is not
+    /healthz or under /.well-known/, within aiohttp's limits.
+    """
+    if _HEAD.fullmatch(head) is None:
+        return None
+    lines = head.split(b"\r\n")
+    if len(lines) > MAX_HEADERS or (
+            len(head) > MAX_LINE and any(len(x) > MAX_LINE for x in lines)):
+        return None  # aiohttp refuses it properly
+    method, target, version = lines[0].split(b" ")
+    if target.startswith((b"/.well-known/", b"/healthz")):
+        return None
+    host = accept = None
+    close = version == b"HTTP/1.0"
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        key = name.lower()
+        if key == b"host":
+            if host is not None:
+                return None
+            host = value.strip().decode("latin-1")
+        elif key == b"accept-language":
+            if accept is not None:
+                return None
+            accept = value.strip().decode("latin-1")
+        elif key in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
+            if key != b"content-length" or value.strip() != b"0":
+                return None
+        elif key == b"connection":
+            value = value.lower()
+            if b"close" in value and b"close" in [t.strip() for t in value.split(b",")]:
+                close = True
+    if not host:
+        return None
+    lang = None
+    if b"?" in target:  # the first lang= as aiohttp reads it; it decodes %xx and +
+        query = target.split(b"?", 1)[1]
+        if b"%" in query or b"+" in query or b"#" in target:
+            return None
+        for param in query.split(b"&"):
+            key, _, value = param.partition(b"=")
+            if key == b"lang":
+                lang = value.decode("ascii")
+                break
+    return host, accept, lang, method == b"GET", close
+
+
+def fast_reply(site: FastSite, head: bytes) -> tuple[bytes, bool] | None:
+    """The complete response to ``head`` and whether to close after it, or None.
+
+    None (hand over) if ``parse_head`` refuses the head or the site has no cached
+    notice for its Host. Parsed heads are remembered: the same bytes come again and again.
+    """
+    parsed = _HEADS.get(head)
+    if parsed is None:
+        parsed = parse_head(head)
+        if parsed is None:
+            return None
+        if len(head) <= HEAD_CACHED_SIZE:
+            if len(_HEADS) >= HEADS_CACHED:
+                _HEADS.clear()
+            _HEADS[head] = parsed
+    host, accept, lang, get, close = parsed
+    page = site.fast_notice(host, accept, lang)
+    if page is None:
+        return None
+    start, body = page
+    message = start + _date_header() + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+    if get:
+        message += body
+    return message, close
+
+
 class FastProtocol(asyncio.Protocol):
     """Answers plain GET/HEAD requests for blocked hosts straight from cached bytes.
 
     aiohttp costs tens of microseconds per request; a subscriber's browser hitting the
-    notice page needs none of it. Anything else (a body, an unusual header, another path
-    under /.well-known or /healthz, a host that is not blocked, an oversized head) hands
-    the connection, with what it has buffered, to aiohttp's handler for good.
+    notice page needs none of it. Anything else (see ``fast_reply``; also a head that
+    does not end in CRLF CRLF, or an oversized one) hands the connection, with what it
+    has buffered, to aiohttp's handler for good.
     """
 
-    def __init__(self, site: NoticeSite, fallback: Callable[[], RequestHandler]) -> None:
+    def __init__(self, site: FastSite, fallback: Callable[[], RequestHandler]) -> None:
         self.site = site
         self.fallback = fallback
         self.buffer = b""
@@ -118,10 +246,11 @@ class FastProtocol(asyncio.Protocol):
         while self.transport is not None:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(self.buffer) > 8192:
-                    self._hand_over()
+                buffer = self.buffer
+                if len(buffer) > MAX_HEAD or b"\n\n" in buffer or b"\n\r\n" in buffer:
+                    self._hand_over()  # too long, or ended by a bare LF
                 return
-            reply = self._answer(self.buffer[:end])
+            reply = fast_reply(self.site, self.buffer[:end])
             if reply is None:
                 self._hand_over()
                 return
@@ -132,50 +261,6 @@ class FastProtocol(asyncio.Protocol):
             if close:
                 self.transport.close()
                 return
-
-    def _answer(self, head: bytes) -> tuple[bytes, bool] | None:
-        lines = head.split(b"\r\n")
-        if len(lines) > LIMITS["max_headers"] or any(len(x) > 4096 for x in lines):
-            return None  # aiohttp refuses it properly
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
-            return None
-        method, target, version = parts
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or not target.startswith(b"/"):
-            return None
-        if target.startswith((b"/.well-known/", b"/healthz")):
-            return None
-        host = accept = None
-        close = version == b"HTTP/1.0"
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                return None
-            key = name.strip().lower()
-            if key == b"host":
-                host = value.strip().decode("latin-1")
-            elif key == b"accept-language":
-                accept = value.strip().decode("latin-1")
-            elif key in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
-                if key != b"content-length" or value.strip() != b"0":
-                    return None
-            elif key == b"connection":
-                close = value.strip().lower() == b"close"
-        if not host:
-            return None
-        lang = None
-        if b"?" in target:
-            for param in target.split(b"?", 1)[1].split(b"&"):
-                if param.startswith(b"lang="):
-                    lang = param[5:].decode("latin-1")
-        page = self.site.fast_notice(host, accept, lang)
-        if page is None:
-            return None
-        head, body = page
-        message = head + _date_header() + (b"Connection: close\r\n" if close else b"") + b"\r\n"
-        if method == b"GET":
-            message += body
-        return message, close
 
     def _hand_over(self) -> None:
         transport = self.transport
@@ -206,7 +291,7 @@ class NoticeServer:
 
     async def start(self) -> list[tuple[str, int, bool]]:
         loop = asyncio.get_running_loop()
-        low = web.Server(self.site.handle, **LIMITS)
+        low = web.Server(handler(self.site), **LIMITS)
         self._low = low
 
         def slow() -> GuardedHandler:
