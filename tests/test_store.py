@@ -6,13 +6,24 @@ import sqlite3
 import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from blockd.core.index import IndexBuilder
 from blockd.core.model import InputError, OrderRecord, Status
 from blockd.core.names import parse_target
-from blockd.store.store import Store, StoreError
+from blockd.store.engine import (
+    StoreDamaged,
+    StoreFull,
+    StoreLocked,
+    StoreMissing,
+    StoreReadOnly,
+    StoreReplaced,
+    StoreSchemaError,
+    make_engine,
+)
+from blockd.store.store import Store
 from blockd.store.tables import SCHEMA_VERSION
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -39,22 +50,81 @@ def test_init_is_idempotent_and_versioned(tmp_path: Path) -> None:
 
 
 def test_missing_uninitialised_and_newer_schema_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match=r"no database at .*blockd init"):
+    with pytest.raises(StoreMissing, match=r"no database at .*blockd init"):
         Store.open(str(tmp_path / "none.db"))
     assert not (tmp_path / "none.db").exists()
     sqlite3.connect(tmp_path / "empty.db").close()
-    with pytest.raises(StoreError, match="not initialised"):
+    with pytest.raises(StoreSchemaError, match="not initialised"):
         Store.open(str(tmp_path / "empty.db"))
     s = Store.open(str(tmp_path / "new.db"), create=True)
     s.init()
     con = sqlite3.connect(tmp_path / "new.db")
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.commit()
-    with pytest.raises(StoreError, match="newer than this blockd"):
+    with pytest.raises(StoreSchemaError, match="newer than this blockd"):
         Store.open(str(tmp_path / "new.db"))
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match=r"not a blockd database|damaged"):
+    with pytest.raises(StoreDamaged, match=r"not a blockd database or is damaged"):
         Store.open(str(tmp_path / "junk.db"))
+
+
+def _read_only(path: Path) -> str:
+    """A URL SQLite opens read-only (chmod does not stop root)."""
+    return f"sqlite:///file:{path}?mode=ro&uri=true"
+
+
+@pytest.mark.parametrize("cause", ["read-only", "full", "cannot open"])
+def test_driver_errors_are_typed_by_code_not_text(tmp_path: Path, cause: str) -> None:
+    """The cause comes from SQLite's result code: each is its own StoreError type."""
+    db = tmp_path / "b.db"
+    s = Store.open(str(db), create=True)
+    s.init()
+    s.close()
+    if cause == "read-only":
+        url = _read_only(db)
+        ro = Store(make_engine(url, url), "read-only view", None)
+        with pytest.raises(StoreReadOnly, match="read-only for this user"):
+            ro.add_order(order("RO-1"), [], actor="t", at=NOW)
+        ro.close()
+    elif cause == "full":
+        full = Store.open(str(db))
+        with full.engine.connect() as c:  # a page limit: SQLITE_FULL on the next write
+            pages = c.exec_driver_sql("PRAGMA page_count").scalar()
+        from sqlalchemy import event
+
+        @event.listens_for(full.engine, "connect")
+        def limit(dbapi: Any, _r: Any) -> None:
+            dbapi.execute(f"PRAGMA max_page_count = {pages}")
+
+        full.engine.dispose()
+        with pytest.raises(StoreFull):
+            full.add_order(order("F-1"), [parse_target(f"n{i}.example") for i in range(5000)],
+                           actor="t", at=NOW)
+        full.close()
+    else:
+        (tmp_path / "dir.db").mkdir()
+        with pytest.raises(StoreMissing):
+            Store.open(str(tmp_path / "dir.db"))
+    check = Store.open(str(db))
+    assert check.stats()["journal_entries"] == 0  # nothing half-written
+    check.close()
+
+
+def test_probe_names_a_replaced_or_damaged_file(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    s = Store.open(str(db), create=True)
+    s.init()
+    s.probe()
+    other = Store.open(str(tmp_path / "other.db"), create=True)
+    other.init()
+    other.close()
+    (tmp_path / "other.db").rename(db)  # a restore by mv: another inode under the name
+    with pytest.raises(StoreReplaced, match="was replaced"):
+        s.probe()
+    db.unlink()
+    with pytest.raises(StoreMissing):
+        s.probe()
+    s.close()
 
 
 def test_failed_write_changes_nothing(store: Store) -> None:
@@ -117,14 +187,14 @@ def test_readers_see_committed_state_while_a_writer_holds_the_lock(
 
 def test_locked_database_gives_a_clear_error(store: Store, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import blockd.store.store as mod
+    import blockd.store.engine as mod
 
     monkeypatch.setattr(mod, "BUSY_TIMEOUT_MS", 200)
     locked = Store.open(str(tmp_path / "b.db"))
     con = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
     con.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(StoreError, match="locked by another process"):
+        with pytest.raises(StoreLocked, match="locked by another process"):
             locked.add_order(order("L"), [], actor="t", at=NOW)
     finally:
         con.execute("ROLLBACK")

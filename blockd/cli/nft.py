@@ -107,9 +107,7 @@ def nft_flush() -> None:
     batch.delete_table()
     try:
         netlink.apply(batch)
-    except netlink.NftError as exc:
-        if "No such file" not in str(exc):
-            raise
+    except netlink.NftMissing:
         click.echo("table inet blockd was not there")
         return
     click.echo("table inet blockd removed")

@@ -44,16 +44,37 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class NftError(BlockdError):
-    """nftables refused or is unavailable; one line saying why."""
+    """nftables refused or is unavailable; one line saying why, and the kernel's errno
+    (None when it gave none) for callers that must tell the causes apart."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class NftDenied(NftError):
+    """No CAP_NET_ADMIN."""
+
+
+class NftUnavailable(NftError):
+    """No nf_tables in this kernel."""
+
+
+class NftMissing(NftError):
+    """The table, chain or set named does not exist (ENOENT)."""
 
 
 def explain(exc: BaseException) -> NftError:
     code = getattr(exc, "code", None) or getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        code = None
     if code in (errno.EPERM, errno.EACCES):
-        return NftError("nftables: permission denied (needs root or CAP_NET_ADMIN)")
+        return NftDenied("nftables: permission denied (needs root or CAP_NET_ADMIN)", code)
     if code in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP):
-        return NftError("nftables: nf_tables is not available in this kernel")
-    return NftError(f"nftables: the kernel refused the change ({exc})")
+        return NftUnavailable("nftables: nf_tables is not available in this kernel", code)
+    if code == errno.ENOENT:
+        return NftMissing(f"nftables: the kernel refused the change ({exc})", code)
+    return NftError(f"nftables: the kernel refused the change ({exc})", code)
 
 
 def _message(cls: type, mtype: int, attrs: list[Any], flags: int = NLM_F_CREATE) -> Any:

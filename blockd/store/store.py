@@ -8,12 +8,10 @@ any number of reading daemons at once, and sequence numbers allocated without ra
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import itertools
 import json
 import operator
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -21,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col
 
@@ -50,13 +48,16 @@ from blockd.core.model import (
 from blockd.core.names import name_suffixes, parse_address, target_from_parts
 from blockd.core.timeparse import iso, to_utc
 from blockd.store import migrations
+from blockd.store.engine import (
+    FileProbe,
+    StoreConflict,
+    StoreMissing,
+    StoreSchemaError,
+    database_url,
+    explain,
+    make_engine,
+)
 from blockd.store.tables import SCHEMA_VERSION, HitRow, JournalRow, OrderRow, TargetRow
-
-BUSY_TIMEOUT_MS = 5000
-
-
-class StoreError(BlockdError):
-    """The store cannot be used (missing, locked, corrupt, wrong schema)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,30 +77,6 @@ class OrderSummary:
     targets: int
 
 
-def database_url(db: str) -> tuple[str, Path | None]:
-    """A URL stays a URL; anything else is a SQLite file path."""
-    if "://" in db:
-        if db.startswith("sqlite:///"):
-            return db, Path(db.removeprefix("sqlite:///"))
-        return db, None
-    path = Path(db).expanduser().absolute()
-    return f"sqlite:///{path}", path
-
-
-def _explain(exc: DBAPIError, where: str) -> StoreError:
-    message = str(exc.orig) if exc.orig is not None else str(exc)
-    if "locked" in message or "busy" in message:
-        return StoreError(
-            f"database {where} is locked by another process "
-            f"(waited {BUSY_TIMEOUT_MS // 1000} s); try again"
-        )
-    if "not a database" in message or "malformed" in message:
-        return StoreError(f"database {where} is not a blockd database or is damaged: {message}")
-    if "readonly" in message or "read-only" in message:
-        return StoreError(f"database {where} is read-only for this user: {message}")
-    return StoreError(f"database {where}: {message}")
-
-
 class Store:
     """A handle on one store. ``Store.open`` checks it exists and is at the current schema."""
 
@@ -107,7 +84,7 @@ class Store:
         self.engine = engine
         self.where = where
         self.path = path
-        self._inode: int | None = None
+        self._probe = FileProbe(path, where) if path is not None else None
 
     # -- opening -----------------------------------------------------------------
 
@@ -117,25 +94,19 @@ class Store:
         where = str(path) if path is not None else url.split("@")[-1]
         if path is not None:
             if not create and not path.exists():
-                raise StoreError(f"no database at {path}; run `blockd init` to create it")
+                raise StoreMissing(f"no database at {path}; run `blockd init` to create it")
             if create:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
-        try:
-            engine = create_engine(url)
-        except Exception as exc:  # bad URL or missing driver: one line, no traceback
-            raise StoreError(f"cannot use database {db!r}: {exc}") from None
-        if engine.dialect.name == "sqlite":
-            _sqlite_setup(engine)
-        store = cls(engine, where, path)
+                    raise StoreMissing(f"cannot create {path.parent}: {exc.strerror}") from None
+        store = cls(make_engine(db, url), where, path)
         if not create:
             version = store.schema_version()
             if version == 0:
-                raise StoreError(f"{where} is not initialised; run `blockd init`")
+                raise StoreSchemaError(f"{where} is not initialised; run `blockd init`")
             if version != SCHEMA_VERSION:
-                raise StoreError(
+                raise StoreSchemaError(
                     f"{where} has schema v{version}, this blockd uses v{SCHEMA_VERSION}; "
                     "run `blockd init` to upgrade"
                     if version < SCHEMA_VERSION
@@ -145,27 +116,10 @@ class Store:
         return store
 
     def probe(self) -> None:
-        """Raise StoreError unless the SQLite file is still there and still SQLite.
-
-        A long-lived connection reads from its page cache and would not notice that the
-        file was deleted, replaced or overwritten; daemons call this before each poll.
-        The header is read through a descriptor that is never closed: closing any
-        descriptor of a SQLite file drops every POSIX lock this process holds on it,
-        which lets another writer corrupt the database.
-        """
-        if self.path is None:
-            return
-        try:
-            ident = self.path.stat().st_ino
-            magic = os.pread(_probe_fd(self.path, ident), 16, 0)
-        except OSError as exc:
-            raise StoreError(f"database {self.where}: {exc.strerror}") from None
-        if magic != b"SQLite format 3\x00":
-            raise StoreError(f"database {self.where} is not a blockd database or is damaged")
-        if self._inode is None:
-            self._inode = ident
-        elif ident != self._inode:
-            raise StoreError(f"database {self.where} was replaced; reopening")
+        """Raise StoreError unless the SQLite file is still there, still SQLite and the
+        same file (see :class:`blockd.store.engine.FileProbe`); no-op for a URL."""
+        if self._probe is not None:
+            self._probe.check()
 
     def init(self) -> tuple[int, int]:
         """Create or upgrade the schema; (version before, version after). Idempotent."""
@@ -187,7 +141,7 @@ class Store:
                     session.connection().exec_driver_sql("BEGIN")  # one consistent snapshot
                 yield session
         except DBAPIError as exc:
-            raise _explain(exc, self.where) from None
+            raise explain(exc, self.where) from None
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -199,9 +153,10 @@ class Store:
                 yield session
                 session.commit()
         except IntegrityError as exc:
-            raise StoreError(f"database {self.where}: conflicting change: {exc.orig}") from None
+            raise StoreConflict(f"database {self.where}: conflicting change: {exc.orig}") \
+                from None
         except DBAPIError as exc:
-            raise _explain(exc, self.where) from None
+            raise explain(exc, self.where) from None
 
     # -- journal -----------------------------------------------------------------
 
@@ -587,38 +542,6 @@ class Store:
                 for t in targets
             ],
         )
-
-
-_PROBE_FDS: dict[tuple[str, int], int] = {}
-
-
-def _probe_fd(path: Path, inode: int) -> int:
-    """A read-only descriptor per (path, inode), opened once and kept for the process's
-    life (see Store.probe: closing it would release SQLite's locks)."""
-    key = (str(path), inode)
-    fd = _PROBE_FDS.get(key)
-    if fd is None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        actual = os.fstat(fd).st_ino
-        _PROBE_FDS[(str(path), actual)] = fd  # kept, never closed, whatever file it is
-        if actual != inode:  # replaced between stat and open: the next poll sees it
-            raise OSError(errno.EAGAIN, "database file changed while probing")
-    return fd
-
-
-def _sqlite_setup(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writers)
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA foreign_keys = ON")
-        try:
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = NORMAL")
-        except Exception:  # a read-only file keeps its journal mode; reading still works
-            pass
-        cur.close()
 
 
 def _at_text(value: datetime) -> str:

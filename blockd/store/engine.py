@@ -1,0 +1,170 @@
+"""Opening a store: the database URL, the SQLite pragmas, the file probe, typed errors.
+
+Errors carry their cause as a type (``StoreLocked``, ``StoreDamaged``...), decided from the
+driver's error code, never from its message text; each still prints as one line naming
+the database.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
+
+from blockd.core.model import BlockdError
+
+BUSY_TIMEOUT_MS = 5000
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreError(BlockdError):
+    """The store cannot be used (the subclasses say why)."""
+
+
+class StoreMissing(StoreError):
+    """No database file, or it cannot be opened or created."""
+
+
+class StoreLocked(StoreError):
+    """Another process held the write lock for longer than the busy timeout."""
+
+
+class StoreDamaged(StoreError):
+    """Not an SQLite database, or a damaged one."""
+
+
+class StoreReadOnly(StoreError):
+    """The file or its directory is not writable for this user."""
+
+
+class StoreFull(StoreError):
+    """The disk (or quota) is full."""
+
+
+class StoreSchemaError(StoreError):
+    """Not initialised, or at a schema version this blockd does not use."""
+
+
+class StoreReplaced(StoreError):
+    """The file under an open handle was replaced (restore, rm + init)."""
+
+
+class StoreConflict(StoreError):
+    """A write broke a uniqueness or foreign-key rule (a concurrent change)."""
+
+
+def database_url(db: str) -> tuple[str, Path | None]:
+    """A URL stays a URL; anything else is a SQLite file path."""
+    if "://" in db:
+        if db.startswith("sqlite:///"):
+            return db, Path(db.removeprefix("sqlite:///"))
+        return db, None
+    path = Path(db).expanduser().absolute()
+    return f"sqlite:///{path}", path
+
+
+# SQLite primary result codes (the low byte of an extended code)
+_BY_SQLITE_CODE: dict[int, type[StoreError]] = {
+    sqlite3.SQLITE_BUSY: StoreLocked,
+    sqlite3.SQLITE_LOCKED: StoreLocked,
+    sqlite3.SQLITE_NOTADB: StoreDamaged,
+    sqlite3.SQLITE_CORRUPT: StoreDamaged,
+    sqlite3.SQLITE_READONLY: StoreReadOnly,
+    sqlite3.SQLITE_FULL: StoreFull,
+    sqlite3.SQLITE_CANTOPEN: StoreMissing,
+}
+
+
+def explain(exc: DBAPIError, where: str) -> StoreError:
+    """The typed, one-line error for a driver error."""
+    orig = exc.orig
+    message = str(orig) if orig is not None else str(exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    kind = _BY_SQLITE_CODE.get(code & 0xFF, StoreError) if isinstance(code, int) else StoreError
+    if kind is StoreLocked:
+        return kind(f"database {where} is locked by another process "
+                    f"(waited {BUSY_TIMEOUT_MS // 1000} s); try again")
+    if kind is StoreDamaged:
+        return kind(f"database {where} is not a blockd database or is damaged: {message}")
+    if kind is StoreReadOnly:
+        return kind(f"database {where} is read-only for this user: {message}")
+    return kind(f"database {where}: {message}")
+
+
+def make_engine(db: str, url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    try:
+        engine = create_engine(url)
+    except Exception as exc:  # bad URL or missing driver: one line, no traceback
+        raise StoreError(f"cannot use database {db!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_setup(engine)
+    return engine
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writers)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        except Exception:  # a read-only file keeps its journal mode; reading still works
+            pass
+        cur.close()
+
+
+class FileProbe:
+    """Is the SQLite file under an open handle still there, still SQLite, the same file?
+
+    A long-lived connection reads from its page cache and would not notice that the file
+    was deleted, replaced or overwritten; daemons probe before each poll. The header is
+    read through a descriptor that is never closed: closing any descriptor of a SQLite
+    file drops every POSIX lock this process holds on it, which lets another writer
+    corrupt the database.
+    """
+
+    def __init__(self, path: Path, where: str) -> None:
+        self.path = path
+        self.where = where
+        self.inode: int | None = None
+
+    def check(self) -> None:
+        try:
+            ident = self.path.stat().st_ino
+            magic = os.pread(_probe_fd(self.path, ident), 16, 0)
+        except FileNotFoundError:
+            raise StoreMissing(f"database {self.where}: no such file") from None
+        except OSError as exc:
+            raise StoreError(f"database {self.where}: {exc.strerror}") from None
+        if magic != SQLITE_MAGIC:
+            raise StoreDamaged(f"database {self.where} is not a blockd database or is damaged")
+        if self.inode is None:
+            self.inode = ident
+        elif ident != self.inode:
+            raise StoreReplaced(f"database {self.where} was replaced; reopening")
+
+
+_PROBE_FDS: dict[tuple[str, int], int] = {}
+
+
+def _probe_fd(path: Path, inode: int) -> int:
+    """A read-only descriptor per (path, inode), opened once and kept for the process's
+    life (see FileProbe: closing it would release SQLite's locks)."""
+    key = (str(path), inode)
+    fd = _PROBE_FDS.get(key)
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        actual = os.fstat(fd).st_ino
+        _PROBE_FDS[(str(path), actual)] = fd  # kept, never closed, whatever file it is
+        if actual != inode:  # replaced between stat and open: the next poll sees it
+            raise OSError(errno.EAGAIN, "database file changed while probing")
+    return fd
