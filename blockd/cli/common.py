@@ -189,7 +189,8 @@ def _targets(app: App, texts: Sequence[str], force: bool, justification: str | N
             field, f"refused by the overblocking guard: {refusals[0]}{extra}; "
                    "use --force --justification TEXT if the order really says so"
         )
-    forced = Forced(justification or "", tuple(str(r) for r in refusals)) if force else None
+    forced = Forced(justification or "", tuple(str(r) for r in refusals),
+                    frozenset(r.target for r in refusals)) if force else None
     return targets, forced
 
 

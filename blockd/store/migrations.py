@@ -7,17 +7,45 @@ upgrade leaves the old schema intact. Never drop-and-create: that would lose ord
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
 from blockd.core.model import BlockdError
+from blockd.core.names import target_from_spec
 from blockd.store import tables
 from blockd.store.tables import SCHEMA_VERSION
 
+
+def _v1_to_v2(conn: Connection) -> None:
+    """targets.forced: which targets were forced past the guard, as a column.
+
+    v1 kept this only in the journal (the ``forced`` payload of the entry that added the
+    targets, naming each refused target in its refusal text); this is the one place that
+    still reads it from there.
+    """
+    conn.execute(text("ALTER TABLE targets ADD COLUMN forced BOOLEAN NOT NULL DEFAULT false"))
+    conn.execute(text("CREATE INDEX ix_targets_forced ON targets (forced)"))
+    rows = conn.execute(text(
+        "SELECT seq, payload FROM journal WHERE payload LIKE '%\"forced\":%' ORDER BY seq"))
+    for seq, payload in rows.all():
+        data = json.loads(payload)
+        forced = data.get("forced") or {}
+        reference = data.get("reference") or (data.get("order") or {}).get("reference")
+        for refusal in forced.get("refusals", []):
+            target = target_from_spec(refusal.split(": ", 1)[0])
+            conn.execute(text(
+                "UPDATE targets SET forced = true WHERE added_seq = :seq AND kind = :k "
+                "AND value = :v AND match = :m AND order_id = "
+                "(SELECT id FROM orders WHERE reference = :ref)"),
+                {"seq": seq, "k": target.kind.value, "v": target.value,
+                 "m": target.match.value, "ref": reference})
+
+
 # STEPS[v] upgrades a schema at version v to v + 1. Version 1 is the first release.
-STEPS: dict[int, Callable[[Connection], None]] = {}
+STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 class SchemaError(BlockdError):

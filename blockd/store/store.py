@@ -28,16 +28,12 @@ from blockd.core.journal import (
     ORDER_STATUS,
     TARGET_ADD,
     TARGET_REMOVE,
-    ChainFault,
     JournalEntry,
-    OrderBook,
     chunks,
     make_entry,
     order_payload,
-    verify_chain,
 )
 from blockd.core.model import (
-    BlockdError,
     InputError,
     OrderRecord,
     Status,
@@ -62,10 +58,15 @@ from blockd.store.tables import SCHEMA_VERSION, HitRow, JournalRow, OrderRow, Ta
 
 @dataclass(frozen=True, slots=True)
 class Forced:
-    """Why the overblocking guard was overridden; recorded in the journal entry."""
+    """Why the overblocking guard was overridden; recorded in the journal entry.
+
+    ``targets`` are the targets the guard refused (``refusals`` says why, as text for the
+    journal); they are stored with ``forced`` set, so the kernel may take them.
+    """
 
     justification: str
     refusals: tuple[str, ...]
+    targets: frozenset[Target] = frozenset()
 
     def payload(self) -> dict[str, Any]:
         return {"justification": self.justification, "refusals": list(self.refusals)}
@@ -227,7 +228,7 @@ class Store:
                     session, entries[-1], at, actor, TARGET_ADD,
                     {"reference": order.reference, "targets": batch},
                 ))
-            self._insert_targets(session, row.id, list(targets), entry.seq)
+            self._insert_targets(session, row.id, list(targets), entry.seq, forced)
             return entries
 
     def add_targets(
@@ -254,7 +255,7 @@ class Store:
                 prev = self._append(session, prev, at, actor, TARGET_ADD, payload)
                 first = first or prev
             assert first is not None and prev is not None
-            self._insert_targets(session, row.id, added, first.seq)
+            self._insert_targets(session, row.id, added, first.seq, forced)
             row.updated_seq = prev.seq
             session.add(row)
             return added, already
@@ -422,13 +423,10 @@ class Store:
     def forced_targets(self) -> set[str]:
         """Specs of targets the guard refused but an engineer forced (with a journaled
         justification): the only guard refusals the kernel may still receive."""
-        query = select(JournalRow).where(col(JournalRow.payload).contains('"forced":'))
-        out: set[str] = set()
+        query = select(col(TargetRow.kind), col(TargetRow.value), col(TargetRow.match)).where(
+            col(TargetRow.forced))
         with self._read() as session:
-            for row in session.execute(query).scalars():
-                forced = json.loads(row.payload).get("forced") or {}
-                out.update(r.split(": ", 1)[0] for r in forced.get("refusals", []))
-        return out
+            return {target_from_parts(k, v, m).spec for k, v, m in session.execute(query)}
 
     # -- hits --------------------------------------------------------------------
 
@@ -461,40 +459,18 @@ class Store:
 
     def verify(self) -> list[str]:
         """Problems found (empty = the journal is intact and the tables match it)."""
-        entries = self.journal()
-        problems: list[str] = [str(f) for f in verify_chain(entries)]
-        book = OrderBook()
-        for e in entries:
-            try:
-                book.apply(e)
-            except (BlockdError, KeyError, ValueError, TypeError) as exc:
-                problems.append(str(ChainFault(e.seq, f"cannot be replayed: {exc}")))
-                return problems
-        actual = {o.reference: (o, set(targets)) for o, targets in self.load_orders()}
-        expected = {o.reference: o for o in book.records()}
-        for ref in sorted(set(actual) | set(expected)):
-            if ref not in expected:
-                problems.append(f"order {ref}: in the table but not in the journal")
-                continue
-            if ref not in actual:
-                problems.append(f"order {ref}: in the journal but missing from the table")
-                continue
-            have, targets = actual[ref]
-            want = expected[ref]
-            a, b = order_payload(have), order_payload(want)
-            for key in sorted(a):
-                if a[key] != b[key]:
-                    problems.append(
-                        f"order {ref}: {key} is {a[key]!r} in the table, "
-                        f"{b[key]!r} in the journal"
-                    )
-            extra = targets - want.targets
-            lost = want.targets - targets
-            for t in sorted(extra)[:5]:
-                problems.append(f"order {ref}: target {t.spec} in the table, not in the journal")
-            for t in sorted(lost)[:5]:
-                problems.append(f"order {ref}: target {t.spec} in the journal, not in the table")
-        return problems
+        from blockd.store.audit import verify
+
+        return verify(self)
+
+    def forced_flags(self) -> list[tuple[str, str, int, bool]]:
+        """(order reference, target spec, added_seq, forced) of every target row."""
+        query = select(col(OrderRow.reference), col(TargetRow.kind), col(TargetRow.value),
+                       col(TargetRow.match), col(TargetRow.added_seq), col(TargetRow.forced)
+                       ).join(OrderRow, col(OrderRow.id) == col(TargetRow.order_id))
+        with self._read() as session:
+            return [(ref, target_from_parts(k, v, m).spec, seq, bool(forced))
+                    for ref, k, v, m, seq, forced in session.execute(query)]
 
     # -- helpers -----------------------------------------------------------------
 
@@ -530,15 +506,17 @@ class Store:
         return [target_from_parts(k, v, m) for k, v, m in rows]
 
     def _insert_targets(
-        self, session: Session, order_id: int, targets: list[Target], seq: int
+        self, session: Session, order_id: int, targets: list[Target], seq: int,
+        forced: Forced | None = None,
     ) -> None:
         if not targets:
             return
+        refused = forced.targets if forced is not None else frozenset()
         session.execute(
             TargetRow.__table__.insert(),  # type: ignore[attr-defined]
             [
                 {"order_id": order_id, "kind": t.kind.value, "value": t.value,
-                 "match": t.match.value, "added_seq": seq}
+                 "match": t.match.value, "added_seq": seq, "forced": t in refused}
                 for t in targets
             ],
         )

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: targets.forced
 TABLES = ("meta", "orders", "targets", "journal", "hits")
 
 
@@ -62,6 +62,10 @@ class TargetRow(SQLModel, table=True):
     value: str
     match: str = "subtree"
     added_seq: int
+    # True when the guard refused this target and the command that added it (the journal
+    # entry at added_seq) forced it with a justification: the kernel may then take it
+    forced: bool = Field(default=False, index=True,
+                         sa_column_kwargs={"server_default": text("false")})
 
 
 class JournalRow(SQLModel, table=True):
