@@ -372,6 +372,27 @@ def test_hits_are_counted_in_the_store(daemon: Daemon) -> None:
     raise AssertionError("no hits recorded")
 
 
+def test_metrics_show_the_index_and_the_hits_written(daemon: Daemon) -> None:
+    from blockd.store.store import Store
+
+    store = Store.open(str(daemon.db))
+    head = store.head()
+    store.close()
+    assert head is not None
+    deadline = time.monotonic() + 5
+    while daemon.metric("blockd_index_journal_seq") != head.seq:
+        assert time.monotonic() < deadline, "the index in force is not the journal head"
+        time.sleep(0.1)
+    assert daemon.metric("blockd_index_entries") >= 4  # the fixture's targets at least
+    daemon.ask("metrics.allofmp3.com")
+    deadline = time.monotonic() + 5
+    while daemon.metric("blockd_hits_recorded_total") < 1:
+        assert time.monotonic() < deadline, "hits not written"
+        time.sleep(0.1)
+    assert daemon.metric("blockd_hits_write_failures_total") == 0
+    assert daemon.metric("blockd_dns_queries_blocked_total") >= 1
+
+
 def test_acl_refuses_other_clients(tmp_path: Path, daemon: Daemon) -> None:
     other = start_daemon(daemon.db, daemon.config,
                          "--allow", "192.0.2.0/24")
