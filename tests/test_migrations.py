@@ -125,3 +125,17 @@ def test_new_overrides_are_recorded_as_columns(blockd: Runner, db: Path) -> None
         assert store.verify() == []
     finally:
         store.close()
+
+
+def test_the_kernel_s_forced_list_is_one_indexed_query(blockd: Runner, db: Path) -> None:
+    assert blockd("init").code == 0
+    plan = rows(db, "EXPLAIN QUERY PLAN SELECT kind, value, match FROM targets "
+                    "WHERE forced IS 1")
+    assert "USING INDEX ix_targets_forced" in str(plan)
+    from sqlalchemy.dialects import sqlite
+    from sqlmodel import col, select
+
+    from blockd.store.tables import TargetRow
+    sql = str(select(col(TargetRow.value)).where(col(TargetRow.forced).is_(True)).compile(
+        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    assert sql.endswith("WHERE targets.forced IS 1")  # the form forced_targets() sends

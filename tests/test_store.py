@@ -21,7 +21,6 @@ from blockd.store.engine import (
     StoreReadOnly,
     StoreReplaced,
     StoreSchemaError,
-    make_engine,
 )
 from blockd.store.store import Store
 from blockd.store.tables import SCHEMA_VERSION
@@ -81,8 +80,8 @@ def test_driver_errors_are_typed_by_code_not_text(tmp_path: Path, cause: str) ->
     s.init()
     s.close()
     if cause == "read-only":
-        url = _read_only(db)
-        ro = Store(make_engine(url, url), "read-only view", None)
+        ro = Store.open(_read_only(db))
+        assert ro.path == db  # the file behind the URI, probed like any other
         with pytest.raises(StoreReadOnly, match="read-only for this user"):
             ro.add_order(order("RO-1"), [], actor="t", at=NOW)
         ro.close()

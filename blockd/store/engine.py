@@ -59,11 +59,17 @@ class StoreConflict(StoreError):
 
 
 def database_url(db: str) -> tuple[str, Path | None]:
-    """A URL stays a URL; anything else is a SQLite file path."""
+    """A URL stays a URL; anything else is a SQLite file path. The path is the SQLite file
+    behind the URL when there is one (``sqlite:///file:PATH?mode=ro&uri=true`` included)."""
     if "://" in db:
-        if db.startswith("sqlite:///"):
-            return db, Path(db.removeprefix("sqlite:///"))
-        return db, None
+        if not db.startswith("sqlite:///"):
+            return db, None
+        name, _, query = db.removeprefix("sqlite:///").partition("?")
+        if "uri=true" in query.split("&"):
+            if not name.startswith("file:") or "mode=memory" in query.split("&"):
+                return db, None
+            name = name.removeprefix("file:")
+        return db, (Path(name) if name and name != ":memory:" else None)
     path = Path(db).expanduser().absolute()
     return f"sqlite:///{path}", path
 

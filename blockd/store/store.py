@@ -424,7 +424,7 @@ class Store:
         """Specs of targets the guard refused but an engineer forced (with a journaled
         justification): the only guard refusals the kernel may still receive."""
         query = select(col(TargetRow.kind), col(TargetRow.value), col(TargetRow.match)).where(
-            col(TargetRow.forced))
+            col(TargetRow.forced).is_(True))  # "IS 1": SQLite uses ix_targets_forced
         with self._read() as session:
             return {target_from_parts(k, v, m).spec for k, v, m in session.execute(query)}
 
