@@ -187,23 +187,12 @@ def _networks(value: Any) -> tuple[str, ...]:
 
 
 def _ip(version: int) -> Callable[[str], str | None]:
+    """``""`` is "none"; else an address of this IP version."""
     def check(text: str) -> str | None:
-        if text == "":
-            return None
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an IP address") from None
-        if addr.version != version:
+        if text and ipaddress.ip_address(text).version != version:
             raise ValueError(f"{text!r} is not an IPv{version} address")
-        return str(addr)
+        return str(ipaddress.ip_address(text)) if text else None
     return check
-
-
-def _url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise ValueError(f"{text!r} is not an http(s) URL")
-    return text
 
 
 def _zone(text: str) -> str:
@@ -256,7 +245,8 @@ class _NoticeTable(_Table):
         _CONFIG.notice_ipv4, alias="ipv4")
     notice_ipv6: Annotated[str | None, _from_str(_ip(6))] = Field(
         _CONFIG.notice_ipv6, alias="ipv6")
-    notice_url: Annotated[str, AfterValidator(_url)] = Field(_CONFIG.notice_url, alias="url")
+    notice_url: Annotated[str, Field(pattern="^https?://"), _expect("an http(s) URL")] = Field(
+        _CONFIG.notice_url, alias="url")
     notice_listen: Annotated[tuple[Address, ...], _addresses(8080)] = Field(
         _CONFIG.notice_listen, alias="listen")
     isp_name: str = _CONFIG.isp_name
@@ -294,17 +284,11 @@ class _ConfigFile(_Table):
 
 
 _NAME = r"^[a-z0-9_-]+$"
+_LAX = Field(strict=False)  # TOML gives enum members as strings and tuples as lists
 
 
-def _choice(cls: type[enum.StrEnum]) -> BeforeValidator:
-    """A TOML string naming an enum member (strict mode takes only members)."""
-    def parse(value: Any) -> enum.StrEnum:
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(m.value for m in cls)
-            raise ValueError(f"must be one of {choices}, got {value!r}") from None
-    return BeforeValidator(parse)
+def _one_of(cls: type[enum.StrEnum]) -> WrapValidator:
+    return _expect("one of " + ", ".join(cls))
 
 
 def _timezone(text: str) -> str:
@@ -329,16 +313,11 @@ def _ede_text(text: str) -> str:
     return text
 
 
-def _toml_list(value: Any) -> Any:
-    """TOML arrays arrive as lists; the values are tuples (strict mode converts nothing)."""
-    return tuple(value) if isinstance(value, list) else value
-
-
 _POLICY = EnforcementPolicy("default")
 
 
 class _PolicyDns(_Table):
-    dns_action: Annotated[Action, _choice(Action)] = Field(_POLICY.dns_action, alias="action")
+    dns_action: Annotated[Action, _LAX, _one_of(Action)] = Field(_POLICY.dns_action, alias="action")
     dns_ttl: Annotated[int, Field(ge=1, le=86400), _expect("an integer between 1 and 86400")] \
         = Field(_POLICY.dns_ttl, alias="ttl")
     ede_text: Annotated[str, AfterValidator(_ede_text)] = _POLICY.ede_text
@@ -350,7 +329,7 @@ class _PolicyNotice(_Table):
     ] | None = Field(None, alias="template")
     languages: Annotated[
         tuple[Annotated[str, Field(pattern=r"^[a-z]{2}$")], ...], Field(min_length=1),
-        BeforeValidator(_toml_list), _expect("a non-empty list of two-letter language codes"),
+        _LAX, _expect("a non-empty list of two-letter language codes"),
     ] = _POLICY.languages
 
 
@@ -358,12 +337,12 @@ class _PolicyHits(_Table):
     hit_retention_days: Annotated[
         int, Field(ge=1, le=3650), _expect("an integer between 1 and 3650"),
     ] = Field(_POLICY.hit_retention_days, alias="retention_days")
-    client_anonymisation: Annotated[Anonymisation, _choice(Anonymisation)] = \
+    client_anonymisation: Annotated[Anonymisation, _LAX, _one_of(Anonymisation)] = \
         _POLICY.client_anonymisation
 
 
 class _PolicyNft(_Table):
-    nft_action: Annotated[NftAction, _choice(NftAction)] = Field(_POLICY.nft_action,
+    nft_action: Annotated[NftAction, _LAX, _one_of(NftAction)] = Field(_POLICY.nft_action,
                                                                  alias="action")
 
 
@@ -371,7 +350,7 @@ class _PolicyDeadline(_Table):
     """Both keys or neither: a missing one is an error naming it."""
 
     amount: Annotated[int, Field(ge=1, le=100_000), _expect("an integer between 1 and 100000")]
-    unit: Annotated[DeadlineUnit, _choice(DeadlineUnit)]
+    unit: Annotated[DeadlineUnit, _LAX, _one_of(DeadlineUnit)]
 
 
 class _PolicyFile(_Table):

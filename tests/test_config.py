@@ -61,9 +61,9 @@ def test_errors(tmp_path: Path, body: str, message: str) -> None:
 BAD_VALUES = [
     ("store", "db", "3", "must be a string, got 3"),
     ("policies", "dir", "['p']", "must be a path string, got ['p']"),
-    ("notice", "ipv4", "'192.0.2'", "'192.0.2' is not an IP address"),
+    ("notice", "ipv4", "'192.0.2'", "'192.0.2' does not appear to be an IPv4 or IPv6"),
     ("notice", "ipv6", "'192.0.2.1'", "'192.0.2.1' is not an IPv6 address"),
-    ("notice", "url", "'gopher://x'", "'gopher://x' is not an http(s) URL"),
+    ("notice", "url", "'gopher://x'", "must be an http(s) URL, got 'gopher://x'"),
     ("notice", "listen", "[]", 'must be a non-empty list of "ADDRESS:PORT" strings, got []'),
     ("notice", "isp_name", "1", "must be a string, got 1"),
     ("notice", "isp_contact", "false", "must be a string, got False"),
