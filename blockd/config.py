@@ -1,7 +1,10 @@
 """The one configuration object, loaded from TOML, with typed defaults for the embedded run.
 
-Unknown sections and keys are errors (``section.key: problem``): a misspelt key in an
-enforcement appliance must not be silently ignored.
+Each file (blockd.toml, policies/*.toml) is declared once as strict pydantic models; a
+mistake is reported on one line as ``FILE: section.key: problem``, and unknown sections
+and keys are errors: a misspelt key in an enforcement appliance must not be silently
+ignored. The rest of blockd sees plain frozen dataclasses (``Config``, ``DnsSettings``,
+``EnforcementPolicy``), whose defaults are also the files' defaults.
 """
 
 from __future__ import annotations
@@ -13,9 +16,23 @@ import re
 import string
 import sys
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from blockd.core.enforcement import (
     EDE_PLACEHOLDERS,
@@ -25,7 +42,7 @@ from blockd.core.enforcement import (
     EnforcementPolicy,
     NftAction,
 )
-from blockd.core.model import Action, BlockdError
+from blockd.core.model import Action, BlockdError, InputError
 from blockd.core.names import normalise_name
 from blockd.core.timeparse import zone
 
@@ -43,33 +60,37 @@ class ConfigError(BlockdError):
     """A configuration problem: ``FILE: section.key: problem``."""
 
 
+class PolicyFileError(BlockdError):
+    """A policy file problem: ``FILE: section.key: problem``."""
+
+
 Address = tuple[str, int]
 
 
 def parse_address_port(text: str, field: str, default_port: int = 53) -> Address:
     """``127.0.0.1:5353``, ``[::1]:5353``, ``::1`` or ``127.0.0.1`` (default port)."""
+    try:
+        return _address(text, default_port)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+
+
+def _address(text: str, default_port: int) -> Address:
     raw = text.strip()
-    host, port = raw, default_port
+    host, port = raw, str(default_port)
     if raw.startswith("["):
         host, sep, rest = raw[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{field}: {text!r} is not [ADDRESS]:PORT")
-        if rest:
-            port = _port(rest[1:], field, text)
+            raise ValueError(f"{text!r} is not [ADDRESS]:PORT")
+        port = rest[1:] or port
     elif raw.count(":") == 1:
-        host, _, p = raw.partition(":")
-        port = _port(p, field, text)
+        host, _, port = raw.partition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} has a bad port")
     try:
-        addr = ipaddress.ip_address(host)
+        return str(ipaddress.ip_address(host)), int(port)
     except ValueError:
-        raise ValueError(f"{field}: {text!r} is not an IP address with an optional port") from None
-    return str(addr), port
-
-
-def _port(text: str, field: str, whole: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise ValueError(f"{field}: {whole!r} has a bad port")
-    return int(text)
+        raise ValueError(f"{text!r} is not an IP address with an optional port") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,92 +137,279 @@ class Config:
         return self if not db else replace(self, db=db)
 
 
-_CONFIG_SCHEMA: dict[str, dict[str, str]] = {
-    "store": {"db": "db"},
-    "policies": {"dir": "policies_dir"},
-    "notice": {"ipv4": "notice_ipv4", "ipv6": "notice_ipv6", "url": "notice_url",
-               "listen": "notice_listen", "isp_name": "isp_name", "isp_contact": "isp_contact",
-               "transparency": "transparency", "tls_listen": "tls_listen",
-               "tls_cert": "tls_cert", "tls_key": "tls_key"},
-    "rpz": {"zone": "rpz_zone"},
-    "dns": {f: f"dns.{f}" for f in (
-        "listen", "upstream", "workers", "allow", "rate_limit", "rate_burst", "cache_mb",
-        "upstream_timeout", "tcp_idle_timeout", "stale_for", "max_inflight", "metrics")},
-    "hits": {"flush_interval": "hits_flush_interval"},
-    "nft": {"local_output": "nft_local_output"},
-}
+# -- the declared schemas ------------------------------------------------------------------
+#
+# Field names are the dataclass attributes they set; ``alias`` is the key in the file where
+# the two differ. Errors name the file's keys (pydantic reports locations by alias).
+
+_T = TypeVar("_T")
 
 
-def _dns_value(key: str, attr: str, value: Any) -> Any:
-    name = attr.removeprefix("dns.")
-    if name in ("listen", "upstream"):
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{key}: must be a non-empty list of \"ADDRESS:PORT\" strings")
-        return tuple(parse_address_port(v, key) for v in value)
-    if name == "metrics":
+class _Table(BaseModel):
+    """A TOML table: unknown keys refused, no coercion (``"2"`` is not 2), immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _expect(what: str) -> WrapValidator:
+    """Any failure of the wrapped type reads ``must be WHAT, got VALUE``."""
+    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("expected", "must be {what}, got {got}",
+                                      {"what": what, "got": repr(value)}) from None
+    return WrapValidator(wrap)
+
+
+def _from_str(convert: Callable[[str], _T], what: str = "a string") -> BeforeValidator:
+    """Parse a TOML string into the field's type; ``convert`` raises ValueError."""
+    def parse(value: Any) -> _T:
         if not isinstance(value, str):
-            raise ValueError(f"{key}: must be an \"ADDRESS:PORT\" string")
-        return None if value == "" else parse_address_port(value, key, 9253)
-    if name == "allow":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{key}: must be a list of networks")
-        try:
-            return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
-        except ValueError as exc:
-            raise ValueError(f"{key}: {exc}") from None
-    if name in ("workers", "cache_mb", "max_inflight"):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{key}: must be a positive integer, got {value!r}")
-        return value
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{key}: must be a positive number, got {value!r}")
-    return float(value)
+            raise ValueError(f"must be {what}, got {value!r}")
+        return convert(value)
+    return BeforeValidator(parse)
 
 
-def _check(key: str, attr: str, value: Any, base: Path) -> Any:
-    if attr.startswith("dns."):
-        return _dns_value(key, attr, value)
-    if attr == "hits_flush_interval":
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{key}: must be a positive number of seconds, got {value!r}")
-        return float(value)
-    if attr in ("transparency", "nft_local_output"):
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: must be true or false, got {value!r}")
-        return value
-    if attr == "notice_listen":
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{key}: must be a non-empty list of \"ADDRESS:PORT\" strings")
-        return tuple(parse_address_port(v, key, 8080) for v in value)
+def _addresses(port: int) -> BeforeValidator:
+    """A non-empty TOML list of address strings, ``port`` where one gives none."""
+    def parse(value: Any) -> tuple[Address, ...]:
+        if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise ValueError(f'must be a non-empty list of "ADDRESS:PORT" strings, got {value!r}')
+        return tuple(_address(v, port) for v in value)
+    return BeforeValidator(parse)
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ValueError(f"must be a list of networks, got {value!r}")
+    return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
+
+
+def _ip(version: int) -> Callable[[str], str | None]:
+    """``""`` is "none"; else an address of this IP version."""
+    def check(text: str) -> str | None:
+        if text and ipaddress.ip_address(text).version != version:
+            raise ValueError(f"{text!r} is not an IPv{version} address")
+        return str(ipaddress.ip_address(text)) if text else None
+    return check
+
+
+def _zone(text: str) -> str:
+    try:
+        return normalise_name(text) + "."
+    except InputError as exc:
+        raise ValueError(exc.reason) from None
+
+
+def _path(value: Any, info: ValidationInfo) -> Path:
+    """Relative paths are read from the configuration file's directory."""
     if not isinstance(value, str):
-        raise ValueError(f"{key}: must be a string, got {value!r}")
-    if attr == "tls_listen":
-        return parse_address_port(value, key, 443)
-    if attr in ("tls_cert", "tls_key"):
-        path = Path(value)
-        return path if path.is_absolute() else base / path
-    if attr == "policies_dir":
-        path = Path(value)
-        return path if path.is_absolute() else base / path
-    if attr in ("notice_ipv4", "notice_ipv6"):
-        if value == "":
-            return None
-        version = 4 if attr == "notice_ipv4" else 6
-        try:
-            addr = ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{key}: {value!r} is not an IP address") from None
-        if addr.version != version:
-            raise ValueError(f"{key}: {value!r} is not an IPv{version} address")
-        return str(addr)
-    if attr == "rpz_zone":
-        try:
-            return normalise_name(value, key) + "."
-        except BlockdError as exc:
-            raise ValueError(str(exc)) from None
-    if attr == "notice_url" and not value.startswith(("http://", "https://")):
-        raise ValueError(f"{key}: {value!r} is not an http(s) URL")
-    return value
+        raise ValueError(f"must be a path string, got {value!r}")
+    return (info.context["base"] if info.context else Path()) / value
+
+
+_PositiveInt = Annotated[int, Field(gt=0), _expect("a positive integer")]
+_PositiveFloat = Annotated[float, Field(gt=0), _expect("a positive number")]
+_Path = Annotated[Path, BeforeValidator(_path)]
+_Addresses53 = Annotated[tuple[Address, ...], _addresses(53)]
+_CONFIG, _DNS = Config(), DnsSettings()
+
+
+class _DnsTable(_Table):
+    listen: _Addresses53 = _DNS.listen
+    upstream: _Addresses53 = _DNS.upstream
+    workers: _PositiveInt = _DNS.workers
+    allow: Annotated[tuple[str, ...], BeforeValidator(_networks)] = _DNS.allow
+    rate_limit: _PositiveFloat = _DNS.rate_limit
+    rate_burst: _PositiveFloat = _DNS.rate_burst
+    cache_mb: _PositiveInt = _DNS.cache_mb
+    upstream_timeout: _PositiveFloat = _DNS.upstream_timeout
+    tcp_idle_timeout: _PositiveFloat = _DNS.tcp_idle_timeout
+    stale_for: _PositiveFloat = _DNS.stale_for
+    max_inflight: _PositiveInt = _DNS.max_inflight
+    metrics: Annotated[Address | None, _from_str(
+        lambda s: _address(s, 9253) if s else None, '"ADDRESS:PORT" or ""')] = _DNS.metrics
+
+
+class _StoreTable(_Table):
+    db: str = _CONFIG.db
+
+
+class _PoliciesTable(_Table):
+    policies_dir: _Path = Field(_CONFIG.policies_dir, alias="dir")
+
+
+class _NoticeTable(_Table):
+    notice_ipv4: Annotated[str | None, _from_str(_ip(4))] = Field(
+        _CONFIG.notice_ipv4, alias="ipv4")
+    notice_ipv6: Annotated[str | None, _from_str(_ip(6))] = Field(
+        _CONFIG.notice_ipv6, alias="ipv6")
+    notice_url: Annotated[str, Field(pattern="^https?://"), _expect("an http(s) URL")] = Field(
+        _CONFIG.notice_url, alias="url")
+    notice_listen: Annotated[tuple[Address, ...], _addresses(8080)] = Field(
+        _CONFIG.notice_listen, alias="listen")
+    isp_name: str = _CONFIG.isp_name
+    isp_contact: str = _CONFIG.isp_contact
+    transparency: bool = _CONFIG.transparency
+    tls_listen: Annotated[Address | None, _from_str(lambda s: _address(s, 443))] = \
+        _CONFIG.tls_listen
+    tls_cert: _Path | None = _CONFIG.tls_cert
+    tls_key: _Path | None = _CONFIG.tls_key
+
+
+class _RpzTable(_Table):
+    rpz_zone: Annotated[str, AfterValidator(_zone)] = Field(_CONFIG.rpz_zone, alias="zone")
+
+
+class _HitsTable(_Table):
+    hits_flush_interval: Annotated[float, Field(gt=0), _expect("a positive number of seconds")] \
+        = Field(_CONFIG.hits_flush_interval, alias="flush_interval")
+
+
+class _NftTable(_Table):
+    nft_local_output: bool = Field(_CONFIG.nft_local_output, alias="local_output")
+
+
+class _ConfigFile(_Table):
+    """blockd.toml."""
+
+    store: _StoreTable = _StoreTable()
+    policies: _PoliciesTable = _PoliciesTable()
+    notice: _NoticeTable = _NoticeTable()
+    rpz: _RpzTable = _RpzTable()
+    dns: _DnsTable = _DnsTable()
+    hits: _HitsTable = _HitsTable()
+    nft: _NftTable = _NftTable()
+
+
+_NAME = r"^[a-z0-9_-]+$"
+_LAX = Field(strict=False)  # TOML gives enum members as strings and tuples as lists
+
+
+def _one_of(cls: type[enum.StrEnum]) -> WrapValidator:
+    return _expect("one of " + ", ".join(cls))
+
+
+def _timezone(text: str) -> str:
+    try:
+        zone(text)
+    except BlockdError:
+        raise ValueError(f"unknown IANA time zone {text!r}") from None
+    return text
+
+
+def _ede_text(text: str) -> str:
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad braces in template ({exc})") from None
+    unknown = names - EDE_PLACEHOLDERS
+    if unknown:
+        allowed = ", ".join("{" + p + "}" for p in sorted(EDE_PLACEHOLDERS))
+        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}} (allowed: {allowed})")
+    if len(text.encode("utf-8")) > 300:
+        raise ValueError("longer than 300 bytes (EDE text must fit a small DNS answer)")
+    return text
+
+
+_POLICY = EnforcementPolicy("default")
+
+
+class _PolicyDns(_Table):
+    dns_action: Annotated[Action, _LAX, _one_of(Action)] = Field(_POLICY.dns_action, alias="action")
+    dns_ttl: Annotated[int, Field(ge=1, le=86400), _expect("an integer between 1 and 86400")] \
+        = Field(_POLICY.dns_ttl, alias="ttl")
+    ede_text: Annotated[str, AfterValidator(_ede_text)] = _POLICY.ede_text
+
+
+class _PolicyNotice(_Table):
+    notice_template: Annotated[  # None: the policy's own name
+        str, Field(pattern=_NAME), _expect("a template name of a-z, 0-9, _ and -"),
+    ] | None = Field(None, alias="template")
+    languages: Annotated[
+        tuple[Annotated[str, Field(pattern=r"^[a-z]{2}$")], ...], Field(min_length=1),
+        _LAX, _expect("a non-empty list of two-letter language codes"),
+    ] = _POLICY.languages
+
+
+class _PolicyHits(_Table):
+    hit_retention_days: Annotated[
+        int, Field(ge=1, le=3650), _expect("an integer between 1 and 3650"),
+    ] = Field(_POLICY.hit_retention_days, alias="retention_days")
+    client_anonymisation: Annotated[Anonymisation, _LAX, _one_of(Anonymisation)] = \
+        _POLICY.client_anonymisation
+
+
+class _PolicyNft(_Table):
+    nft_action: Annotated[NftAction, _LAX, _one_of(NftAction)] = Field(_POLICY.nft_action,
+                                                                 alias="action")
+
+
+class _PolicyDeadline(_Table):
+    """Both keys or neither: a missing one is an error naming it."""
+
+    amount: Annotated[int, Field(ge=1, le=100_000), _expect("an integer between 1 and 100000")]
+    unit: Annotated[DeadlineUnit, _LAX, _one_of(DeadlineUnit)]
+
+
+class _PolicyFile(_Table):
+    """policies/NAME.toml."""
+
+    description: str = _POLICY.description
+    jurisdiction: Annotated[
+        str, Field(pattern="^[A-Z]{2}$"), _expect("an ISO 3166 two-letter code in capitals"),
+    ] | None = _POLICY.jurisdiction
+    timezone: Annotated[str, AfterValidator(_timezone)] = _POLICY.timezone
+    dns: _PolicyDns = _PolicyDns()
+    notice: _PolicyNotice = _PolicyNotice()
+    hits: _PolicyHits = _PolicyHits()
+    nft: _PolicyNft = _PolicyNft()
+    deadline: _PolicyDeadline | None = None
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def _one_line(path: Path, exc: ValidationError) -> str:
+    """The first of pydantic's errors as ``FILE: section.key: problem``."""
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in err["loc"])
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        problem = "unknown section" if isinstance(value, dict) else "unknown key"
+    elif kind == "value_error":
+        problem = str(err["ctx"]["error"])
+    elif kind == "missing":
+        problem = f"required when [{err['loc'][0]}] is present"
+    elif kind in _MUST_BE:
+        problem = f"must be {_MUST_BE[kind]}, got {value!r}"
+    else:
+        problem = err["msg"]
+    return f"{path}: {where}: {problem}"
+
+
+_MUST_BE = {"string_type": "a string", "bool_type": "true or false", "int_type": "an integer",
+            "float_type": "a number", "model_type": "a table"}
+
+
+def _read_toml(path: Path, error: type[BlockdError]) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: {exc}") from None
+
+
+def _values(table: BaseModel, but: str = "") -> dict[str, Any]:
+    """The attributes a table sets, sub-tables lifted up (the dataclasses are flat);
+    ``but`` names a sub-table the caller turns into a value of its own."""
+    out: dict[str, Any] = {}
+    for name, value in table:
+        if name != but:
+            out.update(_values(value) if isinstance(value, BaseModel) else {name: value})
+    return out
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -214,173 +422,27 @@ def load_config(path: Path | None = None) -> Config:
             path = SYSTEM_CONFIG
         else:
             return Config()
+    data = _read_toml(path, ConfigError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    values: dict[str, Any] = {}
-    for section, body in data.items():
-        if section not in _CONFIG_SCHEMA:
-            raise ConfigError(f"{path}: {section}: unknown section")
-        if not isinstance(body, dict):
-            raise ConfigError(f"{path}: {section}: must be a table")
-        for key, value in body.items():
-            attr = _CONFIG_SCHEMA[section].get(key)
-            if attr is None:
-                raise ConfigError(f"{path}: {section}.{key}: unknown key")
-            try:
-                values[attr] = _check(f"{section}.{key}", attr, value, path.parent)
-            except ValueError as exc:
-                raise ConfigError(f"{path}: {exc}") from None
-    dns = {k.removeprefix("dns."): values.pop(k) for k in list(values) if k.startswith("dns.")}
-    known = {f.name for f in fields(Config)}
-    assert set(values) <= known
-    return Config(source=path, dns=DnsSettings(**dns), **values)
-
-
-# -- enforcement policies (policies/*.toml) ------------------------------------
-
-
-class PolicyFileError(BlockdError):
-    """``FILE: section.key: problem``."""
-
-
-# section -> key -> (attribute, checker)
-_NAME = re.compile(r"^[a-z0-9_-]+$")
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"must be a string, got {v!r}")
-    return v
-
-
-def _int_range(lo: int, hi: int) -> Any:
-    def check(v: Any) -> int:
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise ValueError(f"must be an integer between {lo} and {hi}, got {v!r}")
-        return v
-    return check
-
-
-def _enum(cls: type[enum.StrEnum]) -> Any:
-    def check(v: Any) -> Any:
-        try:
-            return cls(v)
-        except ValueError:
-            choices = ", ".join(m.value for m in cls)
-            raise ValueError(f"must be one of {choices}, got {v!r}") from None
-    return check
-
-
-def _jurisdiction(v: Any) -> str:
-    if not isinstance(v, str) or not re.fullmatch(r"[A-Z]{2}", v):
-        raise ValueError(f"must be an ISO 3166 two-letter code in capitals, got {v!r}")
-    return v
-
-
-def _timezone(v: Any) -> str:
-    try:
-        zone(_str(v))
-    except BlockdError:
-        raise ValueError(f"unknown IANA time zone {v!r}") from None
-    return str(v)
-
-
-def _template(v: Any) -> str:
-    if not isinstance(v, str) or not _NAME.match(v):
-        raise ValueError(f"must be a template name of a-z, 0-9, _ and -, got {v!r}")
-    return v
-
-
-def _languages(v: Any) -> tuple[str, ...]:
-    if (not isinstance(v, list) or not v
-            or not all(isinstance(x, str) and re.fullmatch(r"[a-z]{2}", x) for x in v)):
-        raise ValueError(f"must be a non-empty list of two-letter language codes, got {v!r}")
-    return tuple(v)
-
-
-def _ede_text(v: Any) -> str:
-    text = _str(v)
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-    except ValueError as exc:
-        raise ValueError(f"bad braces in template ({exc})") from None
-    unknown = fields - EDE_PLACEHOLDERS
-    if unknown:
-        allowed = ", ".join("{" + p + "}" for p in sorted(EDE_PLACEHOLDERS))
-        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}} (allowed: {allowed})")
-    if len(text.encode("utf-8")) > 300:
-        raise ValueError("longer than 300 bytes (EDE text must fit a small DNS answer)")
-    return text
-
-
-_POLICY_SCHEMA: dict[str | None, dict[str, tuple[str, Any]]] = {
-    None: {
-        "description": ("description", _str),
-        "jurisdiction": ("jurisdiction", _jurisdiction),
-        "timezone": ("timezone", _timezone),
-    },
-    "dns": {
-        "action": ("dns_action", _enum(Action)),
-        "ttl": ("dns_ttl", _int_range(1, 86400)),
-        "ede_text": ("ede_text", _ede_text),
-    },
-    "notice": {
-        "template": ("notice_template", _template),
-        "languages": ("languages", _languages),
-    },
-    "hits": {
-        "retention_days": ("hit_retention_days", _int_range(1, 3650)),
-        "client_anonymisation": ("client_anonymisation", _enum(Anonymisation)),
-    },
-    "nft": {
-        "action": ("nft_action", _enum(NftAction)),
-    },
-    "deadline": {
-        "amount": ("deadline_amount", _int_range(1, 100_000)),
-        "unit": ("deadline_unit", _enum(DeadlineUnit)),
-    },
-}
+        file = _ConfigFile.model_validate(data, context={"base": path.parent})
+    except ValidationError as exc:
+        raise ConfigError(_one_line(path, exc)) from None
+    return Config(source=path, dns=DnsSettings(**_values(file.dns)), **_values(file, "dns"))
 
 
 def load_policy(path: Path) -> EnforcementPolicy:
+    """One policy file; its name is the file's stem."""
     name = path.stem
-    if not _NAME.match(name):
+    if not re.match(_NAME, name):
         raise PolicyFileError(f"{path}: file name must be a-z, 0-9, _ and - (.toml)")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolicyFileError(f"{path}: cannot read ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyFileError(f"{path}: {exc}") from None
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        section: str | None = None
-        items: list[tuple[str, Any]] = [(key, value)]
-        if isinstance(value, dict):
-            if key not in _POLICY_SCHEMA:
-                raise PolicyFileError(f"{path}: {key}: unknown section")
-            section, items = key, list(value.items())
-        for k, v in items:
-            where = f"{section}.{k}" if section else k
-            spec = _POLICY_SCHEMA[section].get(k)
-            if spec is None:
-                raise PolicyFileError(f"{path}: {where}: unknown key")
-            attr, check = spec
-            try:
-                values[attr] = check(v)
-            except ValueError as exc:
-                raise PolicyFileError(f"{path}: {where}: {exc}") from None
-    amount = values.pop("deadline_amount", None)
-    unit = values.pop("deadline_unit", None)
-    if (amount is None) != (unit is None):
-        missing = "deadline.unit" if unit is None else "deadline.amount"
-        raise PolicyFileError(f"{path}: {missing}: required when the other deadline key is set")
-    deadline = Deadline(amount, unit) if amount is not None else None
-    values.setdefault("notice_template", name)
+        file = _PolicyFile.model_validate(_read_toml(path, PolicyFileError))
+    except ValidationError as exc:
+        raise PolicyFileError(_one_line(path, exc)) from None
+    values = _values(file, "deadline")
+    values["notice_template"] = values["notice_template"] or name
+    d = file.deadline
+    deadline = Deadline(d.amount, d.unit) if d else None
     return EnforcementPolicy(name=name, deadline=deadline, **values)
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from blockd.config import PolicyFileError, default_policies_dir, load_policies, load_policy
-from blockd.core.enforcement import Anonymisation, Deadline, DeadlineUnit
+from blockd.core.enforcement import Anonymisation, Deadline, DeadlineUnit, NftAction
 from blockd.core.model import Action
 
 CPH = ZoneInfo("Europe/Copenhagen")
@@ -108,3 +108,111 @@ def test_working_days_after_and_monotonic(received: datetime, n: int, later_min:
     assert due > received
     assert due.astimezone(CPH).weekday() < 5
     assert d.due(received + timedelta(minutes=later_min), CPH) >= due
+
+
+# One bad value for every key of a policy file: (section or "", key, TOML value, problem).
+POLICY_BAD_VALUES = [
+    ("", "description", "1", "must be a string, got 1"),
+    ("", "jurisdiction", "'DNK'", "must be an ISO 3166 two-letter code in capitals, got 'DNK'"),
+    ("", "timezone", "'Europe/Atlantis'", "unknown IANA time zone 'Europe/Atlantis'"),
+    ("dns", "action", "'drop'", "must be one of notice, nxdomain, nodata, refused, got 'drop'"),
+    ("dns", "ttl", "86401", "must be an integer between 1 and 86400, got 86401"),
+    ("dns", "ede_text", "'{url'", "bad braces in template"),
+    ("notice", "template", "'Default'", "must be a template name of a-z, 0-9, _ and -, got"),
+    ("notice", "languages", "['en', 1]", "must be a non-empty list of two-letter language codes"),
+    ("hits", "retention_days", "3651", "must be an integer between 1 and 3650, got 3651"),
+    ("hits", "client_anonymisation", "'mask'", "must be one of none, truncate, hash, drop"),
+    ("nft", "action", "'accept'", "must be one of drop, reject, notice, got 'accept'"),
+    ("deadline", "amount", "0\nunit = 'days'", "must be an integer between 1 and 100000, got 0"),
+    ("deadline", "unit", "'weeks'\namount = 1",
+     "must be one of minutes, hours, days, working_days, got 'weeks'"),
+    # strict: no coercion from strings or booleans
+    ("dns", "ttl", "true", "must be an integer between 1 and 86400, got True"),
+    ("dns", "ttl", "'30'", "must be an integer between 1 and 86400, got '30'"),
+    ("dns", "ttl", "30.0", "must be an integer between 1 and 86400, got 30.0"),
+    ("dns", "ede_text", "1", "must be a string, got 1"),
+    ("deadline", "amount", "'7'\nunit = 'days'", "must be an integer between 1 and 100000"),
+    ("deadline", "unit", "'DAYS'\namount = 1", "must be one of minutes, hours, days, working_"),
+    ("", "jurisdiction", "'dk'", "must be an ISO 3166 two-letter code in capitals, got 'dk'"),
+]
+POLICY_SECTIONS = sorted({s for s, *_ in POLICY_BAD_VALUES})
+
+
+def policy_error(path: Path, body: str) -> str:
+    path.write_text(body)
+    with pytest.raises(PolicyFileError) as exc:
+        load_policy(path)
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(("section", "key", "value", "problem"), POLICY_BAD_VALUES)
+def test_each_bad_policy_value_is_one_line(tmp_path: Path, section: str, key: str, value: str,
+                                           problem: str) -> None:
+    path = tmp_path / "xx.toml"
+    header = f"[{section}]\n" if section else ""
+    where = f"{section}.{key}" if section else key
+    message = policy_error(path, f"{header}{key} = {value}\n")
+    assert message.startswith(f"{path}: {where}: {problem}")
+
+
+def test_every_policy_key_has_a_bad_value_case() -> None:
+    """The table above covers the schema: a new key needs a case here."""
+    from pydantic import BaseModel
+
+    from blockd.config import _PolicyFile
+
+    declared = set()
+    for name, field in _PolicyFile.model_fields.items():
+        table = field.annotation
+        if isinstance(table, type) and issubclass(table, BaseModel):
+            declared |= {(name, f.alias or n) for n, f in table.model_fields.items()}
+        elif name != "deadline":
+            declared.add(("", name))
+    declared |= {("deadline", "amount"), ("deadline", "unit")}  # an optional table
+    assert declared == {(s, k) for s, k, *_ in POLICY_BAD_VALUES}
+
+
+@pytest.mark.parametrize("missing", ["amount", "unit"])
+def test_deadline_keys_go_together(tmp_path: Path, missing: str) -> None:
+    path = tmp_path / "xx.toml"
+    given_key = "unit = 'days'" if missing == "amount" else "amount = 3"
+    message = policy_error(path, f"[deadline]\n{given_key}\n")
+    assert message == f"{path}: deadline.{missing}: required when [deadline] is present"
+
+
+@pytest.mark.parametrize("section", [s for s in POLICY_SECTIONS if s])
+def test_unknown_key_in_each_policy_section(tmp_path: Path, section: str) -> None:
+    path = tmp_path / "xx.toml"
+    extra = "amount = 1\nunit = 'days'\n" if section == "deadline" else ""
+    message = policy_error(path, f"[{section}]\n{extra}bogus = 1\n")
+    assert message == f"{path}: {section}.bogus: unknown key"
+
+
+def test_policy_values_are_converted(tmp_path: Path) -> None:
+    path = tmp_path / "xx.toml"
+    path.write_text("[notice]\nlanguages = ['da', 'en']\n[deadline]\namount = 2\nunit = 'hours'\n"
+                    "[nft]\naction = 'drop'\n")
+    p = load_policy(path)
+    assert (p.name, p.notice_template, p.languages) == ("xx", "xx", ("da", "en"))
+    assert p.deadline == Deadline(2, DeadlineUnit.HOURS) and p.nft_action is NftAction.DROP
+    assert p.dns_ttl == 30 and p.jurisdiction is None
+
+
+POLICY_KEY = st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(POLICY_SECTIONS), POLICY_KEY, st.sampled_from(["1", "'x'", "true", "[]"]))
+def test_any_unknown_policy_key_is_refused_by_name(tmp_path_factory: pytest.TempPathFactory,
+                                                   section: str, key: str, value: str) -> None:
+    known = {(s, k) for s, k, *_ in POLICY_BAD_VALUES} | {("", s) for s in POLICY_SECTIONS}
+    assume((section, key) not in known)
+    path = tmp_path_factory.mktemp("pol") / "xx.toml"
+    header = f"[{section}]\n" if section else ""
+    if section == "deadline":  # required keys are reported before unknown ones
+        header += "amount = 1\nunit = 'days'\n"
+    where = f"{section}.{key}" if section else key
+    message = policy_error(path, f"{header}{key} = {value}\n")
+    assert message.startswith(f"{path}: {where}: unknown key")
