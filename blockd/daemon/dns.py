@@ -39,8 +39,9 @@ class DnsDaemon:
                                       config.notice_ipv6, config.notice_url, 0)
         self.upstreams = Upstreams(settings.upstream, timeout=settings.upstream_timeout,
                                    max_inflight=settings.max_inflight)
-        self.service = DnsService(lambda: core.index, self.answers, settings, self.upstreams,
-                                  core.hits)
+        follower = core.follower  # read on every query: one attribute hop, not two
+        self.service = DnsService(lambda: follower.index, self.answers, settings,
+                                  self.upstreams, core.hits)
         self.server = DnsServer(self.service, settings.listen,
                                 idle_timeout=settings.tcp_idle_timeout, reuse_port=reuse_port)
         self.metrics = (MetricsServer(core.metrics, *settings.metrics)
