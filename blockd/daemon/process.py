@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -55,6 +56,19 @@ def install_uvloop() -> bool:
         return False
     uvloop.install()
     return True
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one (idle-connection floods and
+    many TCP clients need descriptors); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays at %d: %s", soft, exc)
+    return soft
 
 
 def reload_core(core: Core, make_config: Callable[[], Config]) -> bool:
@@ -103,6 +117,7 @@ def run(make_config: Callable[[], Config], build: Build, *, workers: int = 1,
     """
     if uvloop:
         install_uvloop()
+    raise_file_limit()
     config = make_config()
     if workers <= 1:
         asyncio.run(serve(config, make_config, build))

@@ -30,6 +30,7 @@ from aiohttp.web_protocol import RequestHandler
 from blockd.config import Address
 from blockd.core.model import BlockdError
 from blockd.web.app import NoticeSite, Request
+from blockd.web.connections import Conn, Connections
 from blockd.web.dnat import original_destination
 
 log = logging.getLogger("blockd.http")
@@ -38,6 +39,8 @@ FIRST_REQUEST_TIMEOUT = 5.0
 MAX_LINE = 4096
 MAX_HEADERS = 50
 MAX_HEAD = 8192
+BACKLOG = 4096  # connections the kernel queues before accept (capped by somaxconn): a
+# flood of connects must not make a browser wait for a SYN retransmit
 LIMITS: dict[str, Any] = {
     "max_line_size": MAX_LINE, "max_field_size": MAX_LINE, "max_headers": MAX_HEADERS,
     "keepalive_timeout": 5.0, "lingering_time": 1.0, "access_log": None,
@@ -79,10 +82,12 @@ def handler(site: NoticeSite) -> Callable[[web.BaseRequest], Awaitable[web.Strea
 
 
 class GuardedHandler(RequestHandler):
-    """Closes connections that have not completed a request within the time limit."""
+    """Closes connections that have not completed a request within the time limit, and
+    tells the connection registry when a handed-over connection ends."""
 
     served = False
     _guard: asyncio.TimerHandle | None = None
+    tracked: tuple[Connections, Conn] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -96,6 +101,9 @@ class GuardedHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._guard is not None:
             self._guard.cancel()
+        if self.tracked is not None:
+            registry, conn = self.tracked
+            registry.gone(conn)
         super().connection_lost(exc)
 
 
@@ -219,26 +227,30 @@ class FastProtocol(asyncio.Protocol):
     has buffered, to aiohttp's handler for good.
     """
 
-    def __init__(self, site: FastSite, fallback: Callable[[], RequestHandler]) -> None:
+    def __init__(self, site: FastSite, fallback: Callable[[], RequestHandler],
+                 connections: Connections | None = None) -> None:
         self.site = site
         self.fallback = fallback
+        self.connections = connections if connections is not None else Connections()
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.served = False
-        self._guard: asyncio.TimerHandle | None = None
+        self.conn: Conn | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admitted, or closed at once when its client or the server is at its cap. The
+        registry closes it if no (next) request is complete within the idle timeout."""
+        peer = transport.get_extra_info("peername")
+        conn = self.connections.admit(str(peer[0]) if peer else "", transport.close)
+        if conn is None:
+            transport.close()
+            return
+        self.conn = conn
         self.transport = transport  # type: ignore[assignment]
-        self._guard = asyncio.get_running_loop().call_later(
-            FIRST_REQUEST_TIMEOUT, self._too_slow)
-
-    def _too_slow(self) -> None:
-        if not self.served and self.transport is not None:
-            self.transport.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._guard is not None:
-            self._guard.cancel()
+        if self.conn is not None:
+            self.connections.gone(self.conn)
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -258,6 +270,8 @@ class FastProtocol(asyncio.Protocol):
             self.buffer = self.buffer[end + 4 :]
             response, close = reply
             self.transport.write(response)
+            if self.conn is not None:
+                self.connections.idle(self.conn)
             if close:
                 self.transport.close()
                 return
@@ -266,9 +280,12 @@ class FastProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if self._guard is not None:
-            self._guard.cancel()
         handler = self.fallback()
+        if self.conn is not None:  # aiohttp's own timeouts take over from here
+            self.connections.busy(self.conn)
+            if isinstance(handler, GuardedHandler):
+                handler.tracked = (self.connections, self.conn)
+            self.conn = None
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self.served:
@@ -281,13 +298,15 @@ class FastProtocol(asyncio.Protocol):
 
 class NoticeServer:
     def __init__(self, site: NoticeSite, listen: tuple[Address, ...],
-                 tls: tuple[Address, ssl.SSLContext] | None = None) -> None:
+                 tls: tuple[Address, ssl.SSLContext] | None = None,
+                 connections: Connections | None = None) -> None:
         self.site = site
         self.listen = listen
         self.tls = tls
         self._servers: list[asyncio.Server] = []
         self._low: web.Server | None = None
         self.bound: list[tuple[str, int, bool]] = []
+        self.connections = connections
 
     async def start(self) -> list[tuple[str, int, bool]]:
         loop = asyncio.get_running_loop()
@@ -297,8 +316,13 @@ class NoticeServer:
         def slow() -> GuardedHandler:
             return GuardedHandler(low, loop=loop, **LIMITS)
 
+        if self.connections is None:  # sized from the file limit in force now
+            self.connections = Connections()
+        connections = self.connections
+        connections.start()
+
         def factory() -> FastProtocol:
-            return FastProtocol(self.site, slow)
+            return FastProtocol(self.site, slow, connections)
 
         endpoints: list[tuple[Address, ssl.SSLContext | None]] = [(a, None) for a in self.listen]
         if self.tls is not None:
@@ -306,7 +330,7 @@ class NoticeServer:
         for (host, port), context in endpoints:
             try:
                 server = await loop.create_server(
-                    factory, host, port, ssl=context, reuse_address=True,
+                    factory, host, port, ssl=context, reuse_address=True, backlog=BACKLOG,
                     family=socket.AF_INET6 if ":" in host else socket.AF_INET)
             except OSError as exc:
                 await self.stop()
@@ -320,6 +344,8 @@ class NoticeServer:
         return self.bound
 
     async def stop(self) -> None:
+        if self.connections is not None:
+            self.connections.stop()
         for server in self._servers:
             server.close()
         if self._low is not None:
