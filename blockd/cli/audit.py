@@ -14,7 +14,10 @@ from blockd.cli.common import (
     pass_app,
 )
 from blockd.cli.root import cli
+from blockd.core.model import InputError
 from blockd.core.timeparse import parse_instant
+
+MAX_SEQ = 2**63 - 1  # the store's integer range
 
 
 @cli.group()
@@ -25,7 +28,8 @@ def audit() -> None:
 @audit.command("log")
 @click.option("--since", metavar="WHEN|SEQ",
               help="Entries after sequence number SEQ, or at/after the instant WHEN.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many entries.")
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_SEQ),
+              help="At most this many entries.")
 @db_option
 @json_option
 @pass_app
@@ -36,6 +40,8 @@ def audit_log(app: App, since: str | None, limit: int | None, db: str | None,
     if since is not None:
         if since.strip().isdigit():
             since_seq = int(since)
+            if since_seq > MAX_SEQ:
+                raise InputError("--since", f"sequence number above {MAX_SEQ}")
         else:
             since_at = parse_instant(since, "--since")
     store = app.store(db)

@@ -29,6 +29,26 @@ from blockd.core.names import parse_target
 from blockd.core.timeparse import parse_instant
 from blockd.formats import FORMATS, ExportEntry
 
+MAX_IMPORT = 512 * 1024 * 1024  # bytes: far above a million-line list, far below memory
+
+
+def _read_bounded(file: Path) -> bytes:
+    """The file's bytes: a regular file or standard input (``-``), at most MAX_IMPORT."""
+    try:
+        if str(file) == "-":
+            stream = sys.stdin.buffer
+            raw = stream.read(MAX_IMPORT + 1)
+        else:
+            if file.exists() and not file.is_file():  # /dev/zero, a FIFO: no end
+                raise InputError("FILE", f"{file} is not a regular file")
+            with file.open("rb") as f:
+                raw = f.read(MAX_IMPORT + 1)
+    except OSError as exc:
+        raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
+    if len(raw) > MAX_IMPORT:
+        raise InputError("FILE", f"{file} is larger than {MAX_IMPORT // 2**20} MiB")
+    return raw
+
 
 @cli.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
@@ -46,10 +66,7 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
             as_json: bool) -> None:
     """Add the targets in FILE to an order. All or nothing: one bad line imports none."""
     ref = _reference(reference)
-    try:
-        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    except OSError as exc:
-        raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
+    raw = _read_bounded(file)
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -113,6 +130,8 @@ def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: s
     if output is None:
         click.echo(content, nl=False)
         return
+    if not str(output).strip() or not output.name:
+        raise InputError("--output", "must name a file")
     try:
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(content, encoding="utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,10 +88,36 @@ def status(app: App, db: str | None, as_json: bool) -> None:
 
 
 
+def _not_text(args: Sequence[str]) -> str | None:
+    """The field holding bytes that are not UTF-8 (the shell passes them through as
+    surrogates, which no store, journal hash or log line can hold), or None."""
+    for i, arg in enumerate(args):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            if arg.startswith("--") and "=" in arg:
+                return arg.split("=", 1)[0]
+            if i > 0 and args[i - 1].startswith("-"):
+                return args[i - 1]
+            return f"argument {i + 1}"
+    for name, value in os.environ.items():
+        if name.startswith("BLOCKD_"):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one-line errors, never a traceback for a known failure."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    field = _not_text(args)
+    if field is not None:
+        click.echo(f"blockd: error: {field}: is not valid UTF-8 text", err=True)
+        return EXIT_ERROR
     try:
-        result = cli.main(args=list(argv) if argv is not None else None,
+        result = cli.main(args=args,
                           prog_name="blockd", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))

@@ -94,7 +94,12 @@ class Store:
         url, path = database_url(db)
         where = str(path) if path is not None else url.split("@")[-1]
         if path is not None:
-            if not create and not path.exists():
+            try:
+                exists = path.exists()
+            except OSError as exc:  # a name too long for the file system, say
+                raise StoreMissing(f"cannot use database {where[:200]}: {exc.strerror}") \
+                    from None
+            if not create and not exists:
                 raise StoreMissing(f"no database at {path}; run `blockd init` to create it")
             if create:
                 try:
