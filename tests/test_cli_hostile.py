@@ -37,6 +37,31 @@ CASES = [
     (("status", "--db", LONG), "cannot use database"),
     (("import", "/dev/zero", "--format", "list", "--order", "X-1"),
      "FILE: /dev/zero is not a regular file"),
+    # empty values are mistakes, not "none"
+    (("status", "--db", ""), "--db: must not be empty"),
+    (("order", "add", "X-2", "--authority", "Court", "--issued", "2020-01-01", "--until", "",
+      "b.example"), "--until: '' is not a date"),
+    (("order", "add", "X-2", "--authority", "Court", "--issued", "2020-01-01",
+      "--requested-by", " ", "b.example"), "--requested-by: must not be empty"),
+    (("order", "add", "X-2", "--authority", "", "--issued", "2020-01-01", "b.example"),
+     "--authority: must not be empty"),
+    # a newline in a one-line field would forge lines in `audit log`
+    (("order", "lift", "X-1", "--reason", "ok\n2026-01-01 forged"), "--reason: must be one line"),
+    (("order", "add", "X-2", "--authority", "Court\nof forgery", "--issued", "2020-01-01",
+      "b.example"), "--authority: must be one line"),
+    (("order", "add", "X-2", "--authority", "Court\x1b[31m", "--issued", "2020-01-01",
+      "b.example"), "--authority: contains control characters"),
+    # references
+    (("order", "add", "--authority", "C", "--issued", "2020-01-01", "--", "-X", "b.example"),
+     "reference: '-X' must start with a letter or a digit"),
+    (("order", "add", "A/../B", "--authority", "C", "--issued", "2020-01-01", "b.example"),
+     "reference: 'A/../B' holds a '.' or '..' path segment"),
+    (("order", "add", "Ｘ-1", "--authority", "C", "--issued", "2020-01-01", "b.example"),
+     "reference: order X-1 already exists"),  # fullwidth: NFKC makes it X-1
+    (("order", "add", "Х-1", "--authority", "C", "--issued", "2020-01-01", "b.example"),
+     "reference: 'Х-1' looks like existing order 'X-1'"),  # Cyrillic Х
+    (("order", "add", "x-1", "--authority", "C", "--issued", "2020-01-01", "b.example"),
+     "reference: 'x-1' looks like existing order 'X-1'"),
 ]
 
 
@@ -76,3 +101,31 @@ def test_import_from_standard_input_still_works(blockd: Runner, db: Path, ready:
     r = blockd("import", "-", "--format", "list", "--order", "X-1")
     assert r.code == 0, r.err
     assert db_digest(db) != ready
+
+
+def test_a_look_alike_reference_needs_force_and_is_journaled(blockd: Runner, ready: str
+                                                             ) -> None:
+    r = blockd("order", "add", "Х-1", "--authority", "C", "--issued", "2020-01-01",
+               "b.example", "--force", "--justification", "a different court's own number")
+    assert r.code == 0, r.err
+    assert "warning: 'Х-1' looks like existing order 'X-1'" in r.err
+    log = blockd("audit", "log", "--json")
+    assert "a different court's own number" in log.out
+
+
+def test_audit_log_escapes_control_characters_already_stored(blockd: Runner, db: Path,
+                                                             ready: str) -> None:
+    """Text written before these checks (or by another tool) cannot forge output lines."""
+    from datetime import UTC, datetime
+
+    from blockd.core.model import Status
+    from blockd.store.store import Store
+
+    store = Store.open(str(db))
+    store.set_status("X-1", Status.LIFTED, "ok\n     9  2030-01-01  forged", actor="t",
+                     at=datetime.now(UTC))
+    store.close()
+    r = blockd("audit", "log")
+    assert r.code == 0
+    assert len(r.out.strip().splitlines()) == 2  # two entries, two lines
+    assert "ok\\x0a" in r.out

@@ -7,6 +7,7 @@ import getpass
 import json
 import re
 import socket
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +64,8 @@ class App:
         return load_guard(self.config.policies_dir)
 
     def store(self, db: str | None, *, create: bool = False) -> Store:
+        if db is not None and not db.strip():
+            raise InputError("--db", "must not be empty")
         return Store.open(db or self.config.db, create=create)
 
     def policy_named(self, name: str) -> EnforcementPolicy:
@@ -134,33 +137,73 @@ def default_actor(actor: str | None) -> str:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _text(field: str, value: str, *, required: bool = True, limit: int = MAX_TEXT) -> str:
+def _text(field: str, value: str, *, limit: int = MAX_TEXT, multiline: bool = False) -> str:
+    """A free-text value: not empty, not too long, no control characters (a newline only
+    where the field is text of several lines: a newline in a one-line field would forge
+    lines in `audit log` and in logs)."""
     value = value.strip()
-    if required and not value:
+    if not value:
         raise InputError(field, "must not be empty")
     if len(value) > limit:
         raise InputError(field, f"longer than {limit} characters")
-    if _CONTROL.search(value.replace("\n", "")):
-        raise InputError(field, "contains control characters")
+    if _CONTROL.search(value.replace("\n", "") if multiline else value):
+        raise InputError(field, "contains control characters" if multiline or "\n" not in value
+                         else "must be one line")
     return value
 
 
-def _optional(field: str, value: str | None) -> str | None:
+def _optional(field: str, value: str | None, *, multiline: bool = False) -> str | None:
+    """Absent is None; given, it must be a real value (an empty one is a mistake)."""
     if value is None:
         return None
-    return _text(field, value, required=False) or None
+    return _text(field, value, multiline=multiline)
+
+
+def printable(text: str) -> str:
+    """Control characters shown escaped, so stored text cannot forge output lines."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 _REFERENCE = re.compile(r"^[\w./:()\- ]{1,120}$")
 
 
 def _reference(value: str) -> str:
-    ref = _text("reference", value, limit=120)
-    if "\n" in ref or not _REFERENCE.match(ref):
+    ref = unicodedata.normalize("NFKC", _text("reference", value, limit=120))
+    if not _REFERENCE.match(ref):
         raise InputError(
             "reference", f"{ref!r} may only contain letters, digits, spaces and . / : ( ) - _"
         )
+    if not ref[0].isalnum():
+        raise InputError("reference", f"{ref!r} must start with a letter or a digit")
+    if any(part in ("..", ".") for part in re.split(r"[/\\]", ref)):
+        raise InputError("reference", f"{ref!r} holds a '.' or '..' path segment")
     return ref
+
+
+# Latin look-alikes among Cyrillic and Greek letters: "RЕF-1" (Cyrillic Е) must not pass for
+# "REF-1", an order that already exists
+_LOOKALIKES = str.maketrans(
+    "АВЕКМНОРСТХУІЈЅаеорсухіјѕԁԛԝ" "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορτυχ",
+    "ABEKMHOPCTXYIJSaeopcyxijsdqw" "ABEZHIKMNOPTYXaiknoptux",
+)
+
+
+def skeleton(reference: str) -> str:
+    """What a reference looks like: NFKC, Latin look-alikes mapped, case folded."""
+    return unicodedata.normalize("NFKC", reference).translate(_LOOKALIKES).casefold()
+
+
+def _distinct_reference(store: Store, ref: str, force: bool) -> None:
+    """Refuse a new reference that looks like an existing one (unless forced)."""
+    mine = skeleton(ref)
+    clash = next((s.order.reference for s in store.list_orders()
+                  if s.order.reference != ref and skeleton(s.order.reference) == mine), None)
+    if clash is None:
+        return
+    if not force:
+        raise InputError("reference", f"{ref!r} looks like existing order {clash!r}; use "
+                                      "--force --justification TEXT if it is another order")
+    click.echo(f"blockd: warning: {ref!r} looks like existing order {clash!r}", err=True)
 
 
 def _jurisdiction(value: str | None, policy: EnforcementPolicy) -> str | None:
@@ -252,7 +295,7 @@ def _summary(e: JournalEntry) -> str:
     if "status" in data:
         what = f" -> {data['status']} ({data['reason']})"
     forced = " FORCED: " + data["forced"]["justification"] if "forced" in data else ""
-    return f"{e.seq:>6}  {e.at}  {e.actor:<20} {e.action:<14} {ref}{what}{forced}"
+    return printable(f"{e.seq:>6}  {e.at}  {e.actor:<20} {e.action:<14} {ref}{what}{forced}")
 
 
 def _index_at(app: App, store: Store, at: datetime) -> BlockIndex:

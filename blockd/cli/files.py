@@ -102,7 +102,7 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
 def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: str | None,
            db: str | None) -> None:
     """Export the targets of orders in force (RPZ loads into BIND, Unbound, PowerDNS)."""
-    at = parse_instant(at_text, "--at") if at_text else now()
+    at = parse_instant(at_text, "--at") if at_text is not None else now()
     origin = app.config.rpz_zone if zone is None else (
         parse_target(zone.rstrip("."), "--zone").value + ".")
     store = app.store(db)

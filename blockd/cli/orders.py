@@ -8,6 +8,7 @@ import click
 
 from blockd.cli.common import (
     App,
+    _distinct_reference,
     _entry_dict,
     _fmt_order,
     _jurisdiction,
@@ -88,10 +89,13 @@ def order_add(app: App, reference: str, targets: tuple[str, ...], authority: str
     policy = app.policy_named(policy_name)
     tz = policy.tz
     issued_on = parse_date(issued, "--issued")
-    received_at = parse_instant(received, "--received", tz, now=at) if received else at
-    start = parse_instant(effective_from, "--effective-from", tz, now=at) if effective_from \
+    received_at = parse_instant(received, "--received", tz, now=at) if received is not None \
+        else at
+    start = parse_instant(effective_from, "--effective-from", tz, now=at) \
+        if effective_from is not None \
         else None
-    end = parse_instant(until, "--until", tz, end_of_day=True, now=at) if until else None
+    end = parse_instant(until, "--until", tz, end_of_day=True, now=at) if until is not None \
+        else None
     if issued_on > at.date():
         raise InputError("--issued", f"{issued} is in the future")
     if received_at > at:
@@ -106,11 +110,13 @@ def order_add(app: App, reference: str, targets: tuple[str, ...], authority: str
         jurisdiction=_jurisdiction(jurisdiction, policy),
         requested_by=_optional("--requested-by", requested_by),
         legal_basis=_optional("--legal-basis", legal_basis),
-        notice=_optional("--notice", notice), contact=_optional("--contact", contact),
+        notice=_optional("--notice", notice, multiline=True),
+        contact=_optional("--contact", contact),
         appeal=_optional("--appeal", appeal), policy=policy.name,
     )
     parsed, forced = _targets(app, targets, force, justification)
     store = app.store(db)
+    _distinct_reference(store, ref, force)
     entries = store.add_order(record, parsed, actor=default_actor(actor), at=at, forced=forced)
     data = _order_dict(record, policy, at, parsed)
     data["journal_seq"] = entries[-1].seq
@@ -130,7 +136,7 @@ def order_add(app: App, reference: str, targets: tuple[str, ...], authority: str
 def order_list(app: App, status_: str | None, in_force: bool, at_text: str | None,
                db: str | None, as_json: bool) -> None:
     """List orders, oldest first."""
-    at = parse_instant(at_text, "--at") if at_text else now()
+    at = parse_instant(at_text, "--at") if at_text is not None else now()
     store = app.store(db)
     rows = store.list_orders(Status(status_) if status_ else None)
     if in_force:
@@ -272,7 +278,7 @@ def check(ctx: click.Context, subject: str, at_text: str | None, db: str | None,
     Exit status: 0 blocked, 1 not blocked, 2 error.
     """
     app: App = ctx.obj
-    at = parse_instant(at_text, "--at") if at_text else now()
+    at = parse_instant(at_text, "--at") if at_text is not None else now()
     address = parse_address(subject, "NAME_OR_IP")
     if address is not None and address.kind is not TargetKind.IP:
         raise InputError("NAME_OR_IP", "give one address, not a prefix")
