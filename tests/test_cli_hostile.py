@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Runner, db_digest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 LONG = "a" * 10_000
 HUGE = "99999999999999999999"
@@ -129,3 +131,36 @@ def test_audit_log_escapes_control_characters_already_stored(blockd: Runner, db:
     assert r.code == 0
     assert len(r.out.strip().splitlines()) == 2  # two entries, two lines
     assert "ok\\x0a" in r.out
+
+
+FREE_TEXT = ["--authority", "--requested-by", "--legal-basis", "--notice", "--contact",
+             "--appeal", "--actor", "--justification", "reference", "--reason"]
+ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=40)  # surrogates too
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(option=st.sampled_from(FREE_TEXT), text=ANY_TEXT)
+def test_any_text_in_any_free_text_option(blockd: Runner, db: Path, ready: str,
+                                          option: str, text: str) -> None:
+    """One-line error or success, never a traceback; the store changes only on success."""
+    before = db_digest(db)
+    if option == "--reason":
+        args: list[str] = ["order", "suspend", "X-1", "--reason", text]
+    else:
+        ref = text if option == "reference" else f"H-{abs(hash(text))}"
+        args = ["order", "add", ref, "--authority", "Court", "--issued", "2020-01-01",
+                "h.example"]
+        if option == "--justification":
+            args += ["--force", "--justification", text]
+        elif option != "reference":
+            args += [option, text]
+    r = blockd(*args)
+    assert r.code in (0, 2), r
+    if r.code == 2:
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("blockd: error: "), r.err
+        assert db_digest(db) == before
+    else:
+        assert db_digest(db) != before
+        if option == "--reason":  # back to active for the next example
+            assert blockd("order", "resume", "X-1", "--reason", "test").code == 0
