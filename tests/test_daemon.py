@@ -171,3 +171,34 @@ def test_the_clock_moves_the_index_without_a_command(config: Config) -> None:
         assert c.poll()
         assert not any(str(rr) == "127.0.0.80"
                        for rrset in ask(port, "temporary.example").answer for rr in rrset)
+
+
+def test_rows_the_journal_does_not_prove_are_not_enforced(config: Config) -> None:
+    """A target inserted with sqlite3 is not blocked, one deleted stays blocked, and the
+    daemon says it is unhealthy until the tables match the journal again."""
+    import sqlite3
+
+    con = sqlite3.connect(config.db)
+    con.execute("INSERT INTO targets (order_id, kind, value, match, added_seq, forced) "
+                "VALUES (1, 'domain', 'smuggled.example', 'subtree', 1, false)")
+    con.execute("DELETE FROM targets WHERE value = 'allofmp3.com'")
+    con.commit()
+    con.close()
+    with Controller(config, lambda core: [DnsDaemon(core)]) as c:
+        [(_, port)] = c.bound["dns"]
+        assert c.core is not None
+        assert not c.core.healthy and c.core.follower.readable
+        assert any("smuggled.example" in p for p in c.core.follower.unproven)
+        assert str(ask(port, "www.allofmp3.com").answer[0][0]) == "127.0.0.80"  # journaled
+        assert not any(str(rr) == "127.0.0.80"
+                       for rrset in ask(port, "smuggled.example").answer for rr in rrset)
+        con = sqlite3.connect(config.db)  # the operator repairs the tables...
+        con.execute("DELETE FROM targets WHERE value = 'smuggled.example'")
+        con.execute("INSERT INTO targets (order_id, kind, value, match, added_seq, forced) "
+                    "VALUES (1, 'domain', 'allofmp3.com', 'subtree', 1, false)")
+        con.commit()
+        con.close()
+        c.reload(config)  # ...and reloads (SIGHUP): proven again
+        c.poll()
+        assert c.core.healthy and c.core.follower.unproven == []
+        assert str(ask(port, "www.allofmp3.com").answer[0][0]) == "127.0.0.80"

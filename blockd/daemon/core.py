@@ -103,6 +103,7 @@ class Core:
         self.config = config
         self.enforcement = enforcement
         self.follower.set_actions(dns_actions(enforcement))
+        self.follower.request_reload()  # and prove the tables against the journal again
         for listener in self._reload_listeners:
             listener()
 

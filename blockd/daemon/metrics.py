@@ -49,6 +49,10 @@ class StatsCollector(Collector):
                                 value=1.0 if f.healthy else 0.0)
         yield CounterMetricFamily("blockd_store_errors", "Failed reads of the order store",
                                   value=f.stats.store_errors)
+        yield GaugeMetricFamily("blockd_store_unproven",
+                                "Differences between the order tables and the journal at the "
+                                "last load (the index then comes from the journal alone)",
+                                value=len(f.unproven))
         yield GaugeMetricFamily("blockd_index_journal_seq",
                                 "Journal sequence number of the block index in force",
                                 value=f.index.seq)
@@ -96,9 +100,11 @@ class MetricsServer:
 
         async def healthz(_: web.Request) -> web.Response:
             ok = core.healthy
-            return web.Response(status=200 if ok else 503,
-                                text="ok\n" if ok else "store unreadable: enforcing the last "
-                                                       "good index\n")
+            f = core.follower
+            text = "ok\n" if ok else (
+                "store unreadable: enforcing the last good index\n" if not f.readable
+                else "order tables do not match the journal: enforcing what it proves\n")
+            return web.Response(status=200 if ok else 503, text=text)
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)

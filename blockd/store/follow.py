@@ -58,12 +58,23 @@ class IndexFollower:
         self.actions = dict(actions)
         self.clock = clock
         self.stats = FollowStats()
-        self.healthy = False
+        self.readable = False  # the store answered at the last poll
+        self.unproven: list[str] = []  # what the journal did not prove at the last load
+        self._reload_requested = False
         self._builder: IndexBuilder | None = None
         self._index: BlockIndex | None = None
         self._last_hash: str | None = None
         self._listeners: list[Callable[[BlockIndex], None]] = []
         self._actions_changed = False
+
+    @property
+    def healthy(self) -> bool:
+        """The store is readable and its tables are what its journal proves."""
+        return self.readable and not self.unproven
+
+    def request_reload(self) -> None:
+        """Load (and verify) everything again at the next poll (SIGHUP)."""
+        self._reload_requested = True
 
     @property
     def index(self) -> BlockIndex:
@@ -84,7 +95,7 @@ class IndexFollower:
     async def load(self) -> None:
         """Load the full index (raises if the store cannot be read at start-up)."""
         self._swap(await asyncio.to_thread(self._load))
-        self.healthy = True
+        self.readable = True
         self.stats.last_success = time.time()
 
     async def poll(self) -> bool:
@@ -94,16 +105,16 @@ class IndexFollower:
         except (BlockdError, OSError, Exception) as exc:
             self.stats.store_errors += 1
             message = f"{type(exc).__name__}: {exc}"
-            if self.healthy or self.stats.last_error != message:
+            if self.readable or self.stats.last_error != message:
                 log.error("order store unreadable, keeping last good policy (seq %s): %s",
                           self._index.seq if self._index else "-", message)
             self.stats.last_error = message
-            self.healthy = False
+            self.readable = False
             self.store.drop()  # reopen next time (the file may have been replaced)
             return False
-        if not self.healthy:
+        if not self.readable:
             log.info("order store readable again (journal seq %s)", self.index.seq)
-        self.healthy = True
+        self.readable = True
         self.stats.last_success = time.time()
         if fresh is not None:
             self._swap(fresh)
@@ -112,13 +123,27 @@ class IndexFollower:
     # -- work (in a worker thread) ---------------------------------------------
 
     def _load(self) -> BlockIndex:
+        """The whole index, from the tables when the journal proves them (the fast way),
+        else from the journal alone: a row added or deleted behind the journal's back is
+        neither enforced nor lost, and the follower reports itself unhealthy."""
         store = self.store.get()
+        self._reload_requested = False
         builder = IndexBuilder(self.clock(), self.actions)
         heads: list[JournalEntry | None] = []
         for order, rows in store.load_rows(heads.append):
             builder.load_rows(order, rows)
         head = heads[0] if heads else store.head()
         builder.book.seq = head.seq if head else 0
+        problems = store.verify()
+        if problems:
+            log.error("the order tables do not match the journal (%d problem(s), first: %s); "
+                      "enforcing what the journal proves", len(problems), problems[0])
+            builder = IndexBuilder(self.clock(), self.actions)
+            entries = store.journal()
+            for entry in entries:
+                builder.apply(entry)
+            head = entries[-1] if entries else None
+        self.unproven = problems
         self._last_hash = head.hash if head else None
         self._builder = builder
         self.stats.loads += 1
@@ -130,7 +155,7 @@ class IndexFollower:
         """Runs in a worker thread; returns a new snapshot when something changed."""
         store = self.store.get()
         builder = self._builder
-        if builder is None:
+        if builder is None or self._reload_requested:
             return self._load()
         head = store.head()
         changed = False
