@@ -1,16 +1,25 @@
-"""The hash chain: any edit, reorder or deletion in the middle is detected."""
+"""The hash chain: any edit, reorder or deletion in the middle is detected; with an
+anchor recorded elsewhere (`blockd audit anchor`), so are deletions from the end and a
+history rewritten with every later hash recomputed."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from blockd.core.journal import (
+    GENESIS,
     ORDER_STATUS,
     JournalEntry,
+    entry_hash,
     make_entry,
     verify_chain,
 )
@@ -53,3 +62,60 @@ def test_rehashing_one_entry_still_breaks_the_link() -> None:
     entries[1] = forged
     faults = verify_chain(entries)
     assert [f.seq for f in faults] == [3]
+
+
+# -- anchors: what one database cannot prove about itself -------------------------------
+
+def _anchored(blockd: Any, db: Path) -> str:
+    assert blockd("init").code == 0
+    assert blockd("order", "add", "A-1", "--authority", "Court", "--issued", "2020-01-01",
+                  "a.example").code == 0
+    assert blockd("order", "target", "add", "A-1", "b.example").code == 0
+    r = blockd("audit", "anchor")
+    assert r.code == 0
+    anchor = r.out.strip()
+    head = json.loads(blockd("audit", "verify", "--json").out)
+    assert anchor == f"2:{head['head_hash']}"
+    assert blockd("audit", "verify", "--anchor", anchor).code == 0
+    return anchor
+
+
+def test_an_anchor_catches_entries_deleted_from_the_end(blockd: Any, db: Path) -> None:
+    anchor = _anchored(blockd, db)
+    con = sqlite3.connect(db)  # the newest entry and its effect, both removed
+    con.execute("DELETE FROM journal WHERE seq = 2")
+    con.execute("DELETE FROM targets WHERE value = 'b.example'")
+    con.execute("UPDATE orders SET updated_seq = 1")
+    con.commit()
+    con.close()
+    assert blockd("audit", "verify").code == 0  # consistent in itself: undetectable alone
+    r = blockd("audit", "verify", "--anchor", anchor)
+    assert r.code == 1
+    assert "anchor 2: the journal no longer has entry 2" in r.out
+
+
+def test_an_anchor_catches_a_rewritten_history(blockd: Any, db: Path) -> None:
+    anchor = _anchored(blockd, db)
+    con = sqlite3.connect(db)  # entry 1 rewritten, every later hash recomputed
+    rows = con.execute(
+        "SELECT seq, at, actor, action, payload FROM journal ORDER BY seq").fetchall()
+    prev = GENESIS
+    for seq, at, actor, action, payload in rows:
+        actor = "someone else" if seq == 1 else actor
+        digest = entry_hash(seq, at, actor, action, payload, prev)
+        con.execute("UPDATE journal SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                    (actor, prev, digest, seq))
+        prev = digest
+    con.commit()
+    con.close()
+    assert blockd("audit", "verify").code == 0
+    r = blockd("audit", "verify", "--anchor", anchor)
+    assert r.code == 1 and "anchor 2: entry 2 has hash" in r.out and "rewritten" in r.out
+
+
+@pytest.mark.parametrize("bad", ["2", "x:abc", "2:" + "g" * 64, "2:" + "a" * 63, ""])
+def test_a_malformed_anchor_is_a_one_line_error(blockd: Any, db: Path, bad: str) -> None:
+    _anchored(blockd, db)
+    r = blockd("audit", "verify", "--anchor", bad)
+    assert r.code == 2 and r.err.startswith("blockd: error: --anchor: ")
+    assert len(r.err.strip().splitlines()) == 1

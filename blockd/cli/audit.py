@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from blockd.cli.common import (
@@ -50,15 +52,53 @@ def audit_log(app: App, since: str | None, limit: int | None, db: str | None,
          lambda: "\n".join(_summary(e) for e in entries) or "no entries")
 
 
+@audit.command("anchor")
+@db_option
+@json_option
+@pass_app
+def audit_anchor(app: App, db: str | None, as_json: bool) -> None:
+    """Print the journal head as SEQ:HASH, to record outside this store (a ticket, the
+    regulator's report, another machine). `audit verify --anchor SEQ:HASH` later proves
+    that the journal still holds that entry unchanged: rows deleted from the end, or an
+    entry rewritten with every later hash recomputed, cannot hide from it."""
+    head = app.store(db).head()
+    anchor = f"{head.seq}:{head.hash}" if head else "0:"
+    emit(as_json, {"seq": head.seq if head else 0, "hash": head.hash if head else None,
+                   "anchor": anchor, "at": head.at if head else None}, anchor)
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not seq.isdigit() or int(seq) > MAX_SEQ or not re.fullmatch(
+            r"[0-9a-f]{64}", digest):
+        raise InputError("--anchor", f"{text!r} is not SEQ:HASH as `blockd audit anchor` "
+                                     "prints it")
+    return int(seq), digest
+
+
 @audit.command("verify")
+@click.option("--anchor", "anchors", multiple=True, metavar="SEQ:HASH",
+              help="A head recorded earlier with `blockd audit anchor`: the journal must "
+                   "still hold that entry with that hash. Repeat for several.")
 @db_option
 @json_option
 @click.pass_context
-def audit_verify(ctx: click.Context, db: str | None, as_json: bool) -> None:
-    """Prove the journal is unedited and the order tables match it. Exit 1 if not."""
+def audit_verify(ctx: click.Context, anchors: tuple[str, ...], db: str | None,
+                 as_json: bool) -> None:
+    """Prove the journal is unedited and the order tables match it, and that it still
+    holds every anchor given. Exit 1 if not."""
     app: App = ctx.obj
+    wanted = [_anchor(a) for a in anchors]
     store = app.store(db)
     problems = store.verify()
+    for seq, digest in wanted:
+        found = store.journal(seq - 1, limit=1) if seq > 0 else []
+        if not found or found[0].seq != seq:
+            problems.append(f"anchor {seq}: the journal no longer has entry {seq} "
+                            "(entries deleted from its end?)")
+        elif found[0].hash != digest:
+            problems.append(f"anchor {seq}: entry {seq} has hash {found[0].hash[:16]}..., "
+                            f"the anchor says {digest[:16]}... (history rewritten)")
     head = store.head()
     data = {"ok": not problems, "entries": head.seq if head else 0,
             "head_hash": head.hash if head else None, "problems": problems}
