@@ -38,7 +38,7 @@ def test_refusal_reasons_are_specific() -> None:
     assert reasons("1.1.1.0/24") == [
         "overlaps protected network 1.1.1.1/32 (public resolver: Cloudflare)"]
     assert reasons("104.16.0.0/12") == [
-        "is broader than /24", "overlaps protected network 104.24.0.0/14 (CDN: Cloudflare)"]
+        "is broader than /24", "overlaps protected network 104.16.0.0/13 (CDN: Cloudflare)"]
     assert reasons("100.64.0.1") == ["is not globally routable"]
 
 
@@ -83,3 +83,21 @@ def test_overlap_matches_a_linear_scan() -> None:
         linear = any(p.overlaps(n) for n in nets)
         assert (g.v4.overlap(int(p.network_address), int(p.broadcast_address)) is not None) \
             is linear, probe
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("ghs.googlehosted.com", "Google Sites and Blogger custom domains"),
+    ("shops.myshopify.com", "Shopify stores"),
+    ("cname.vercel-dns.com", "Vercel deployments"),
+    ("1.1.1.2", "Cloudflare for Families"),
+    ("8.26.56.26", "Comodo Secure DNS"),
+    ("2606:4700:4700::1113", "Cloudflare"),  # inside the Cloudflare /32, named first
+])
+def test_shared_cname_targets_and_more_public_resolvers_are_protected(text: str,
+                                                                      why: str) -> None:
+    assert any(why in r for r in reasons(text)), reasons(text)
+
+
+def test_a_shop_on_a_shared_platform_can_still_be_blocked_by_its_own_name() -> None:
+    assert reasons("counterfeit-shop.example") == []
+    assert reasons("=counterfeit.myshopify.example") == []

@@ -57,13 +57,16 @@ class _Intervals:
             self.max_end.append(high)
 
     def overlap(self, start: int, end: int) -> tuple[Network, str] | None:
+        """The lowest protected network overlapping [start, end], if any (the lowest, so
+        a refusal names the same network however many more are added above it)."""
         i = bisect.bisect_right(self.starts, end) - 1
+        found = None
         while i >= 0 and self.max_end[i] >= start:
             s, e, net, note = self.items[i]
             if s <= end and e >= start:
-                return net, note
+                found = net, note
             i -= 1
-        return None
+        return found
 
 
 _SPECIAL = (
