@@ -164,3 +164,24 @@ def test_any_text_in_any_free_text_option(blockd: Runner, db: Path, ready: str,
         assert db_digest(db) != before
         if option == "--reason":  # back to active for the next example
             assert blockd("order", "resume", "X-1", "--reason", "test").code == 0
+
+
+def test_a_high_impact_target_is_accepted_with_a_journaled_warning(blockd: Runner,
+                                                                  ready: str) -> None:
+    r = blockd("order", "add", "TR-1", "--authority", "Court", "--issued", "2020-01-01",
+               "twitter.com", "pirate.example")
+    assert r.code == 0, r.err
+    assert r.err.strip() == ("blockd: warning: twitter.com: high impact: X (Twitter): "
+                             "hundreds of millions of users, public authorities")
+    r = blockd("order", "target", "add", "TR-1", "web.whatsapp.com")
+    assert r.code == 0 and "web.whatsapp.com: high impact: WhatsApp" in r.err
+    import json
+
+    entries = json.loads(blockd("audit", "log", "--json").out)
+    by_action = [(e["action"], e["payload"].get("collateral")) for e in entries[-2:]]
+    assert by_action == [
+        ("order.add", ["twitter.com: high impact: X (Twitter): hundreds of millions of "
+                       "users, public authorities"]),
+        ("target.add", ["web.whatsapp.com: high impact: WhatsApp: private messaging and "
+                        "calls of most subscribers"])]
+    assert blockd("audit", "verify").code == 0

@@ -101,3 +101,16 @@ def test_shared_cname_targets_and_more_public_resolvers_are_protected(text: str,
 def test_a_shop_on_a_shared_platform_can_still_be_blocked_by_its_own_name() -> None:
     assert reasons("counterfeit-shop.example") == []
     assert reasons("=counterfeit.myshopify.example") == []
+
+
+def test_high_impact_platforms_warn_but_pass() -> None:
+    from blockd.core.names import parse_target as t
+
+    assert reasons("twitter.com") == []  # lawful in some regimes: never refused for it
+    assert GUARD.collateral(t("twitter.com")) == [
+        "twitter.com: high impact: X (Twitter): hundreds of millions of users, public "
+        "authorities"]
+    assert GUARD.collateral(t("=mobile.twitter.com"))[0].startswith(
+        "=mobile.twitter.com: high impact: X (Twitter)")
+    assert GUARD.collateral(t("allofmp3.com")) == []
+    assert GUARD.collateral(t("45.33.32.0/24")) == []

@@ -216,7 +216,7 @@ def _jurisdiction(value: str | None, policy: EnforcementPolicy) -> str | None:
 
 
 def _targets(app: App, texts: Sequence[str], force: bool, justification: str | None,
-             field: str = "target") -> tuple[list[Target], Forced | None]:
+             field: str = "target") -> tuple[list[Target], Forced | None, tuple[str, ...]]:
     """Parse every target and run the guard on all of them before anything is written."""
     targets = list(dict.fromkeys(parse_target(t, field) for t in texts))
     refusals = [r for t in targets for r in app.guard.check(t)]
@@ -234,7 +234,10 @@ def _targets(app: App, texts: Sequence[str], force: bool, justification: str | N
         )
     forced = Forced(justification or "", tuple(str(r) for r in refusals),
                     frozenset(r.target for r in refusals)) if force else None
-    return targets, forced
+    collateral = tuple(w for t in targets for w in app.guard.collateral(t))
+    for warning in collateral:
+        click.echo(f"blockd: warning: {warning}", err=True)
+    return targets, forced, collateral
 
 
 def _order_dict(order: OrderRecord, policy: EnforcementPolicy | None, at: datetime,

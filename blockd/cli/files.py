@@ -75,8 +75,8 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
         parsed_targets = FORMATS[fmt].parse(content)
     except InputError as exc:  # FormatError: field is "line N"
         raise InputError(str(file), f"{exc.field}: {exc.reason}") from None
-    targets, forced = _targets(app, [t.spec for t in parsed_targets], force, justification,
-                               field=str(file))
+    targets, forced, collateral = _targets(app, [t.spec for t in parsed_targets], force,
+                                           justification, field=str(file))
     store = app.store(db)
     if dry_run:
         store.get_order(ref, with_targets=False)
@@ -84,7 +84,7 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
              f"{file}: {len(targets)} valid target(s) for order {ref}; nothing written")
         return
     added, already = store.add_targets(ref, targets, actor=default_actor(actor), at=now(),
-                                       forced=forced)
+                                       forced=forced, collateral=collateral)
     emit(as_json, {"reference": ref, "added": len(added), "already": len(already)},
          f"order {ref}: imported {len(added)} target(s) from {file}"
          + (f", {len(already)} already present" if already else ""))

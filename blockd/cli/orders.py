@@ -114,10 +114,11 @@ def order_add(app: App, reference: str, targets: tuple[str, ...], authority: str
         contact=_optional("--contact", contact),
         appeal=_optional("--appeal", appeal), policy=policy.name,
     )
-    parsed, forced = _targets(app, targets, force, justification)
+    parsed, forced, collateral = _targets(app, targets, force, justification)
     store = app.store(db)
     _distinct_reference(store, ref, force)
-    entries = store.add_order(record, parsed, actor=default_actor(actor), at=at, forced=forced)
+    entries = store.add_order(record, parsed, actor=default_actor(actor), at=at, forced=forced,
+                              collateral=collateral)
     data = _order_dict(record, policy, at, parsed)
     data["journal_seq"] = entries[-1].seq
     emit(as_json, data, lambda: f"added order {ref} with {len(parsed)} target(s)"
@@ -198,10 +199,10 @@ def target_add(app: App, reference: str, targets: tuple[str, ...], force: bool,
                as_json: bool) -> None:
     """Add TARGETs to order REFERENCE (targets already on it are reported, not doubled)."""
     ref = _reference(reference)
-    parsed, forced = _targets(app, targets, force, justification)
+    parsed, forced, collateral = _targets(app, targets, force, justification)
     store = app.store(db)
     added, already = store.add_targets(ref, parsed, actor=default_actor(actor), at=now(),
-                                       forced=forced)
+                                       forced=forced, collateral=collateral)
     emit(as_json, {"reference": ref, "added": [t.spec for t in added],
                    "already": [t.spec for t in already]},
          f"order {ref}: added {len(added)} target(s)"

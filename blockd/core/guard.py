@@ -83,8 +83,10 @@ class Guard:
     def __init__(
         self, names: Iterable[tuple[str, str]] = (), networks: Iterable[tuple[Network, str]] = (),
         *, max_prefix_v4: int = 24, max_prefix_v6: int = 48,
+        high_impact: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.names = dict(names)
+        self.high_impact = dict(high_impact)
         self.ancestors: dict[str, str] = {}
         for name in self.names:
             for parent in name_suffixes(name)[1:]:
@@ -101,6 +103,23 @@ class Guard:
         else:
             reasons = self._address(ipaddress.ip_network(target.value))
         return [Refusal(target, r) for r in reasons]
+
+    def collateral(self, target: Target) -> list[str]:
+        """Warnings for a target that may be lawful but hits many people at once (a platform
+        on ``high-impact.txt``, or a name inside or above one): accepted, but said aloud and
+        journaled."""
+        if target.kind is not TargetKind.DOMAIN:
+            return []
+        name = target.value
+        for parent in name_suffixes(name):
+            if parent in self.high_impact:
+                return [f"{target.spec}: high impact: {self.high_impact[parent]}"]
+        if target.match is not DomainMatch.EXACT:
+            below = [n for n in self.high_impact if n.endswith("." + name)]
+            if below:
+                return [f"{target.spec}: covers high-impact {below[0]} "
+                        f"({self.high_impact[below[0]]})"]
+        return []
 
     def _name(self, target: Target) -> list[str]:
         name = target.value
@@ -154,7 +173,8 @@ def _lines(path: Path) -> Iterable[tuple[int, str, str]]:
 
 
 def load_guard(policies_dir: Path) -> Guard:
-    """The guard with ``protected-names.txt`` and ``protected-networks.txt`` of a directory."""
+    """The guard with ``protected-names.txt``, ``protected-networks.txt`` and (if present)
+    ``high-impact.txt`` of a directory."""
     names: list[tuple[str, str]] = []
     path = policies_dir / "protected-names.txt"
     for number, entry, note in _lines(path):
@@ -169,4 +189,12 @@ def load_guard(policies_dir: Path) -> Guard:
             networks.append((ipaddress.ip_network(entry, strict=True), note))
         except ValueError as exc:
             raise GuardFileError(f"{path}:{number}: {exc}") from None
-    return Guard(names, networks)
+    high: list[tuple[str, str]] = []
+    path = policies_dir / "high-impact.txt"
+    if path.exists():
+        for number, entry, note in _lines(path):
+            try:
+                high.append((normalise_name(entry), note))
+            except InputError as exc:
+                raise GuardFileError(f"{path}:{number}: {exc.reason}") from None
+    return Guard(names, networks, high_impact=high)

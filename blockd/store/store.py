@@ -208,7 +208,7 @@ class Store:
 
     def add_order(
         self, order: OrderRecord, targets: Sequence[Target], *, actor: str, at: datetime,
-        forced: Forced | None = None,
+        forced: Forced | None = None, collateral: Sequence[str] = (),
     ) -> list[JournalEntry]:
         """Record a new order with its first targets; the reference must be new."""
         with self._write() as session:
@@ -219,6 +219,8 @@ class Store:
             payload: dict[str, Any] = {"order": order_payload(order), "targets": batches[0]}
             if forced is not None:
                 payload["forced"] = forced.payload()
+            if collateral:
+                payload["collateral"] = list(collateral)
             entry = self._append(session, prev, at, actor, ORDER_ADD, payload)
             row = OrderRow(
                 **{k: v for k, v in _order_columns(order).items()},
@@ -238,7 +240,7 @@ class Store:
 
     def add_targets(
         self, reference: str, targets: Sequence[Target], *, actor: str, at: datetime,
-        forced: Forced | None = None,
+        forced: Forced | None = None, collateral: Sequence[str] = (),
     ) -> tuple[list[Target], list[Target]]:
         """Add targets to an order; (added, already present). Lifted orders take none."""
         with self._write() as session:
@@ -257,6 +259,8 @@ class Store:
                 payload: dict[str, Any] = {"reference": reference, "targets": batch}
                 if forced is not None and first is None:
                     payload["forced"] = forced.payload()
+                if collateral and first is None:
+                    payload["collateral"] = list(collateral)
                 prev = self._append(session, prev, at, actor, TARGET_ADD, payload)
                 first = first or prev
             assert first is not None and prev is not None
