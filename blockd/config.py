@@ -321,6 +321,7 @@ class _PolicyDns(_Table):
     dns_ttl: Annotated[int, Field(ge=1, le=86400), _expect("an integer between 1 and 86400")] \
         = Field(_POLICY.dns_ttl, alias="ttl")
     ede_text: Annotated[str, AfterValidator(_ede_text)] = _POLICY.ede_text
+    block_cname_chains: bool = _POLICY.block_cname_chains
 
 
 class _PolicyNotice(_Table):

@@ -202,3 +202,38 @@ def test_upstream_answer_with_two_opt_records_is_servfail_and_not_cached() -> No
     reply = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")))  # type: ignore[arg-type]
     assert reply.rcode() == dns.rcode.NOERROR and len(svc.cache) == 1
     assert str(reply.answer[0][0]) == "192.0.2.1" and reply.edns == 0
+
+
+def test_cname_chain_blocking_is_a_policy_setting() -> None:
+    """`[dns] block_cname_chains = false` in a policy: its orders block only the names they
+    list, not every name whose CNAME chain leads there (collateral of a shared target)."""
+    from dnsstub import StubUpstream
+
+    from blockd.core.enforcement import EnforcementPolicy
+
+    records = ["alias.example. 300 IN CNAME cdn.clone.example.",
+               "cdn.clone.example. 300 IN A 192.0.2.3",
+               "alias2.example. 300 IN CNAME cdn.shared.example.",
+               "cdn.shared.example. 300 IN A 192.0.2.4"]
+    orders = [OrderRecord("C-1", "Court", date(2024, 1, 1), NOW, policy="chains",
+                          targets=frozenset({parse_target("clone.example")})),
+              OrderRecord("E-1", "Court", date(2024, 1, 1), NOW, policy="listed",
+                          targets=frozenset({parse_target("shared.example")}))]
+    index = compile_index(orders, NOW)
+    policies = {"chains": EnforcementPolicy("chains"),
+                "listed": EnforcementPolicy("listed", block_cname_chains=False)}
+    with StubUpstream(records) as up:
+        settings = DnsSettings(upstream=(("127.0.0.1", up.port),), upstream_timeout=1.0)
+
+        def ask(name: str) -> dns.message.Message:
+            svc = DnsService(lambda: index, BlockedAnswers(policies, "127.0.0.80", None, "u"),
+                             settings, Upstreams(settings.upstream))
+            q = dns.message.make_query(name, "A", use_edns=0)
+            return dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")))  # type: ignore[arg-type]
+
+        chained = ask("alias.example")
+        assert [str(rr[0]) for rr in chained.answer] == ["127.0.0.80"]
+        assert "C-1" in chained.options[0].text  # type: ignore[attr-defined]
+        listed_only = ask("alias2.example")
+        assert "192.0.2.4" in str(listed_only.answer) and not listed_only.options
+        assert [str(rr[0]) for rr in ask("cdn.shared.example").answer] == ["127.0.0.80"]

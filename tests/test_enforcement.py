@@ -118,6 +118,7 @@ POLICY_BAD_VALUES = [
     ("dns", "action", "'drop'", "must be one of notice, nxdomain, nodata, refused, got 'drop'"),
     ("dns", "ttl", "86401", "must be an integer between 1 and 86400, got 86401"),
     ("dns", "ede_text", "'{url'", "bad braces in template"),
+    ("dns", "block_cname_chains", "'no'", "must be true or false, got 'no'"),
     ("notice", "template", "'Default'", "must be a template name of a-z, 0-9, _ and -, got"),
     ("notice", "languages", "['en', 1]", "must be a non-empty list of two-letter language codes"),
     ("hits", "retention_days", "3651", "must be an integer between 1 and 3650, got 3651"),

@@ -84,6 +84,9 @@ class EnforcementPolicy:
     dns_action: Action = Action.NOTICE
     dns_ttl: int = 30
     ede_text: str = DEFAULT_EDE
+    # a name whose CNAME chain leads to a name under this policy's orders is blocked too
+    # (a clone behind an alias); false: only the names the order lists
+    block_cname_chains: bool = True
     notice_template: str = "default"
     languages: tuple[str, ...] = ("en",)
     hit_retention_days: int = 90

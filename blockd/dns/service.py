@@ -210,10 +210,14 @@ class DnsService:
             return None
 
     def _chain_block(self, policy: BlockIndex, chain: tuple[str, ...]) -> Match | None:
+        """The first order whose policy blocks through CNAME chains and that covers a name
+        of ``chain`` (``[dns] block_cname_chains`` of the policy, default true)."""
         for name in chain:
             decision: Decision = policy.decide_name(name)
-            if decision.matches:
-                return decision.matches[0]
+            for match in decision.matches:
+                regime = self.answers.policy_of(match)
+                if regime is None or regime.block_cname_chains:
+                    return match
         return None
 
     # -- answers -----------------------------------------------------------------
