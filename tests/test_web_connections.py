@@ -197,8 +197,10 @@ def test_a_connection_that_never_completes_a_request_is_closed() -> None:
 # -- 20,000 idle connections against the real daemon -------------------------------------
 
 FLOOD = """
-import contextlib, socket, sys
+import contextlib, resource, socket, sys
 port, first, count = (int(a) for a in sys.argv[1:])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # an ordinary user's soft is 1024
 held = []
 for i in range(first, first + count):  # 200 connections per source address
     s = socket.socket()
