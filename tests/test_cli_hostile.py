@@ -185,3 +185,37 @@ def test_a_high_impact_target_is_accepted_with_a_journaled_warning(blockd: Runne
         ("target.add", ["web.whatsapp.com: high impact: WhatsApp: private messaging and "
                         "calls of most subscribers"])]
     assert blockd("audit", "verify").code == 0
+
+
+def test_check_resolve_names_the_cname_behind_a_block(
+        blockd: Runner, db: Path, ready: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check` looks at the name; `check --resolve` also follows its CNAME chain at the
+    configured upstream, as the resolver does."""
+    from dnsstub import StubUpstream
+
+    assert blockd("order", "add", "C-1", "--authority", "Court", "--issued", "2020-01-01",
+                  "clone.example").code == 0
+    with StubUpstream(["alias.example. 300 IN CNAME cdn.clone.example.",
+                       "cdn.clone.example. 300 IN A 192.0.2.3",
+                       "plain.example. 300 IN A 192.0.2.4"]) as up:
+        config = tmp_path / "blockd.toml"
+        config.write_text(f'[dns]\nupstream = ["127.0.0.1:{up.port}"]\n')
+        monkeypatch.setenv("BLOCKD_CONFIG", str(config))
+        r = blockd("check", "alias.example")
+        assert r.code == 1 and r.out.strip() == "alias.example: not blocked"
+        r = blockd("check", "--resolve", "alias.example")
+        assert r.code == 0, r.err
+        assert r.out.splitlines()[0] == (
+            "alias.example: BLOCKED (notice) through a CNAME to cdn.clone.example")
+        assert "order C-1 of Court via clone.example" in r.out
+        import json
+
+        data = json.loads(blockd("check", "--resolve", "--json", "alias.example").out)
+        assert data["through_cname"] == "cdn.clone.example"
+        assert blockd("check", "--resolve", "plain.example").code == 1
+        config.write_text('[dns]\nupstream = ["127.0.0.1:9"]\nupstream_timeout = 0.2\n')
+        r = blockd("check", "--resolve", "plain.example")
+        assert r.code == 2
+        assert r.err.strip() == ("blockd: error: --resolve: no upstream resolver answered "
+                                 "(127.0.0.1:9)")

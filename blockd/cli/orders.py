@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -266,14 +267,43 @@ def _decision_dict(d: Decision, policies: dict[str, EnforcementPolicy]) -> dict[
     }
 
 
+def _cname_chain(app: App, name: str) -> tuple[str, ...]:
+    """The CNAME targets of ``name`` as the configured upstream resolver answers them."""
+    import asyncio
+    import struct
+
+    from blockd.dns import wire
+    from blockd.dns.upstream import Upstreams
+
+    settings = app.config.dns
+    question = wire.encode_name(name) + bytes([0, 1, 0, 1])  # type A, class IN
+
+    async def ask() -> bytes | None:
+        return await Upstreams(settings.upstream, timeout=settings.upstream_timeout
+                               ).resolve(question, False)
+
+    answer = asyncio.run(ask())
+    if answer is None:
+        raise InputError("--resolve", "no upstream resolver answered "
+                                      f"({', '.join(f'{h}:{p}' for h, p in settings.upstream)})")
+    try:
+        return wire.layout(answer).chain
+    except (ValueError, IndexError, struct.error) as exc:
+        raise InputError("--resolve", f"the upstream answer is malformed ({exc})") from None
+
+
 @cli.command()
 @click.argument("subject", metavar="NAME_OR_IP")
 @click.option("--at", "at_text", metavar="WHEN", help="Decide as of this instant [default: now].")
+@click.option("--resolve", is_flag=True,
+              help="Also ask the configured upstream resolver ([dns] upstream) for the "
+                   "name's CNAME chain: a name aliased to a blocked name is blocked by the "
+                   "resolver too, unless the order's policy sets block_cname_chains = false.")
 @db_option
 @json_option
 @click.pass_context
-def check(ctx: click.Context, subject: str, at_text: str | None, db: str | None,
-          as_json: bool) -> None:
+def check(ctx: click.Context, subject: str, at_text: str | None, resolve: bool,
+          db: str | None, as_json: bool) -> None:
     """Say whether NAME_OR_IP is blocked, by which order(s) and why.
 
     Exit status: 0 blocked, 1 not blocked, 2 error.
@@ -289,11 +319,35 @@ def check(ctx: click.Context, subject: str, at_text: str | None, db: str | None,
     for order_record, targets in store.candidates(target):
         builder.load(order_record, targets)
     decision = builder.index().decide(target.value)
+    via: str | None = None
+    if resolve and not decision.blocked and target.kind is TargetKind.DOMAIN:
+        policies = app.policies
+        for alias in _cname_chain(app, target.value):
+            chained = IndexBuilder(at, app.actions())
+            alias_target = parse_target(alias, "NAME_OR_IP")
+            for order_record, targets in store.candidates(alias_target):
+                chained.load(order_record, targets)
+            found = chained.index().decide(alias)
+            allowed = [m for m in found.matches
+                       if (policies.get(m.order.policy) or policies["default"]
+                           ).block_cname_chains]
+            if allowed:
+                decision, via = replace(found, subject=decision.subject,
+                                        matches=tuple(allowed)), alias
+                break
     data = _decision_dict(decision, app.policies)
+    if via is not None:
+        data["through_cname"] = via
 
     def text() -> str:
         if not decision.blocked:
             return f"{decision.subject}: not blocked"
+        if via is not None:
+            lines = [f"{decision.subject}: BLOCKED ({decision.action}) through a CNAME to "
+                     f"{via}"]
+            lines += [f"  order {m.order.reference} of {m.order.authority} "
+                      f"via {m.target.spec} -> {m.action}" for m in decision.matches]
+            return "\n".join(lines)
         lines = [f"{decision.subject}: BLOCKED ({decision.action})"]
         for m in decision.matches:
             lines.append(f"  order {m.order.reference} of {m.order.authority} "
