@@ -125,6 +125,7 @@ class Config:
     isp_name: str = "Your internet provider"
     isp_contact: str = ""
     transparency: bool = True
+    notice_resolve_cnames: bool = True  # a Host blocked only through a CNAME gets its notice
     tls_listen: Address | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -252,6 +253,7 @@ class _NoticeTable(_Table):
     isp_name: str = _CONFIG.isp_name
     isp_contact: str = _CONFIG.isp_contact
     transparency: bool = _CONFIG.transparency
+    notice_resolve_cnames: bool = Field(_CONFIG.notice_resolve_cnames, alias="resolve_cnames")
     tls_listen: Annotated[Address | None, _from_str(lambda s: _address(s, 443))] = \
         _CONFIG.tls_listen
     tls_cert: _Path | None = _CONFIG.tls_cert

@@ -111,6 +111,7 @@ def notice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
     db = tmp / "blockd.db"
     config = tmp / "blockd.toml"
     config.write_text('[notice]\nurl = "https://isp.example/blocking"\n'
+                      'resolve_cnames = false\n'
                       'isp_name = "Example ISP"\nisp_contact = "support@isp.example"\n'
                       '[hits]\nflush_interval = 0.2\n')
     os.environ["BLOCKD_CONFIG"] = str(config)

@@ -86,6 +86,7 @@ BAD_VALUES = [
     ("dns", "metrics", "'[::1]:x'", "'[::1]:x' has a bad port"),
     ("hits", "flush_interval", "0", "must be a positive number of seconds, got 0"),
     ("nft", "local_output", "1", "must be true or false, got 1"),
+    ("notice", "resolve_cnames", "'yes'", "must be true or false, got 'yes'"),
     # strict: no coercion from strings or booleans
     ("dns", "workers", "'2'", "must be a positive integer, got '2'"),
     ("dns", "workers", "true", "must be a positive integer, got True"),

@@ -32,7 +32,9 @@ LOOPBACK = (("127.0.0.1", 0),)
 
 @pytest.fixture
 def upstream() -> Iterator[StubUpstream]:
-    with StubUpstream(["ok.example. 300 IN A 192.0.2.1"]) as up:
+    with StubUpstream(["ok.example. 300 IN A 192.0.2.1",
+                       "alias.example. 300 IN CNAME www.allofmp3.com.",
+                       "www.allofmp3.com. 300 IN A 192.0.2.66"]) as up:
         yield up
 
 
@@ -202,3 +204,21 @@ def test_rows_the_journal_does_not_prove_are_not_enforced(config: Config) -> Non
         c.poll()
         assert c.core.healthy and c.core.follower.unproven == []
         assert str(ask(port, "www.allofmp3.com").answer[0][0]) == "127.0.0.80"
+
+
+@pytest.mark.parametrize("resolve", [True, False])
+def test_a_host_blocked_through_a_cname_gets_the_notice(config: Config, resolve: bool) -> None:
+    """The resolver blocks alias.example (its CNAME leads to a blocked name); a browser
+    that arrives with that Host is told which order, not "nothing is blocked here"."""
+    c = dataclasses.replace(config, notice_resolve_cnames=resolve)
+    with Controller(c, lambda core: [HttpDaemon(core)]) as ctl:
+        [(_, port)] = ctl.bound["http"]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/", headers={"Host": "alias.example"})
+        response = conn.getresponse()
+        body = response.read().decode()
+        conn.close()
+        if resolve:
+            assert response.status == 451 and "FI-15124/2006" in body
+        else:
+            assert response.status == 404

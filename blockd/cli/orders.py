@@ -270,26 +270,21 @@ def _decision_dict(d: Decision, policies: dict[str, EnforcementPolicy]) -> dict[
 def _cname_chain(app: App, name: str) -> tuple[str, ...]:
     """The CNAME targets of ``name`` as the configured upstream resolver answers them."""
     import asyncio
-    import struct
 
-    from blockd.dns import wire
+    from blockd.dns.chains import CnameChains
     from blockd.dns.upstream import Upstreams
 
     settings = app.config.dns
-    question = wire.encode_name(name) + bytes([0, 1, 0, 1])  # type A, class IN
 
-    async def ask() -> bytes | None:
-        return await Upstreams(settings.upstream, timeout=settings.upstream_timeout
-                               ).resolve(question, False)
+    async def ask() -> tuple[str, ...] | None:
+        upstreams = Upstreams(settings.upstream, timeout=settings.upstream_timeout)
+        return await CnameChains(upstreams).chain(name)
 
-    answer = asyncio.run(ask())
-    if answer is None:
+    chain = asyncio.run(ask())
+    if chain is None:
         raise InputError("--resolve", "no upstream resolver answered "
                                       f"({', '.join(f'{h}:{p}' for h, p in settings.upstream)})")
-    try:
-        return wire.layout(answer).chain
-    except (ValueError, IndexError, struct.error) as exc:
-        raise InputError("--resolve", f"the upstream answer is malformed ({exc})") from None
+    return chain
 
 
 @cli.command()

@@ -24,3 +24,9 @@ class PastBlocks(Protocol):
     """
 
     def named_before(self, subject: str) -> bool: ...
+
+
+class CnameResolver(Protocol):
+    """A name's CNAME targets as the upstream resolvers answer them (None: no answer)."""
+
+    async def chain(self, name: str) -> tuple[str, ...] | None: ...

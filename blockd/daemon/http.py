@@ -15,6 +15,8 @@ from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.model import BlockdError
 from blockd.daemon.core import Core
 from blockd.daemon.dns import hostport
+from blockd.dns.chains import CnameChains
+from blockd.dns.upstream import Upstreams
 from blockd.web.app import NoticeSettings, NoticeSite
 from blockd.web.server import NoticeServer
 
@@ -49,10 +51,14 @@ class HttpDaemon:
     def __init__(self, core: Core) -> None:
         self.core = core
         config = core.config
+        cnames = None
+        if config.notice_resolve_cnames:  # ask the resolver's upstreams, as it would
+            cnames = CnameChains(Upstreams(config.dns.upstream,
+                                           timeout=config.dns.upstream_timeout))
         self.site = NoticeSite(
             lambda: core.index, core.enforcement, config.policies_dir / "notices",
             notice_settings(config, core.enforcement), hits=core.hits, past=core.store,
-            healthy=lambda: core.healthy)
+            healthy=lambda: core.healthy, cnames=cnames)
         self.server = NoticeServer(self.site, config.notice_listen, tls_endpoint(config))
         self.bound: list[tuple[str, int, bool]] = []
 

@@ -28,7 +28,7 @@ from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.index import BlockIndex, Decision, Match
 from blockd.core.model import BlockdError, OrderRecord
 from blockd.core.names import normalise_name, parse_address
-from blockd.core.ports import HitSink, PastBlocks
+from blockd.core.ports import CnameResolver, HitSink, PastBlocks
 from blockd.core.timeparse import iso
 from blockd.web.i18n import LANGUAGES, STRINGS, choose
 
@@ -78,11 +78,14 @@ class NoticeSite:
         self, index: Callable[[], BlockIndex], enforcement: Mapping[str, EnforcementPolicy],
         templates: Path, settings: NoticeSettings, *, hits: HitSink | None = None,
         past: PastBlocks | None = None, healthy: Callable[[], bool] = lambda: True,
+        cnames: CnameResolver | None = None,
     ) -> None:
         self.index = index
         self.enforcement = enforcement
         self.settings = settings
         self.past = past
+        self.cnames = cnames
+        self._chains: dict[str, Decision | None] = {}
         self.hits = hits
         self.healthy = healthy
         self.env = jinja2.Environment(
@@ -104,6 +107,7 @@ class NoticeSite:
         self._fast.clear()
         self._offered.clear()
         self._was_blocked.clear()
+        self._chains.clear()
 
     def _current(self) -> BlockIndex:
         """The policy in force; every cache is dropped when it changes."""
@@ -139,11 +143,40 @@ class NoticeSite:
                     else policy.decide_name(subject))
         if decision.blocked:
             return self._notice(req, subject, decision)
+        if not _is_ip(subject):
+            chained = await self._through_cname(policy, subject)
+            if chained is not None:
+                return self._notice(req, subject, chained)
         if await self._previously_blocked(subject):
             page = self._system(req, 503, "lifted_title", "lifted_body", subject)
             page.headers["Retry-After"] = str(self.settings.retry_after)
             return page
         return self._system(req, 404, "unknown_title", "unknown_body", None)
+
+    # -- blocked through a CNAME? ----------------------------------------------------
+
+    async def _through_cname(self, index: BlockIndex, subject: str) -> Decision | None:
+        """The orders behind the first name of ``subject``'s CNAME chain that is blocked
+        by an order whose policy blocks through chains, as the resolver decides it
+        (cached per index snapshot)."""
+        if self.cnames is None:
+            return None
+        if subject in self._chains:
+            return self._chains[subject]
+        chain = await self.cnames.chain(subject)
+        found = None
+        for alias in chain or ():
+            matches = tuple(m for m in index.decide_name(alias).matches
+                            if (self.enforcement.get(m.order.policy)
+                                or self.enforcement["default"]).block_cname_chains)
+            if matches:
+                found = Decision(subject, matches)
+                break
+        if len(self._chains) > PAGE_CACHE:
+            self._chains.clear()
+        if chain is not None:  # no answer: ask again next time
+            self._chains[subject] = found
+        return found
 
     # -- was it blocked before? ------------------------------------------------------
 
@@ -158,6 +191,7 @@ class NoticeSite:
             return False
         if len(self._was_blocked) > PAGE_CACHE:
             self._was_blocked.clear()
+        self._chains.clear()
         self._was_blocked[subject] = found
         return found
 
