@@ -189,6 +189,13 @@ def load_guard(policies_dir: Path) -> Guard:
             networks.append((ipaddress.ip_network(entry, strict=True), note))
         except ValueError as exc:
             raise GuardFileError(f"{path}:{number}: {exc}") from None
+    path = policies_dir / "protected-providers.txt"  # from `blockd guard update`
+    if path.exists():
+        for number, entry, note in _lines(path):
+            try:
+                networks.append((ipaddress.ip_network(entry, strict=True), note))
+            except ValueError as exc:
+                raise GuardFileError(f"{path}:{number}: {exc}") from None
     high: list[tuple[str, str]] = []
     path = policies_dir / "high-impact.txt"
     if path.exists():
