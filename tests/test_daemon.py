@@ -189,6 +189,7 @@ def test_rows_the_journal_does_not_prove_are_not_enforced(config: Config) -> Non
     with Controller(config, lambda core: [DnsDaemon(core)]) as c:
         [(_, port)] = c.bound["dns"]
         assert c.core is not None
+        c.call(c.core.verified)  # proven in the background while it serves
         assert not c.core.healthy and c.core.follower.readable
         assert any("smuggled.example" in p for p in c.core.follower.unproven)
         assert str(ask(port, "www.allofmp3.com").answer[0][0]) == "127.0.0.80"  # journaled

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from blockd.config import Config, load_policies
 from blockd.core.enforcement import EnforcementPolicy
@@ -49,6 +50,7 @@ class Core:
         self.tasks = Tasks()
         self._reload_listeners: list[Callable[[], None]] = []
         self._started = False
+        self._verifying: asyncio.Task[Any] | None = None
 
     # -- what the daemons read -------------------------------------------------------
 
@@ -79,6 +81,7 @@ class Core:
             return
         await self.follower.load()
         self._started = True
+        self._verifying = self.tasks.spawn(self.follower.verify())  # serving meanwhile
         self.tasks.spawn(self._every(self.follow_interval, self.follower.poll))
         self.tasks.spawn(self._every(self.config.hits_flush_interval, self.hits.flush))
 
@@ -88,6 +91,11 @@ class Core:
         await self.hits.flush()
         await asyncio.to_thread(self.store.close)
         self._started = False
+
+    async def verified(self) -> None:
+        """Wait until the tables loaded at start have been proven against the journal."""
+        if self._verifying is not None:
+            await asyncio.shield(self._verifying)
 
     async def poll(self) -> bool:
         """Apply the journal and clock now (tests; the loop does it every 0.2 s)."""

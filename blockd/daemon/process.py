@@ -89,17 +89,18 @@ async def serve(config: Config, make_config: Callable[[], Config], build: Build,
     """Start the handles on one core and run until SIGTERM/SIGINT."""
     core = Core(config)
     started: list[Daemon] = []
+    # handlers first: a SIGTERM right after the status line must still stop gracefully
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_core, core, make_config)
     try:
         for daemon in build(core, worker):
             await daemon.start()
             started.append(daemon)
             sys.stdout.write(daemon.describe() + "\n")
             sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload_core, core, make_config)
         await stop.wait()
         log.info("stopping")
     finally:

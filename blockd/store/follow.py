@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class IndexFollower:
         self.readable = False  # the store answered at the last poll
         self.unproven: list[str] = []  # what the journal did not prove at the last load
         self._reload_requested = False
+        self._work = threading.RLock()  # the worker-thread steps: one at a time
         self._builder: IndexBuilder | None = None
         self._index: BlockIndex | None = None
         self._last_hash: str | None = None
@@ -122,10 +124,22 @@ class IndexFollower:
 
     # -- work (in a worker thread) ---------------------------------------------
 
+    async def verify(self) -> None:
+        """Prove the tables the index was loaded from against the journal (in a worker
+        thread; seconds at a million targets, so the daemon serves meanwhile). If they
+        differ, the index is rebuilt from the journal alone: a row added or deleted
+        behind the journal's back is neither enforced nor lost, and the follower reports
+        itself unhealthy until the tables match again."""
+        try:
+            fresh = await asyncio.to_thread(self._verify)
+        except Exception as exc:  # unreadable now: the next poll says so
+            log.warning("order tables not verified against the journal: %s", exc)
+            return
+        if fresh is not None:
+            self._swap(fresh)
+
     def _load(self) -> BlockIndex:
-        """The whole index, from the tables when the journal proves them (the fast way),
-        else from the journal alone: a row added or deleted behind the journal's back is
-        neither enforced nor lost, and the follower reports itself unhealthy."""
+        """The whole index from the tables (the fast way; :meth:`verify` proves them)."""
         store = self.store.get()
         self._reload_requested = False
         builder = IndexBuilder(self.clock(), self.actions)
@@ -134,16 +148,6 @@ class IndexFollower:
             builder.load_rows(order, rows)
         head = heads[0] if heads else store.head()
         builder.book.seq = head.seq if head else 0
-        problems = store.verify()
-        if problems:
-            log.error("the order tables do not match the journal (%d problem(s), first: %s); "
-                      "enforcing what the journal proves", len(problems), problems[0])
-            builder = IndexBuilder(self.clock(), self.actions)
-            entries = store.journal()
-            for entry in entries:
-                builder.apply(entry)
-            head = entries[-1] if entries else None
-        self.unproven = problems
         self._last_hash = head.hash if head else None
         self._builder = builder
         self.stats.loads += 1
@@ -151,12 +155,39 @@ class IndexFollower:
         log.info("index loaded: journal seq %s, %s entries in force", index.seq, index.size)
         return index
 
+    def _verify(self) -> BlockIndex | None:
+        """Runs in a worker thread: a new index from the journal alone when the tables
+        are not what it proves, else None."""
+        with self._work:
+            return self._verify_locked()
+
+    def _verify_locked(self) -> BlockIndex | None:
+        store = self.store.get()
+        problems = store.verify()
+        self.unproven = problems
+        if not problems:
+            return None
+        log.error("the order tables do not match the journal (%d problem(s), first: %s); "
+                  "enforcing what the journal proves", len(problems), problems[0])
+        builder = IndexBuilder(self.clock(), self.actions)
+        entries = store.journal()
+        for entry in entries:
+            builder.apply(entry)
+        self._last_hash = entries[-1].hash if entries else None
+        self._builder = builder
+        return builder.index()
+
     def _step(self) -> BlockIndex | None:
         """Runs in a worker thread; returns a new snapshot when something changed."""
+        with self._work:
+            return self._step_locked()
+
+    def _step_locked(self) -> BlockIndex | None:
         store = self.store.get()
         builder = self._builder
         if builder is None or self._reload_requested:
-            return self._load()
+            loaded = self._load()
+            return self._verify() or loaded
         head = store.head()
         changed = False
         if (head.seq if head else 0) < builder.book.seq:
