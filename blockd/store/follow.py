@@ -10,6 +10,7 @@ last good index stays in force (fail closed) and ``healthy`` turns false until i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -130,8 +131,30 @@ class IndexFollower:
         differ, the index is rebuilt from the journal alone: a row added or deleted
         behind the journal's back is neither enforced nor lost, and the follower reports
         itself unhealthy until the tables match again."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BlockIndex | None] = loop.create_future()
+
+        def settle(result: BlockIndex | None, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def work() -> None:
+            try:
+                result, error = self._verify(), None
+            except Exception as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop may be gone: stopped meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        # a daemon thread, not the default executor: stopping must not wait for a proof
+        # that takes seconds at a million targets
+        threading.Thread(target=work, name="blockd-verify", daemon=True).start()
         try:
-            fresh = await asyncio.to_thread(self._verify)
+            fresh = await done
         except Exception as exc:  # unreadable now: the next poll says so
             log.warning("order tables not verified against the journal: %s", exc)
             return
