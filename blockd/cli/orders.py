@@ -29,7 +29,7 @@ from blockd.cli.common import (
     pass_app,
 )
 from blockd.cli.root import cli
-from blockd.core.enforcement import EnforcementPolicy
+from blockd.core.enforcement import EnforcementPolicy, through_chain
 from blockd.core.index import Decision, IndexBuilder
 from blockd.core.model import (
     InputError,
@@ -316,20 +316,15 @@ def check(ctx: click.Context, subject: str, at_text: str | None, resolve: bool,
     decision = builder.index().decide(target.value)
     via: str | None = None
     if resolve and not decision.blocked and target.kind is TargetKind.DOMAIN:
-        policies = app.policies
-        for alias in _cname_chain(app, target.value):
-            chained = IndexBuilder(at, app.actions())
-            alias_target = parse_target(alias, "NAME_OR_IP")
-            for order_record, targets in store.candidates(alias_target):
+        chain = _cname_chain(app, target.value)
+        chained = IndexBuilder(at, app.actions())  # only the orders that could cover it
+        for alias in chain:
+            for order_record, targets in store.candidates(parse_target(alias, "NAME_OR_IP")):
                 chained.load(order_record, targets)
-            found = chained.index().decide(alias)
-            allowed = [m for m in found.matches
-                       if (policies.get(m.order.policy) or policies["default"]
-                           ).block_cname_chains]
-            if allowed:
-                decision, via = replace(found, subject=decision.subject,
-                                        matches=tuple(allowed)), alias
-                break
+        through = through_chain(chained.index(), chain, app.policies)
+        if through is not None:
+            via = through[0]
+            decision = replace(through[1], subject=decision.subject)
     data = _decision_dict(decision, app.policies)
     if via is not None:
         data["through_cname"] = via

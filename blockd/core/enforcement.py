@@ -8,10 +8,12 @@ must be in force. Pure values: ``blockd.config`` reads them from ``policies/*.to
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from blockd.core.index import BlockIndex, Decision
 from blockd.core.model import Action
 
 
@@ -105,3 +107,19 @@ class EnforcementPolicy:
                                         jurisdiction=jurisdiction)
         except (KeyError, IndexError, ValueError):
             return DEFAULT_EDE.format(reference=reference, authority=authority, url=url)
+
+
+def through_chain(index: BlockIndex, chain: Iterable[str],
+                  policies: Mapping[str, EnforcementPolicy]) -> tuple[str, Decision] | None:
+    """The first name of a CNAME chain that an order blocks *through chains* (its policy's
+    ``block_cname_chains``), with those orders; None if the chain leads nowhere blocked.
+    The resolver, the notice server and ``check --resolve`` all decide it here."""
+    default = policies.get("default")
+    for name in chain:
+        decision = index.decide_name(name)
+        matches = tuple(m for m in decision.matches
+                        if (regime := policies.get(m.order.policy, default)) is None
+                        or regime.block_cname_chains)
+        if matches:
+            return name, Decision(decision.subject, matches)
+    return None

@@ -221,3 +221,11 @@ class OrderBook:
             replace(o, targets=frozenset(target_from_spec(s) for s in self.targets[ref]))
             for ref, o in self.orders.items()
         ]
+
+
+def forced_specs(payload: Mapping[str, Any]) -> tuple[str | None, set[str]]:
+    """(order reference, specs of the targets the entry forced past the guard). Each
+    refusal reads "SPEC: reason"; the specs are what the override names."""
+    forced = payload.get("forced") or {}
+    reference = payload.get("reference") or (payload.get("order") or {}).get("reference")
+    return reference, {r.split(": ", 1)[0] for r in forced.get("refusals", [])}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from blockd.config import Config, load_policies
@@ -116,12 +116,10 @@ class Core:
             listener()
 
     @staticmethod
-    async def _every(seconds: float, step: Callable[[], object]) -> None:
+    async def _every(seconds: float, step: Callable[[], Awaitable[object]]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
-                result = step()
-                if asyncio.iscoroutine(result):
-                    await result
+                await step()
             except Exception:  # a failing round must not end the loop
                 log.exception("background step failed")

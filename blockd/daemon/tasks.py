@@ -33,8 +33,7 @@ class Tasks:
     async def cancel_all(self) -> None:
         for t in list(self.tasks):
             t.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.drain()
 
     async def drain(self) -> None:
         """Wait for the tasks running now to finish (their errors are not raised)."""

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from dnslib import DNSRecord
 
 from blockd.config import DnsSettings
-from blockd.core.index import BlockIndex, Decision, Match
+from blockd.core.enforcement import through_chain
+from blockd.core.index import BlockIndex, Match
 from blockd.core.ports import HitSink
 from blockd.dns import wire
 from blockd.dns.admission import Acl, RateLimiter
@@ -209,16 +210,12 @@ class DnsService:
         except (ValueError, struct.error):
             return None
 
-    def _chain_block(self, policy: BlockIndex, chain: tuple[str, ...]) -> Match | None:
-        """The first order whose policy blocks through CNAME chains and that covers a name
-        of ``chain`` (``[dns] block_cname_chains`` of the policy, default true)."""
-        for name in chain:
-            decision: Decision = policy.decide_name(name)
-            for match in decision.matches:
-                regime = self.answers.policy_of(match)
-                if regime is None or regime.block_cname_chains:
-                    return match
-        return None
+    def _chain_block(self, index: BlockIndex, chain: tuple[str, ...]) -> Match | None:
+        """The order that blocks a name of ``chain`` through CNAMEs (see through_chain)."""
+        if not chain:
+            return None
+        found = through_chain(index, chain, self.answers.policies)
+        return found[1].matches[0] if found is not None else None
 
     # -- answers -----------------------------------------------------------------
 

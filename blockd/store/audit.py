@@ -8,10 +8,16 @@ the overblocking guard that no journaled justification forced.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
-from blockd.core.journal import ChainFault, JournalEntry, OrderBook, order_payload, verify_chain
+from blockd.core.journal import (
+    ChainFault,
+    JournalEntry,
+    OrderBook,
+    forced_specs,
+    order_payload,
+    verify_chain,
+)
 from blockd.core.model import BlockdError
 
 if TYPE_CHECKING:
@@ -63,10 +69,7 @@ def _forcing(entries: list[JournalEntry]) -> dict[int, tuple[str | None, set[str
     for e in entries:
         if '"forced":' not in e.payload:
             continue
-        data = json.loads(e.payload)
-        forced = data.get("forced") or {}
-        ref = data.get("reference") or (data.get("order") or {}).get("reference")
-        out[e.seq] = (ref, {r.split(": ", 1)[0] for r in forced.get("refusals", [])})
+        out[e.seq] = forced_specs(e.data)
     return out
 
 

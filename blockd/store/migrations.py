@@ -13,6 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
+from blockd.core.journal import forced_specs
 from blockd.core.model import BlockdError
 from blockd.core.names import target_from_spec
 from blockd.store import tables
@@ -31,11 +32,9 @@ def _v1_to_v2(conn: Connection) -> None:
     rows = conn.execute(text(
         "SELECT seq, payload FROM journal WHERE payload LIKE '%\"forced\":%' ORDER BY seq"))
     for seq, payload in rows.all():
-        data = json.loads(payload)
-        forced = data.get("forced") or {}
-        reference = data.get("reference") or (data.get("order") or {}).get("reference")
-        for refusal in forced.get("refusals", []):
-            target = target_from_spec(refusal.split(": ", 1)[0])
+        reference, specs = forced_specs(json.loads(payload))
+        for spec in specs:
+            target = target_from_spec(spec)
             conn.execute(text(
                 "UPDATE targets SET forced = true WHERE added_seq = :seq AND kind = :k "
                 "AND value = :v AND match = :m AND order_id = "

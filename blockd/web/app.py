@@ -24,7 +24,7 @@ from typing import Any
 
 import jinja2
 
-from blockd.core.enforcement import EnforcementPolicy
+from blockd.core.enforcement import EnforcementPolicy, through_chain
 from blockd.core.index import BlockIndex, Decision, Match
 from blockd.core.model import BlockdError, OrderRecord
 from blockd.core.names import normalise_name, parse_address
@@ -164,14 +164,8 @@ class NoticeSite:
         if subject in self._chains:
             return self._chains[subject]
         chain = await self.cnames.chain(subject)
-        found = None
-        for alias in chain or ():
-            matches = tuple(m for m in index.decide_name(alias).matches
-                            if (self.enforcement.get(m.order.policy)
-                                or self.enforcement["default"]).block_cname_chains)
-            if matches:
-                found = Decision(subject, matches)
-                break
+        through = through_chain(index, chain or (), self.enforcement)
+        found = Decision(subject, through[1].matches) if through is not None else None
         if len(self._chains) > PAGE_CACHE:
             self._chains.clear()
         if chain is not None:  # no answer: ask again next time
