@@ -7,6 +7,7 @@ import getpass
 import json
 import re
 import socket
+import sys
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -306,3 +307,24 @@ def _index_at(app: App, store: Store, at: datetime) -> BlockIndex:
     for order, rows in store.load_rows():
         builder.load_rows(order, rows)
     return builder.index()
+
+
+MAX_IMPORT = 512 * 1024 * 1024  # bytes: far above a million-line list, far below memory
+
+
+def read_input(file: Path) -> bytes:
+    """The file's bytes: a regular file or standard input (``-``), at most MAX_IMPORT."""
+    try:
+        if str(file) == "-":
+            stream = sys.stdin.buffer
+            raw = stream.read(MAX_IMPORT + 1)
+        else:
+            if file.exists() and not file.is_file():  # /dev/zero, a FIFO: no end
+                raise InputError("FILE", f"{file} is not a regular file")
+            with file.open("rb") as f:
+                raw = f.read(MAX_IMPORT + 1)
+    except OSError as exc:
+        raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
+    if len(raw) > MAX_IMPORT:
+        raise InputError("FILE", f"{file} is larger than {MAX_IMPORT // 2**20} MiB")
+    return raw

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -20,6 +19,7 @@ from blockd.cli.common import (
     json_option,
     now,
     pass_app,
+    read_input,
 )
 from blockd.cli.root import cli
 from blockd.core.model import (
@@ -28,26 +28,6 @@ from blockd.core.model import (
 from blockd.core.names import parse_target
 from blockd.core.timeparse import parse_instant
 from blockd.formats import FORMATS, ExportEntry
-
-MAX_IMPORT = 512 * 1024 * 1024  # bytes: far above a million-line list, far below memory
-
-
-def _read_bounded(file: Path) -> bytes:
-    """The file's bytes: a regular file or standard input (``-``), at most MAX_IMPORT."""
-    try:
-        if str(file) == "-":
-            stream = sys.stdin.buffer
-            raw = stream.read(MAX_IMPORT + 1)
-        else:
-            if file.exists() and not file.is_file():  # /dev/zero, a FIFO: no end
-                raise InputError("FILE", f"{file} is not a regular file")
-            with file.open("rb") as f:
-                raw = f.read(MAX_IMPORT + 1)
-    except OSError as exc:
-        raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
-    if len(raw) > MAX_IMPORT:
-        raise InputError("FILE", f"{file} is larger than {MAX_IMPORT // 2**20} MiB")
-    return raw
 
 
 @cli.command("import")
@@ -66,7 +46,7 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
             as_json: bool) -> None:
     """Add the targets in FILE to an order. All or nothing: one bad line imports none."""
     ref = _reference(reference)
-    raw = _read_bounded(file)
+    raw = read_input(file)
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from blockd.cli.common import App, emit, json_option, now, pass_app
-from blockd.cli.files import _read_bounded
+from blockd.cli.common import App, emit, json_option, now, pass_app, read_input
 from blockd.cli.root import cli
 from blockd.core.model import InputError
 from blockd.core.providers import parse_provider_list
@@ -40,7 +39,7 @@ def guard_update(app: App, files: tuple[Path, ...], provider: str, as_json: bool
     lines: list[str] = []
     sources = []
     for file in files:
-        raw = _read_bounded(file)  # a regular file, of bounded size
+        raw = read_input(file)  # a regular file, of bounded size
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
