@@ -219,3 +219,16 @@ def test_check_resolve_names_the_cname_behind_a_block(
         assert r.code == 2
         assert r.err.strip() == ("blockd: error: --resolve: no upstream resolver answered "
                                  "(127.0.0.1:9)")
+
+
+def test_import_refuses_a_file_over_the_size_limit(blockd: Runner, db: Path, ready: str,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import blockd.cli.common as common
+
+    monkeypatch.setattr(common, "MAX_IMPORT", 64)  # the real limit is 512 MiB
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"n{i}.example\n" for i in range(20)))
+    r = blockd("import", str(big), "--format", "list", "--order", "X-1")
+    assert r.code == 2 and r.err.strip() == f"blockd: error: FILE: {big} is larger than 0 MiB"
+    assert db_digest(db) == ready
