@@ -132,10 +132,23 @@ class Config:
     nft_local_output: bool = False
     dns: DnsSettings = field(default_factory=DnsSettings)
     hits_flush_interval: float = 5.0
+    state_dir: Path | None = None  # snapshots of the policy in force; see state_path()
+    store_check_interval: float = 300.0  # seconds between integrity checks of the store
     source: Path | None = None
 
     def with_db(self, db: str | None) -> Config:
         return self if not db else replace(self, db=db)
+
+    def state_path(self) -> Path:
+        """Where daemons keep the last good policy: ``state_dir``, else a directory
+        beside the SQLite file (``blockd.db-state``), else ``var/state``. Beside the
+        file by default so that two stores never share one daemon's snapshots."""
+        if self.state_dir is not None:
+            return self.state_dir
+        from blockd.store.engine import database_url  # the store's URL rules, one place
+
+        _, path = database_url(self.db)
+        return path.with_name(path.name + "-state") if path is not None else Path("var/state")
 
 
 # -- the declared schemas ------------------------------------------------------------------
@@ -235,6 +248,10 @@ class _DnsTable(_Table):
 
 class _StoreTable(_Table):
     db: str = _CONFIG.db
+    state_dir: _Path | None = _CONFIG.state_dir
+    store_check_interval: Annotated[
+        float, Field(gt=0), _expect("a positive number of seconds")] = Field(
+        _CONFIG.store_check_interval, alias="check_interval")
 
 
 class _PoliciesTable(_Table):

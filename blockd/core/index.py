@@ -277,6 +277,8 @@ class IndexBuilder:
     def apply(self, entry: JournalEntry) -> None:
         """Apply one journal entry; the index changes by exactly what the entry changed."""
         action, ref, touched = self.book.apply(entry)
+        if not ref:  # an entry about the store, not an order
+            return
         was = ref in self._indexed
         now = self.book.orders[ref].in_force(self.at)
         if (action == ORDER_ADD and now) or (action == TARGET_ADD and was):

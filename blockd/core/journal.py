@@ -25,7 +25,10 @@ ORDER_ADD = "order.add"
 TARGET_ADD = "target.add"
 TARGET_REMOVE = "target.remove"
 ORDER_STATUS = "order.status"
-ACTIONS = (ORDER_ADD, TARGET_ADD, TARGET_REMOVE, ORDER_STATUS)
+# An operator adopted this store although it does not continue what daemons enforced
+# (a restored backup, a fresh store): the payload names the heads it replaces.
+STORE_ADOPT = "store.adopt"
+ACTIONS = (ORDER_ADD, TARGET_ADD, TARGET_REMOVE, ORDER_STATUS, STORE_ADOPT)
 
 # Targets per journal entry: a 1M-target import becomes many entries of bounded size, so
 # followers apply it in steps and no single payload is huge.
@@ -204,6 +207,8 @@ class OrderBook:
                 self.orders[ref], status=Status(data["status"]), status_reason=data["reason"]
             )
             touched = []
+        elif action == STORE_ADOPT:
+            ref, touched = "", []  # changes no order: the tables are what the store holds
         else:
             raise JournalError(f"entry {entry.seq}: unknown action {action!r}")
         self.seq = entry.seq
@@ -221,6 +226,16 @@ class OrderBook:
             replace(o, targets=frozenset(target_from_spec(s) for s in self.targets[ref]))
             for ref, o in self.orders.items()
         ]
+
+
+def adopted_heads(payload: Mapping[str, Any]) -> set[tuple[int, str]]:
+    """The (seq, hash) journal heads a ``store.adopt`` entry replaces."""
+    heads = set()
+    for item in payload.get("replaces", []):
+        if isinstance(item, dict) and isinstance(item.get("seq"), int) \
+                and isinstance(item.get("hash"), str):
+            heads.add((item["seq"], item["hash"]))
+    return heads
 
 
 def forced_specs(payload: Mapping[str, Any]) -> tuple[str | None, set[str]]:

@@ -12,6 +12,8 @@ import ipaddress
 import itertools
 import json
 import operator
+import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,6 +28,7 @@ from sqlmodel import Session, col
 from blockd.core.journal import (
     ORDER_ADD,
     ORDER_STATUS,
+    STORE_ADOPT,
     TARGET_ADD,
     TARGET_REMOVE,
     JournalEntry,
@@ -131,6 +134,29 @@ class Store:
         """Create or upgrade the schema; (version before, version after). Idempotent."""
         with self._write() as session:
             return migrations.upgrade(session.connection())
+
+    def quick_check(self, budget: float = 10.0) -> list[str] | None:
+        """SQLite's ``PRAGMA quick_check`` (every page readable, b-trees well formed),
+        abandoned after ``budget`` seconds so a huge store cannot stall a daemon: the
+        problems found (empty = intact), or None when it ran out of time. A damaged file
+        may also raise StoreDamaged. PostgreSQL checks its own pages: always []."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        deadline = time.monotonic() + budget
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.dbapi_connection
+            raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 20_000)
+            try:
+                rows = [str(r[0]) for r in raw.execute("PRAGMA quick_check(20)")]
+            except sqlite3.OperationalError as exc:
+                if "interrupt" in str(exc):
+                    return None
+                raise
+            except sqlite3.DatabaseError as exc:
+                return [str(exc)]
+            finally:
+                raw.set_progress_handler(None, 0)
+        return [] if rows == ["ok"] else rows
 
     def schema_version(self) -> int:
         with self._read() as session:
@@ -316,6 +342,29 @@ class Store:
             row.updated_seq = entry.seq
             session.add(row)
             return entry
+
+    def adopt(
+        self, replaces: Sequence[tuple[int, str]], *, reason: str, actor: str, at: datetime,
+        source: str | None = None,
+    ) -> JournalEntry:
+        """Journal that this store is adopted in place of the heads daemons enforced
+        (``replaces``: (seq, hash) pairs). A daemon that refused the store because its
+        journal does not continue theirs follows it again once an entry names its head."""
+        payload: dict[str, Any] = {
+            "replaces": [{"seq": seq, "hash": h} for seq, h in sorted(set(replaces))],
+            "reason": reason,
+        }
+        if source is not None:
+            payload["source"] = source
+        with self._write() as session:
+            return self._append(session, self._head(session), at, actor, STORE_ADOPT, payload)
+
+    def adoptions(self) -> list[JournalEntry]:
+        """Every ``store.adopt`` entry, oldest first (few: one per restore or adoption)."""
+        query = select(JournalRow).where(col(JournalRow.action) == STORE_ADOPT) \
+            .order_by(col(JournalRow.seq))
+        with self._read() as session:
+            return [_entry(r) for r in session.execute(query).scalars()]
 
     # -- reads -------------------------------------------------------------------
 

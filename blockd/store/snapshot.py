@@ -1,0 +1,213 @@
+"""The last good policy on disk: what a daemon enforces, so it can start without the store.
+
+A daemon writes one snapshot file per instance (``dns``, ``dns.2``, ``http``, ``nft``) in
+its state directory after it applied a change: the journal head it stands on, the regime
+policies it used, and every active order with its targets (in force now or later, so
+orders still enter and leave force by the clock while the store is away). If the store
+cannot be read or is refused at start, the daemon serves from this file instead of
+stopping DNS for every subscriber.
+
+The format is text, one target per line, streamed in both directions (a million targets
+never sit in memory twice), and ends with a SHA-256 of everything before it: a torn or
+edited file is refused. Written atomically: a temporary file, fsync, rename, fsync of
+the directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from blockd.core.index import IndexBuilder
+from blockd.core.journal import order_from_payload, order_payload
+from blockd.core.model import Action, BlockdError, OrderRecord, Status
+from blockd.core.names import target_from_spec
+
+MAGIC = "blockd-snapshot 1"
+SUFFIX = ".snapshot"
+
+
+class SnapshotError(BlockdError):
+    """No usable snapshot (missing, torn, edited or of another format)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """A snapshot's header: whose it is and which journal head it stands on."""
+
+    path: Path
+    instance: str
+    seq: int
+    hash: str | None
+    written_at: str
+    orders: int
+    targets: int
+    policies: Mapping[str, Any]
+
+    @property
+    def head(self) -> tuple[int, str | None]:
+        return self.seq, self.hash
+
+
+def snapshot_path(state_dir: Path, instance: str) -> Path:
+    return state_dir / f"{instance}{SUFFIX}"
+
+
+def write_snapshot(
+    path: Path, *, instance: str, seq: int, head_hash: str | None,
+    orders: Iterable[tuple[OrderRecord, Iterable[str]]], policies: Mapping[str, Any],
+) -> SnapshotInfo:
+    """Write atomically; ``orders`` are (order, target specs) pairs, active ones kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    n_orders = n_targets = 0
+    written_at = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as out:
+            def put(text: str) -> None:
+                digest.update(text.encode("utf-8"))
+                out.write(text)
+
+            header = {"instance": instance, "seq": seq, "hash": head_hash,
+                      "written_at": written_at, "policies": policies}
+            put(f"{MAGIC}\n{json.dumps(header, sort_keys=True, default=str)}\n")
+            for order, specs in orders:
+                if order.status is not Status.ACTIVE:
+                    continue  # only a journal entry brings it back; the store has it
+                n_orders += 1
+                put("O\t" + json.dumps(order_payload(order), sort_keys=True) + "\n")
+                block = list(specs)
+                n_targets += len(block)
+                if block:
+                    put("\n".join(block) + "\n")
+            out.write(f"E\t{n_orders}\t{n_targets}\t{digest.hexdigest()}\n")
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return SnapshotInfo(path, instance, seq, head_hash, written_at, n_orders, n_targets,
+                        policies)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_info(path: Path) -> SnapshotInfo:
+    """The header and totals, after checking the whole file's digest."""
+    info: SnapshotInfo | None = None
+    for item in _records(path):
+        if isinstance(item, SnapshotInfo):
+            info = item
+    assert info is not None
+    return info
+
+
+def load_snapshot(
+    path: Path, at: datetime, actions: Mapping[str, Action],
+) -> tuple[IndexBuilder, SnapshotInfo]:
+    """A builder holding the snapshot's orders at instant ``at``. Nothing is returned
+    from a file whose digest does not match (the builder is only handed out at the end)."""
+    builder = IndexBuilder(at, actions)
+    header: dict[str, Any] | None = None
+    info: SnapshotInfo | None = None
+    for item in _records(path):
+        if isinstance(item, dict):
+            header = item
+        elif isinstance(item, SnapshotInfo):
+            info = item
+        else:
+            order, specs = item
+            builder.load_rows(order, (_parts(s) for s in specs))
+    assert header is not None and info is not None
+    builder.book.seq = info.seq
+    return builder, info
+
+
+def _parts(spec: str) -> tuple[str, str, str]:
+    if spec.startswith("="):
+        return "domain", spec[1:], "exact"
+    if spec.startswith("*."):
+        return "domain", spec[2:], "wildcard"
+    if spec[:1].isdigit() or ":" in spec:
+        t = target_from_spec(spec)
+        return t.kind.value, t.value, t.match.value
+    return "domain", spec, "subtree"
+
+
+def _records(
+    path: Path,
+) -> Iterator[dict[str, Any] | SnapshotInfo | tuple[OrderRecord, list[str]]]:
+    """Stream the file: its header (dict), each (order, specs), then a SnapshotInfo once
+    the digest matched. Raises SnapshotError on any mismatch."""
+    try:
+        handle: IO[str] = path.open(encoding="utf-8", newline="\n")
+    except FileNotFoundError:
+        raise SnapshotError(f"no snapshot at {path}") from None
+    except OSError as exc:
+        raise SnapshotError(f"snapshot {path}: {exc.strerror}") from None
+    digest = hashlib.sha256()
+    with handle:
+        try:
+            magic = handle.readline()
+            if magic != MAGIC + "\n":
+                raise SnapshotError(f"snapshot {path}: not a blockd snapshot")
+            header_line = handle.readline()
+            digest.update((magic + header_line).encode("utf-8"))
+            header = json.loads(header_line)
+            yield header
+            order: OrderRecord | None = None
+            specs: list[str] = []
+            n_orders = n_targets = 0
+            for line in handle:
+                if line.startswith("E\t"):
+                    _, orders_text, targets_text, hexdigest = line.rstrip("\n").split("\t")
+                    break
+                digest.update(line.encode("utf-8"))
+                if line.startswith("O\t"):
+                    if order is not None:
+                        yield order, specs
+                    order, specs = order_from_payload(json.loads(line[2:])), []
+                    n_orders += 1
+                else:
+                    specs.append(line.rstrip("\n"))
+                    n_targets += 1
+            else:
+                raise SnapshotError(f"snapshot {path}: truncated (no end line)")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"snapshot {path}: damaged ({exc})") from None
+        if hexdigest != digest.hexdigest() or (int(orders_text), int(targets_text)) != (
+                n_orders, n_targets):
+            raise SnapshotError(f"snapshot {path}: damaged (digest does not match)")
+        if order is not None:
+            yield order, specs
+        yield SnapshotInfo(path, str(header["instance"]), int(header["seq"]), header["hash"],
+                           str(header["written_at"]), n_orders, n_targets,
+                           header.get("policies") or {})
+
+
+def snapshots(state_dir: Path) -> list[SnapshotInfo | SnapshotError]:
+    """Every snapshot in ``state_dir`` (``blockd status``, ``blockd store adopt``)."""
+    if not state_dir.is_dir():
+        return []
+    out: list[SnapshotInfo | SnapshotError] = []
+    for path in sorted(state_dir.glob(f"*{SUFFIX}")):
+        try:
+            out.append(read_info(path))
+        except SnapshotError as exc:
+            out.append(exc)
+    return out
