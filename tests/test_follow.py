@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from blockd.core.model import OrderRecord, Status
+from blockd.core.model import BlockdError, OrderRecord, Status
 from blockd.core.names import parse_target
 from blockd.store.follow import IndexFollower
 from blockd.store.shared import SharedStore
@@ -100,30 +100,178 @@ def test_keeps_last_good_policy_when_store_is_unreadable(store: Store) -> None:
     asyncio.run(scenario())
 
 
-def test_reloads_when_the_store_is_restored_from_another_history(
+def copy_into(src_path: Path, dst_path: Path) -> None:
+    """SQLite's online backup of one file into another: safe with readers attached."""
+    src = sqlite3.connect(src_path)
+    dst = sqlite3.connect(dst_path)
+    src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def other_history(tmp_path: Path) -> Path:
+    other = Store.open(str(tmp_path / "other.db"), create=True)
+    other.init()
+    other.add_order(order("B"), [parse_target("b.example")], actor="t", at=T0)
+    other.add_order(order("C"), [parse_target("c.example")], actor="t", at=T0)
+    other.close()
+    return tmp_path / "other.db"
+
+
+def test_refuses_a_store_from_another_history_until_adopted(
     tmp_path: Path, store: Store
 ) -> None:
-    """A restore replaces the journal: the follower notices the chain break and reloads."""
-    store.add_order(order("A"), [parse_target("a.example")], actor="t", at=T0)
+    """A restore replaces the journal: the follower keeps what it enforces, names both
+    heads, and loads the new store only once a store.adopt entry names its head."""
+    first = store.add_order(order("A"), [parse_target("a.example")], actor="t", at=T0)[-1]
 
     async def scenario() -> None:
         f = IndexFollower(SharedStore(str(store.path)), {}, clock=FakeClock())
         await f.load()
         try:
-            other = Store.open(str(tmp_path / "other.db"), create=True)
-            other.init()
-            other.add_order(order("B"), [parse_target("b.example")], actor="t", at=T0)
-            other.add_order(order("C"), [parse_target("c.example")], actor="t", at=T0)
-            other.close()
-            src = sqlite3.connect(tmp_path / "other.db")
-            dst = sqlite3.connect(str(store.path))
-            src.backup(dst)  # SQLite's online backup: safe with readers attached
-            src.close()
-            dst.close()
+            copy_into(other_history(tmp_path), store.path)
+            assert not await f.poll()
+            assert not f.healthy and f.refused is not None
+            assert f"seq 1 ({first.hash[:16]})" in f.refused  # the head enforced here
+            assert "head seq 2 (" in f.refused  # and the store's
+            assert f.index.decide("a.example").blocked  # still enforcing
+            assert not f.index.decide("b.example").blocked
+            f.request_reload()  # SIGHUP does not bypass the refusal
+            assert not await f.poll() and f.refused
+            assert f.index.decide("a.example").blocked
+            Store.open(str(store.path)).adopt([(9, "f" * 64)], reason="other", actor="t",
+                                              at=T0)
+            assert not await f.poll() and f.refused  # names another head: still refused
+            Store.open(str(store.path)).adopt([(first.seq, first.hash)], reason="restore",
+                                              actor="t", at=T0)
             assert await f.poll(), f.stats
-            assert f.stats.loads == 2
+            assert f.healthy and f.refused is None
             assert f.index.decide("b.example").blocked
             assert not f.index.decide("a.example").blocked
+        finally:
+            f.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_refuses_a_shorter_journal(tmp_path: Path, store: Store) -> None:
+    """An older backup of the same store: the journal went backwards."""
+    store.add_order(order("A"), [parse_target("a.example")], actor="t", at=T0)
+    copy_into(store.path, tmp_path / "backup.db")
+    store.add_order(order("B"), [parse_target("b.example")], actor="t", at=T0)
+
+    async def scenario() -> None:
+        f = IndexFollower(SharedStore(str(store.path)), {}, clock=FakeClock())
+        await f.load()
+        try:
+            copy_into(tmp_path / "backup.db", store.path)
+            assert not await f.poll()
+            assert f.refused and "head seq 1 (" in f.refused and "(seq 2 (" in f.refused
+            assert f.index.decide("b.example").blocked
+        finally:
+            f.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_snapshot_carries_the_policy_across_a_lost_store(tmp_path: Path, store: Store) -> None:
+    """Written after a change; a follower that cannot read the store starts from it,
+    unhealthy, orders still end by the clock; with no snapshot it refuses to start."""
+    store.add_order(order("A"), [parse_target("a.example"), parse_target("=exact.example"),
+                                 parse_target("*.wild.example"), parse_target("192.0.2.0/24")],
+                    actor="t", at=T0)
+    store.add_order(order("T", effective_until=T0 + timedelta(minutes=5)),
+                    [parse_target("timed.example")], actor="t", at=T0)
+    store.add_order(order("L"), [parse_target("lifted.example")], actor="t", at=T0)
+    store.set_status("L", Status.LIFTED, "appeal", actor="t", at=T0)
+    snap = tmp_path / "state" / "dns.snapshot"
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        f = IndexFollower(SharedStore(str(store.path)), {}, clock=clock, snapshot=snap)
+        await f.load()
+        assert await f.save_snapshot() and not await f.save_snapshot()  # only when behind
+        store.add_targets("A", [parse_target("late.example")], actor="t", at=T0)
+        assert await f.poll() and await f.save_snapshot()
+        f.store.close()
+        before = f.index.snapshot()
+
+        store.path.write_bytes(b"garbage" * 4096)  # the store is gone
+        g = IndexFollower(SharedStore(str(store.path)), {}, clock=clock, snapshot=snap)
+        await g.load()
+        try:
+            assert g.origin == "snapshot" and not g.healthy
+            assert g.problem and "snapshot" in g.problem
+            assert g.index.snapshot() == before - {("L", "lifted.example")}
+            for name in ("www.a.example", "exact.example", "x.wild.example", "late.example",
+                         "timed.example"):
+                assert g.index.decide(name).blocked, name
+            assert not g.index.decide("www.exact.example").blocked
+            assert g.index.decide("192.0.2.77").blocked
+            assert not await g.save_snapshot()  # never overwrites the file it came from
+            clock.now = T0 + timedelta(minutes=6)
+            assert await g.poll()  # unreadable, but the clock still ends order T
+            assert not g.healthy
+            assert not g.index.decide("timed.example").blocked
+            assert g.index.decide("a.example").blocked
+        finally:
+            g.store.close()
+
+        snap.unlink()
+        h = IndexFollower(SharedStore(str(store.path)), {}, clock=clock, snapshot=snap)
+        with pytest.raises(BlockdError, match=r"cannot start: .*no usable snapshot"):
+            await h.load()
+        h.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_torn_snapshot_is_refused(tmp_path: Path, store: Store) -> None:
+    store.add_order(order("A"), [parse_target("a.example")], actor="t", at=T0)
+    snap = tmp_path / "dns.snapshot"
+
+    async def scenario() -> None:
+        f = IndexFollower(SharedStore(str(store.path)), {}, clock=FakeClock(), snapshot=snap)
+        await f.load()
+        await f.save_snapshot()
+        f.store.close()
+        text = snap.read_text()
+        snap.write_text(text.replace("a.example", "b.example"))
+        store.path.unlink()
+        g = IndexFollower(SharedStore(str(store.path)), {}, clock=FakeClock(), snapshot=snap)
+        with pytest.raises(BlockdError, match="digest does not match"):
+            await g.load()
+        snap.write_text(text[: len(text) // 2])
+        with pytest.raises(BlockdError, match=r"truncated|damaged"):
+            await g.load()
+        g.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_integrity_check_sees_damaged_pages(tmp_path: Path, store: Store) -> None:
+    """Garbage in pages 2-10 with the header intact: the daemon's reads of the journal
+    head may still work, the integrity check does not."""
+    store.add_order(order("A"), [parse_target(f"n{i}.example") for i in range(3000)],
+                    actor="t", at=T0)
+    store.close()
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def scenario() -> None:
+        f = IndexFollower(SharedStore(str(store.path)), {}, clock=FakeClock())
+        await f.load()
+        try:
+            await f.check()
+            assert f.healthy and f.stats.integrity_checks == 1
+            with store.path.open("r+b") as fh:
+                page = 4096
+                fh.seek(page)
+                fh.write(bytes(range(256)) * (9 * page // 256))
+            await f.check()
+            assert f.damaged and not f.healthy
+            assert f.problem and f.problem.startswith("store damaged")
+            assert f.index.decide("n5.example").blocked  # still enforcing
         finally:
             f.store.close()
 

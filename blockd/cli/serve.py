@@ -16,6 +16,7 @@ from blockd.cli.common import (
 from blockd.cli.root import cli
 from blockd.config import Address, Config, load_config, parse_address_port
 from blockd.core.model import (
+    BlockdError,
     InputError,
 )
 from blockd.store.store import Store
@@ -76,14 +77,14 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
         return dataclasses.replace(config, dns=dns)
 
     config = make_config()
-    Store.open(config.db).close()  # fail now, with a clear message, if the store is unusable
+    _startable(config, "dns")
     app.policies  # noqa: B018 - validate the policy files before binding any port
     setup_logging(verbose)
     n = config.dns.workers
     if n > 1 and any(port == 0 for _, port in config.dns.listen):
         raise InputError("--workers", "needs explicit listen ports (not 0)")
     raise SystemExit(run(make_config, lambda core, worker: [
-        DnsDaemon(core, reuse_port=n > 1, metrics=worker == 0)], workers=n))
+        DnsDaemon(core, reuse_port=n > 1, metrics=worker == 0)], workers=n, instance="dns"))
 
 
 @serve.command("nft")
@@ -99,10 +100,11 @@ def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
     def make_config() -> Config:
         return load_config(app.config_path).with_db(db)
 
-    Store.open(make_config().db).close()
+    _startable(make_config(), "nft")
     app.policies  # noqa: B018 - validate the policy files first
     setup_logging(verbose)
-    raise SystemExit(run(make_config, lambda core, _: [NftDaemon(core)], uvloop=False))
+    raise SystemExit(run(make_config, lambda core, _: [NftDaemon(core)], uvloop=False,
+                         instance="nft"))
 
 
 @serve.command("http")
@@ -137,7 +139,20 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
             tls_key=key or config.tls_key)
 
     config = make_config()
-    Store.open(config.db).close()
+    _startable(config, "http")
     app.policies  # noqa: B018 - validate the policy files before binding any port
     setup_logging(verbose)
-    raise SystemExit(run(make_config, lambda core, _: [HttpDaemon(core)]))
+    raise SystemExit(run(make_config, lambda core, _: [HttpDaemon(core)], instance="http"))
+
+
+def _startable(config: Config, instance: str) -> None:
+    """Fail now, with one clear line, if the daemon could start from neither the store
+    nor its snapshot of the last good policy (the core would find the same later)."""
+    from blockd.store.snapshot import snapshot_path
+
+    try:
+        Store.open(config.db).close()
+    except BlockdError as exc:
+        if not snapshot_path(config.state_path(), instance).exists():
+            raise BlockdError(f"cannot start: {exc}; and no snapshot of the last good "
+                              f"policy in {config.state_path()}") from None

@@ -25,8 +25,9 @@ T = TypeVar("T")
 class Controller:
     def __init__(self, config: Config, build: Callable[[Core], Sequence[Daemon]], *,
                  enforcement: Mapping[str, EnforcementPolicy] | None = None,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, instance: str = "controller") -> None:
         self.config = config
+        self.instance = instance
         self.build = build
         self.enforcement = enforcement
         self.clock = clock
@@ -62,7 +63,8 @@ class Controller:
         return self.bound
 
     async def _start(self) -> None:
-        self.core = Core(self.config, self.enforcement, clock=self.clock)
+        self.core = Core(self.config, self.enforcement, clock=self.clock,
+                         instance=self.instance)
         for daemon in self.build(self.core):
             self.bound[daemon.name] = await daemon.start()
             self.daemons.append(daemon)

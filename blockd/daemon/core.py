@@ -9,6 +9,7 @@ them all and flushes the hits that were counted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -22,14 +23,22 @@ from blockd.daemon.tasks import Tasks
 from blockd.store.follow import Clock, IndexFollower, utcnow
 from blockd.store.hits import HitCounter
 from blockd.store.shared import SharedStore
+from blockd.store.snapshot import snapshot_path
 
 log = logging.getLogger("blockd")
 
 FOLLOW_INTERVAL = 0.2  # seconds between journal polls: a change is enforced within ~1 s
+SNAPSHOT_INTERVAL = 1.0  # seconds between looks at whether the snapshot on disk is behind
+CHECK_BUDGET = 10.0  # seconds an integrity check of the store may take at most
 
 
 def dns_actions(enforcement: Mapping[str, EnforcementPolicy]) -> dict[str, Action]:
     return {name: p.dns_action for name, p in enforcement.items()}
+
+
+def policy_record(enforcement: Mapping[str, EnforcementPolicy]) -> dict[str, Any]:
+    """The regime policies as plain data, recorded in each snapshot of the policy."""
+    return {name: dataclasses.asdict(p) for name, p in enforcement.items()}
 
 
 class Core:
@@ -38,12 +47,17 @@ class Core:
     def __init__(
         self, config: Config, enforcement: Mapping[str, EnforcementPolicy] | None = None,
         *, clock: Clock = utcnow, follow_interval: float = FOLLOW_INTERVAL,
+        instance: str = "blockd",
     ) -> None:
         self.config = config
+        self.instance = instance  # names this process's snapshot (dns, dns.2, http, nft)
         self.enforcement: Mapping[str, EnforcementPolicy] = (
             enforcement if enforcement is not None else load_policies(config.policies_dir))
         self.store = SharedStore(config.db)
-        self.follower = IndexFollower(self.store, dns_actions(self.enforcement), clock=clock)
+        self.follower = IndexFollower(
+            self.store, dns_actions(self.enforcement), clock=clock, instance=instance,
+            snapshot=snapshot_path(config.state_path(), instance),
+            policies=policy_record(self.enforcement))
         self.hits = HitCounter(self.store)
         self.metrics = StatsCollector(self)
         self.follow_interval = follow_interval
@@ -61,7 +75,8 @@ class Core:
 
     @property
     def healthy(self) -> bool:
-        """False while the store cannot be read and the last good index is enforced."""
+        """False while the last good policy is enforced without the store (unreadable,
+        damaged, refused) or the tables are not what the journal proves."""
         return self.follower.healthy
 
     def on_swap(self, listener: Callable[[BlockIndex], None]) -> None:
@@ -75,15 +90,27 @@ class Core:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the index (raises BlockdError if the store cannot be read), then follow
-        the journal and flush hits in the background. Idempotent."""
+        """Load the index (from the store, else from the last good snapshot; raises
+        BlockdError if neither can be used), then follow the journal, check the store,
+        keep the snapshot current and flush hits in the background. Idempotent."""
         if self._started:
             return
         await self.follower.load()
         self._started = True
-        self._verifying = self.tasks.spawn(self.follower.verify())  # serving meanwhile
+        self._verifying = self.tasks.spawn(self._prove())  # serving meanwhile
         self.tasks.spawn(self._every(self.follow_interval, self.follower.poll))
         self.tasks.spawn(self._every(self.config.hits_flush_interval, self.hits.flush))
+        self.tasks.spawn(self._every(SNAPSHOT_INTERVAL, self.follower.save_snapshot))
+        self.tasks.spawn(self._every(self.config.store_check_interval, self._check))
+
+    async def _prove(self) -> None:
+        """At start: the integrity check, then the tables against the journal."""
+        if self.follower.origin == "store":
+            await self._check()
+            await self.follower.verify()
+
+    async def _check(self) -> None:
+        await self.follower.check(min(CHECK_BUDGET, self.config.store_check_interval))
 
     async def stop(self) -> None:
         """Stop the loops, write the hits still in memory, close the store."""
@@ -111,6 +138,7 @@ class Core:
         self.config = config
         self.enforcement = enforcement
         self.follower.set_actions(dns_actions(enforcement))
+        self.follower.policies = policy_record(enforcement)
         self.follower.request_reload()  # and prove the tables against the journal again
         for listener in self._reload_listeners:
             listener()

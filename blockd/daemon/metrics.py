@@ -53,6 +53,17 @@ class StatsCollector(Collector):
                                 "Differences between the order tables and the journal at the "
                                 "last load (the index then comes from the journal alone)",
                                 value=len(f.unproven))
+        yield GaugeMetricFamily("blockd_store_refused",
+                                "1 while the store's journal does not continue the one "
+                                "enforced (replaced or restored, not adopted)",
+                                value=1.0 if f.refused else 0.0)
+        yield GaugeMetricFamily("blockd_store_damaged",
+                                "1 if the last integrity check of the store found damage",
+                                value=1.0 if f.damaged else 0.0)
+        yield GaugeMetricFamily("blockd_policy_from_snapshot",
+                                "1 while the policy in force was loaded from the snapshot on "
+                                "disk, not from the store",
+                                value=1.0 if f.origin == "snapshot" else 0.0)
         yield GaugeMetricFamily("blockd_index_journal_seq",
                                 "Journal sequence number of the block index in force",
                                 value=f.index.seq)
@@ -99,12 +110,9 @@ class MetricsServer:
                                 headers={"Content-Type": CONTENT_TYPE})
 
         async def healthz(_: web.Request) -> web.Response:
-            ok = core.healthy
-            f = core.follower
-            text = "ok\n" if ok else (
-                "store unreadable: enforcing the last good index\n" if not f.readable
-                else "order tables do not match the journal: enforcing what it proves\n")
-            return web.Response(status=200 if ok else 503, text=text)
+            problem = core.follower.problem
+            return web.Response(status=200 if problem is None else 503,
+                                text=f"{problem or 'ok'}\n")
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)

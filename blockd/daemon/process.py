@@ -85,9 +85,10 @@ def reload_core(core: Core, make_config: Callable[[], Config]) -> bool:
 
 
 async def serve(config: Config, make_config: Callable[[], Config], build: Build,
-                worker: int = 0) -> None:
-    """Start the handles on one core and run until SIGTERM/SIGINT."""
-    core = Core(config)
+                worker: int = 0, instance: str = "blockd") -> None:
+    """Start the handles on one core and run until SIGTERM/SIGINT. ``instance`` names
+    the process's snapshot of the policy (a worker's gets its number: ``dns.2``)."""
+    core = Core(config, instance=instance if worker == 0 else f"{instance}.{worker + 1}")
     started: list[Daemon] = []
     # handlers first: a SIGTERM right after the status line must still stop gracefully
     stop = asyncio.Event()
@@ -110,7 +111,7 @@ async def serve(config: Config, make_config: Callable[[], Config], build: Build,
 
 
 def run(make_config: Callable[[], Config], build: Build, *, workers: int = 1,
-        uvloop: bool = True) -> int:
+        uvloop: bool = True, instance: str = "blockd") -> int:
     """Run in this process, or fork ``workers`` processes sharing the ports.
 
     ``make_config`` loads the file and applies command-line overrides; SIGHUP calls it
@@ -121,7 +122,7 @@ def run(make_config: Callable[[], Config], build: Build, *, workers: int = 1,
     raise_file_limit()
     config = make_config()
     if workers <= 1:
-        asyncio.run(serve(config, make_config, build))
+        asyncio.run(serve(config, make_config, build, instance=instance))
         return 0
     children: list[int] = []
     for index in range(workers):
@@ -129,7 +130,7 @@ def run(make_config: Callable[[], Config], build: Build, *, workers: int = 1,
         if pid == 0:
             code = 1
             try:
-                asyncio.run(serve(config, make_config, build, index))
+                asyncio.run(serve(config, make_config, build, index, instance))
                 code = 0
             finally:
                 os._exit(code)

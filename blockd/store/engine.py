@@ -54,6 +54,11 @@ class StoreReplaced(StoreError):
     """The file under an open handle was replaced (restore, rm + init)."""
 
 
+class StoreDiverged(StoreError):
+    """The store's journal does not continue the one a daemon enforces (shorter, or a
+    different chain): a replaced or restored store that no operator adopted."""
+
+
 class StoreConflict(StoreError):
     """A write broke a uniqueness or foreign-key rule (a concurrent change)."""
 

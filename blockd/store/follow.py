@@ -5,6 +5,12 @@ Shared by every daemon (DNS, notice server, nftables). The daemon reads ``follow
 journal grows or an order enters or leaves force. Builds run in a worker thread so the
 event loop keeps answering from the last good index. If the store cannot be read, the
 last good index stays in force (fail closed) and ``healthy`` turns false until it recovers.
+
+The follower never follows a store backwards: a journal that is shorter than, or forks
+from, the one already applied (a store replaced by ``rm`` + ``init``, an old backup copied
+over it) is refused until a ``store.adopt`` entry in it names the head this daemon stands
+on. The last good policy is also kept on disk (:mod:`blockd.store.snapshot`), so a daemon
+whose store is unreadable or refused at start serves from it instead of not at all.
 """
 
 from __future__ import annotations
@@ -17,13 +23,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from blockd.core.index import BlockIndex, IndexBuilder
-from blockd.core.journal import JournalEntry
+from blockd.core.journal import JournalEntry, adopted_heads
 from blockd.core.model import Action, BlockdError
+from blockd.store.engine import StoreDiverged, StoreError
 from blockd.store.shared import SharedStore
+from blockd.store.snapshot import SnapshotError, load_snapshot, read_head, write_snapshot
+from blockd.store.store import Store
 
 log = logging.getLogger("blockd.follow")
+
+COMPLAIN_EVERY = 60.0  # seconds between repeats of the same "unhealthy" log line
 
 Clock = Callable[[], datetime]
 
@@ -42,6 +55,9 @@ class FollowStats:
     last_success: float = 0.0
     last_error: str | None = None
     swaps: int = 0
+    snapshots_written: int = 0
+    snapshot_failures: int = 0
+    integrity_checks: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -55,13 +71,23 @@ class IndexFollower:
 
     def __init__(
         self, store: SharedStore, actions: Mapping[str, Action], *, clock: Clock = utcnow,
+        snapshot: Path | None = None, instance: str = "blockd",
+        policies: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.actions = dict(actions)
         self.clock = clock
+        self.snapshot = snapshot  # this instance's snapshot file (None: keep none)
+        self.instance = instance
+        self.policies: Mapping[str, Any] = policies or {}  # recorded in the snapshot
         self.stats = FollowStats()
         self.readable = False  # the store answered at the last poll
         self.unproven: list[str] = []  # what the journal did not prove at the last load
+        self.refused: str | None = None  # why the store's journal is not followed
+        self.damaged: list[str] = []  # what the last integrity check found
+        self.origin = "store"  # or "snapshot": the index came from the file on disk
+        self._saved: tuple[int, str | None, int] | None = None  # (seq, hash, builder id)
+        self._complained: tuple[str, float] = ("", 0.0)
         self._reload_requested = False
         self._work = threading.RLock()  # the worker-thread steps: one at a time
         self._builder: IndexBuilder | None = None
@@ -72,8 +98,23 @@ class IndexFollower:
 
     @property
     def healthy(self) -> bool:
-        """The store is readable and its tables are what its journal proves."""
-        return self.readable and not self.unproven
+        """The store is readable, intact, continues what is enforced, and its tables are
+        what its journal proves."""
+        return self.problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the follower is unhealthy, in one line (None when healthy)."""
+        if self.refused:
+            return f"store refused: {self.refused}"
+        if not self.readable:
+            source = "the snapshot on disk" if self.origin == "snapshot" else "memory"
+            return f"store unreadable: enforcing the last good policy from {source}"
+        if self.damaged:
+            return f"store damaged: {self.damaged[0]}"
+        if self.unproven:
+            return "order tables do not match the journal: enforcing what it proves"
+        return None
 
     def request_reload(self) -> None:
         """Load (and verify) everything again at the next poll (SIGHUP)."""
@@ -96,32 +137,146 @@ class IndexFollower:
     # -- lifecycle -----------------------------------------------------------------
 
     async def load(self) -> None:
-        """Load the full index (raises if the store cannot be read at start-up)."""
-        self._swap(await asyncio.to_thread(self._load))
-        self.readable = True
-        self.stats.last_success = time.time()
+        """Load the full index from the store; if the store cannot be read or does not
+        continue what this daemon enforced, from the snapshot on disk (unhealthy until the
+        store is back). Raises BlockdError, one line, when neither can be used."""
+        try:
+            index = await asyncio.to_thread(self._load_accepted)
+        except (BlockdError, OSError) as exc:
+            index = await asyncio.to_thread(self._load_snapshot, exc)
+        else:
+            self.readable = True
+            self.stats.last_success = time.time()
+        self._swap(index)
+
+    def _load_accepted(self) -> BlockIndex:
+        with self._work:
+            store = self.store.get()
+            head = read_head(self.snapshot) if self.snapshot is not None else None
+            if head is not None and not self._continues(store, *head):
+                raise StoreDiverged(self._diverged(store.head(), *head))
+            return self._load()
+
+    def _load_snapshot(self, cause: BaseException) -> BlockIndex:
+        """Runs in a worker thread at start when the store cannot be used."""
+        if isinstance(cause, StoreDiverged):
+            self.refused, self.readable = str(cause), True
+        if self.snapshot is None:
+            raise BlockdError(f"cannot start: {cause}") from None
+        try:
+            builder, info = load_snapshot(self.snapshot, self.clock(), self.actions)
+        except SnapshotError as exc:
+            raise BlockdError(f"cannot start: {cause}; and no usable snapshot of the last "
+                              f"good policy ({exc})") from None
+        with self._work:
+            self._builder = builder
+            self._last_hash = info.hash
+            self.origin = "snapshot"
+            self._saved = (info.seq, info.hash, id(builder))  # nothing new to write
+        self._complain(f"order store not used ({cause}); serving the last good policy from "
+                       f"{self.snapshot} (journal seq {info.seq}, written {info.written_at})")
+        return builder.index()
 
     async def poll(self) -> bool:
         """One round: apply new journal entries and clock transitions. True if swapped."""
         try:
             fresh = await asyncio.to_thread(self._step)
+        except StoreDiverged as exc:
+            self.stats.store_errors += 1
+            self.stats.last_error = str(exc)
+            self.readable, self.refused = True, str(exc)
+            self._complain(f"order store refused: {exc}")
+            return await self._tick()
         except (BlockdError, OSError, Exception) as exc:
             self.stats.store_errors += 1
             message = f"{type(exc).__name__}: {exc}"
-            if self.readable or self.stats.last_error != message:
-                log.error("order store unreadable, keeping last good policy (seq %s): %s",
-                          self._index.seq if self._index else "-", message)
             self.stats.last_error = message
             self.readable = False
+            self._complain("order store unreadable, keeping last good policy (seq "
+                           f"{self._index.seq if self._index else '-'}): {message}")
             self.store.drop()  # reopen next time (the file may have been replaced)
-            return False
-        if not self.readable:
-            log.info("order store readable again (journal seq %s)", self.index.seq)
-        self.readable = True
+            return await self._tick()
+        if not self.readable or self.refused:
+            log.info("order store in use again (journal seq %s)",
+                     fresh.seq if fresh is not None else self.index.seq)
+        self.readable, self.refused = True, None
+        self._complained = ("", 0.0)
         self.stats.last_success = time.time()
         if fresh is not None:
             self._swap(fresh)
         return fresh is not None
+
+    async def _tick(self) -> bool:
+        """Without the store, orders still enter and leave force by the clock."""
+        def work() -> BlockIndex | None:
+            with self._work:
+                builder = self._builder
+                return builder.index() if builder and builder.advance(self.clock()) else None
+
+        fresh = await asyncio.to_thread(work)
+        if fresh is not None:
+            self._swap(fresh)
+        return fresh is not None
+
+    def _complain(self, message: str) -> None:
+        """Log an unhealthy state: at once when it changes, then once a minute."""
+        last, when = self._complained
+        now = time.monotonic()
+        if message != last or now - when >= COMPLAIN_EVERY:
+            log.error("%s", message)
+            self._complained = (message, now)
+
+    async def check(self, budget: float = 10.0) -> None:
+        """The store's integrity check (``PRAGMA quick_check``, at most ``budget``
+        seconds, in a worker thread): damage found makes the follower unhealthy."""
+        def work() -> list[str] | None:
+            try:
+                return self.store.get().quick_check(budget)
+            except StoreError as exc:
+                return [str(exc)]
+
+        found = await asyncio.to_thread(work)
+        self.stats.integrity_checks += 1
+        if found is None:
+            log.warning("store integrity check did not finish in %.0f s", budget)
+            return
+        if found and found != self.damaged:
+            log.error("order store damaged (%s); enforcing the last good policy. "
+                      "Restore a backup: blockd store restore FILE", "; ".join(found[:3]))
+        elif not found and self.damaged:
+            log.info("order store passes its integrity check again")
+        self.damaged = found
+
+    async def save_snapshot(self) -> bool:
+        """Write the policy in force to disk if it changed since the last write (in a
+        worker thread). Only a policy from a healthy store is written: the file is what
+        a restart falls back on. True if written."""
+        if self.snapshot is None or self.origin != "store" or not self.readable \
+                or self.refused or self._builder is None:
+            return False
+        try:
+            return await asyncio.to_thread(self._save)
+        except OSError as exc:
+            self.stats.snapshot_failures += 1
+            self._complain(f"snapshot of the policy not written to {self.snapshot}: {exc}")
+            return False
+
+    def _save(self) -> bool:
+        with self._work:
+            builder = self._builder
+            if builder is None or self.snapshot is None:
+                return False
+            key = (builder.book.seq, self._last_hash, id(builder))
+            if key == self._saved:
+                return False
+            book = builder.book
+            write_snapshot(
+                self.snapshot, instance=self.instance, seq=book.seq, head_hash=self._last_hash,
+                orders=((o, book.targets.get(ref, ())) for ref, o in book.orders.items()),
+                policies=self.policies)
+            self._saved = key
+        self.stats.snapshots_written += 1
+        return True
 
     # -- work (in a worker thread) ---------------------------------------------
 
@@ -173,6 +328,7 @@ class IndexFollower:
         builder.book.seq = head.seq if head else 0
         self._last_hash = head.hash if head else None
         self._builder = builder
+        self.origin = "store"
         self.stats.loads += 1
         index = builder.index()
         log.info("index loaded: journal seq %s, %s entries in force", index.seq, index.size)
@@ -208,20 +364,28 @@ class IndexFollower:
     def _step_locked(self) -> BlockIndex | None:
         store = self.store.get()
         builder = self._builder
-        if builder is None or self._reload_requested:
+        if builder is not None and (
+                self.origin == "snapshot" or self.refused or self._reload_requested):
+            if not self._continues(store, builder.book.seq, self._last_hash):
+                raise StoreDiverged(self._diverged(store.head(), builder.book.seq,
+                                                   self._last_hash))
+            builder = None  # the store is back (or adopted, or SIGHUP): load it whole
+        if builder is None:
             loaded = self._load()
             return self._verify() or loaded
         head = store.head()
         changed = False
-        if (head.seq if head else 0) < builder.book.seq:
-            log.warning("journal went backwards (store replaced?); reloading")
-            return self._load()
-        if head is not None and head.seq > builder.book.seq:
-            entries = store.journal(builder.book.seq)
-            if entries and entries[0].prev_hash != (self._last_hash or entries[0].prev_hash):
-                log.warning("journal does not continue from seq %s; reloading",
-                            builder.book.seq)
-                return self._load()
+        mine = builder.book.seq
+        theirs = (head.seq, head.hash) if head else (0, None)
+        if theirs != (mine, self._last_hash) and not (
+                theirs[0] > mine and self._holds(store, mine, self._last_hash)):
+            if not self._continues(store, mine, self._last_hash):
+                raise StoreDiverged(self._diverged(head, mine, self._last_hash))
+            log.warning("order store adopted in place of journal seq %s; loading it", mine)
+            loaded = self._load()
+            return self._verify() or loaded
+        if head is not None and head.seq > mine:
+            entries = store.journal(mine)
             for entry in entries:
                 builder.apply(entry)
                 self._last_hash = entry.hash
@@ -234,6 +398,28 @@ class IndexFollower:
         if builder.advance(self.clock()) or changed:
             return builder.index()
         return None
+
+    def _continues(self, store: Store, seq: int, head_hash: str | None) -> bool:
+        """Does the store's journal hold entry ``seq`` with ``head_hash`` (it continues
+        what this daemon enforces), or adopt that head by a ``store.adopt`` entry?"""
+        if self._holds(store, seq, head_hash):
+            return True
+        return any((seq, head_hash) in adopted_heads(e.data) for e in store.adoptions())
+
+    @staticmethod
+    def _holds(store: Store, seq: int, head_hash: str | None) -> bool:
+        """Is entry ``seq`` of the store's journal the one with ``head_hash``?"""
+        if seq == 0:
+            return True
+        found = store.journal(seq - 1, limit=1)
+        return bool(found) and found[0].seq == seq and found[0].hash == head_hash
+
+    @staticmethod
+    def _diverged(head: JournalEntry | None, seq: int, head_hash: str | None) -> str:
+        theirs = f"seq {head.seq} ({head.hash[:16]})" if head else "seq 0 (empty journal)"
+        return (f"its journal (head {theirs}) does not continue the one enforced here "
+                f"(seq {seq} ({(head_hash or '-')[:16]})); keeping the policy in force. "
+                "To adopt this store: blockd store adopt")
 
     def _swap(self, index: BlockIndex) -> None:
         """On the event loop: publish the snapshot, then let listeners drop caches."""

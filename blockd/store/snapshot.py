@@ -107,6 +107,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def read_head(path: Path) -> tuple[int, str | None] | None:
+    """The journal head a snapshot stands on, from its header alone (cheap: no digest);
+    None when there is no snapshot. Loading it checks the digest."""
+    try:
+        with path.open(encoding="utf-8", newline="\n") as handle:
+            if handle.readline() != MAGIC + "\n":
+                raise SnapshotError(f"snapshot {path}: not a blockd snapshot")
+            header = json.loads(handle.readline())
+            return int(header["seq"]), header["hash"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SnapshotError(f"snapshot {path}: unreadable ({exc})") from None
+
+
 def read_info(path: Path) -> SnapshotInfo:
     """The header and totals, after checking the whole file's digest."""
     info: SnapshotInfo | None = None

@@ -48,6 +48,7 @@ from blockd.core.names import name_suffixes, parse_address, target_from_parts
 from blockd.core.timeparse import iso, to_utc
 from blockd.store import migrations
 from blockd.store.engine import (
+    BUSY_TIMEOUT_MS,
     FileProbe,
     StoreConflict,
     StoreMissing,
@@ -140,22 +141,28 @@ class Store:
         abandoned after ``budget`` seconds so a huge store cannot stall a daemon: the
         problems found (empty = intact), or None when it ran out of time. A damaged file
         may also raise StoreDamaged. PostgreSQL checks its own pages: always []."""
-        if self.engine.dialect.name != "sqlite":
+        if self.engine.dialect.name != "sqlite" or self.path is None:
             return []
         deadline = time.monotonic() + budget
-        with self.engine.connect() as conn:
-            raw: Any = conn.connection.dbapi_connection
+        # a connection of its own: a pooled one answers from its page cache, which does
+        # not notice pages overwritten behind SQLite's back. Read-only, so closing it can
+        # never checkpoint a WAL into a damaged file.
+        try:
+            raw = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True,
+                                  timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            return [str(exc)]
+        try:
             raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 20_000)
-            try:
-                rows = [str(r[0]) for r in raw.execute("PRAGMA quick_check(20)")]
-            except sqlite3.OperationalError as exc:
-                if "interrupt" in str(exc):
-                    return None
-                raise
-            except sqlite3.DatabaseError as exc:
-                return [str(exc)]
-            finally:
-                raw.set_progress_handler(None, 0)
+            rows = [str(r[0]) for r in raw.execute("PRAGMA quick_check(20)")]
+        except sqlite3.OperationalError as exc:
+            if "interrupt" in str(exc):
+                return None
+            return [str(exc)]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        finally:
+            raw.close()
         return [] if rows == ["ok"] else rows
 
     def schema_version(self) -> int:
