@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,11 +29,11 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from daemons import Daemon, cli, start_daemon, stop_daemon
 from dnsstub import StubUpstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blockd.cli import main
 from blockd.config import load_config
 from blockd.daemon.controller import Controller
 from blockd.daemon.core import Core
@@ -53,102 +52,6 @@ RECORDS = [
     "www.allofmp3.com. 300 IN A 192.0.2.66",
     "later.example. 300 IN A 192.0.2.5",
 ]
-
-
-@dataclass
-class Daemon:
-    """A resolver under test: in-process (a Controller) or a `blockd serve dns` process."""
-
-    host: str
-    port: int
-    db: Path
-    proc: subprocess.Popen[str] | None = None
-    metrics: str = ""
-    controller: Controller | None = None
-    config: Path | None = None
-
-    def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.controller is not None and self.controller.running
-
-    def metric(self, name: str) -> float:
-        with urllib.request.urlopen(self.metrics, timeout=3) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
-        raise KeyError(name)
-
-    def ask(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | bool = 0,
-            payload: int = 1232, want_dnssec: bool = False, timeout: float = 3.0
-            ) -> dns.message.Message:
-        q = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload,
-                                   want_dnssec=want_dnssec)
-        if tcp:
-            return dns.query.tcp(q, self.host, port=self.port, timeout=timeout)
-        return dns.query.udp(q, self.host, port=self.port, timeout=timeout)
-
-    def blocked_within(self, name: str, want: bool, limit: float = 1.0) -> float:
-        """Seconds until the daemon's answer for ``name`` is (not) the notice address."""
-        start = time.monotonic()
-        while True:
-            r = self.ask(name, edns=False)
-            is_blocked = any(str(rr) == "127.0.0.80" for rrset in r.answer for rr in rrset)
-            elapsed = time.monotonic() - start
-            if is_blocked == want:
-                return elapsed
-            if elapsed > limit:
-                raise AssertionError(f"{name}: still {'not ' if want else ''}blocked "
-                                     f"after {elapsed:.2f} s")
-            time.sleep(0.02)
-
-
-def cli(db: Path, *args: str) -> int:
-    return main([*args, "--db", str(db)])
-
-
-def start_daemon(db: Path, config: Path | None, *extra: str) -> Daemon:
-    assert config is not None
-    env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "tester"}
-    listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
-    # stderr to a file: an unread pipe fills up and would block the daemon's logging
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed at stop
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db), *listen, *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-    )
-    proc.log = log  # type: ignore[attr-defined]
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        proc.communicate()
-        log.seek(0)
-        message = log.read()
-        log.close()
-        raise AssertionError(f"daemon did not start: {line}{message}")
-    where = line.split("listening on ", 1)[1].split(" ", 1)[0]
-    host, port = where.rsplit(":", 1)
-    d = Daemon(host, int(port), db, proc)
-    if "metrics http://" in line:
-        d.metrics = line.split("metrics ", 1)[1].strip()
-    return d
-
-
-def stop_daemon(d: Daemon) -> str:
-    assert d.proc is not None
-    d.proc.send_signal(signal.SIGTERM)
-    try:
-        d.proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        d.proc.kill()
-        raise
-    log = d.proc.log  # type: ignore[attr-defined]
-    log.seek(0)
-    err = str(log.read())
-    log.close()
-    assert d.proc.returncode == 0, err
-    return err
 
 
 @pytest.fixture(scope="module")
