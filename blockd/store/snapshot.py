@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from blockd.core.index import IndexBuilder
 from blockd.core.journal import order_from_payload, order_payload
@@ -122,35 +122,36 @@ def read_head(path: Path) -> tuple[int, str | None] | None:
         raise SnapshotError(f"snapshot {path}: unreadable ({exc})") from None
 
 
+def load_snapshot(
+    path: Path, at: datetime, actions: Mapping[str, Action],
+) -> tuple[IndexBuilder, SnapshotInfo]:
+    """A builder holding the snapshot's orders at instant ``at``, streamed from the file.
+    Nothing is returned from a file whose digest does not match (the builder is only
+    handed out at the end)."""
+    builder = IndexBuilder(at, actions)
+    info: SnapshotInfo | None = None
+    for item in _records(path):
+        if isinstance(item, SnapshotInfo):
+            info = item
+        elif not isinstance(item, dict):
+            order, specs = item
+            builder.load_rows(order, (_parts(s) for s in specs))
+    assert info is not None
+    builder.book.seq = info.seq
+    return builder, info
+
+
 def read_info(path: Path) -> SnapshotInfo:
     """The header and totals, after checking the whole file's digest."""
     info: SnapshotInfo | None = None
     for item in _records(path):
         if isinstance(item, SnapshotInfo):
             info = item
+        elif not isinstance(item, dict):
+            for _ in item[1]:
+                pass
     assert info is not None
     return info
-
-
-def load_snapshot(
-    path: Path, at: datetime, actions: Mapping[str, Action],
-) -> tuple[IndexBuilder, SnapshotInfo]:
-    """A builder holding the snapshot's orders at instant ``at``. Nothing is returned
-    from a file whose digest does not match (the builder is only handed out at the end)."""
-    builder = IndexBuilder(at, actions)
-    header: dict[str, Any] | None = None
-    info: SnapshotInfo | None = None
-    for item in _records(path):
-        if isinstance(item, dict):
-            header = item
-        elif isinstance(item, SnapshotInfo):
-            info = item
-        else:
-            order, specs = item
-            builder.load_rows(order, (_parts(s) for s in specs))
-    assert header is not None and info is not None
-    builder.book.seq = info.seq
-    return builder, info
 
 
 def _parts(spec: str) -> tuple[str, str, str]:
@@ -164,55 +165,83 @@ def _parts(spec: str) -> tuple[str, str, str]:
     return "domain", spec, "subtree"
 
 
-def _records(
-    path: Path,
-) -> Iterator[dict[str, Any] | SnapshotInfo | tuple[OrderRecord, list[str]]]:
-    """Stream the file: its header (dict), each (order, specs), then a SnapshotInfo once
-    the digest matched. Raises SnapshotError on any mismatch."""
+def _check_digest(path: Path) -> tuple[int, int]:
+    """Hash everything before the end line (in blocks: fast) and compare it with the
+    digest the end line carries; (orders, targets) the end line announces."""
     try:
-        handle: IO[str] = path.open(encoding="utf-8", newline="\n")
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 256))
+            tail = fh.read()
+            cut = tail.rfind(b"\nE\t")
+            if not tail.endswith(b"\n") or cut < 0:
+                raise SnapshotError(f"snapshot {path}: truncated (no end line)")
+            end = size - len(tail) + cut + 1
+            _, orders, targets, hexdigest = tail[cut + 1:].decode().rstrip("\n").split("\t")
+            digest = hashlib.sha256()
+            fh.seek(0)
+            left = end
+            while left:
+                block = fh.read(min(left, 1 << 20))
+                if not block:
+                    break
+                digest.update(block)
+                left -= len(block)
     except FileNotFoundError:
         raise SnapshotError(f"no snapshot at {path}") from None
     except OSError as exc:
         raise SnapshotError(f"snapshot {path}: {exc.strerror}") from None
-    digest = hashlib.sha256()
-    with handle:
-        try:
-            magic = handle.readline()
-            if magic != MAGIC + "\n":
-                raise SnapshotError(f"snapshot {path}: not a blockd snapshot")
-            header_line = handle.readline()
-            digest.update((magic + header_line).encode("utf-8"))
-            header = json.loads(header_line)
+    except ValueError as exc:
+        raise SnapshotError(f"snapshot {path}: damaged ({exc})") from None
+    if digest.hexdigest() != hexdigest:
+        raise SnapshotError(f"snapshot {path}: damaged (digest does not match)")
+    return int(orders), int(targets)
+
+
+def _records(
+    path: Path,
+) -> Iterator[dict[str, Any] | SnapshotInfo | tuple[OrderRecord, Iterator[str]]]:
+    """Check the digest, then stream the file: its header (dict), each (order, specs
+    iterator: consume it before the next item), then a SnapshotInfo. Raises
+    SnapshotError."""
+    announced = _check_digest(path)
+    counts = [0, 0]  # orders, targets
+    try:
+        with path.open(encoding="utf-8", newline="\n") as handle:
+            if handle.readline() != MAGIC + "\n":
+                raise SnapshotError("not a blockd snapshot")
+            header = json.loads(handle.readline())
             yield header
-            order: OrderRecord | None = None
-            specs: list[str] = []
-            n_orders = n_targets = 0
-            for line in handle:
-                if line.startswith("E\t"):
-                    _, orders_text, targets_text, hexdigest = line.rstrip("\n").split("\t")
-                    break
-                digest.update(line.encode("utf-8"))
-                if line.startswith("O\t"):
-                    if order is not None:
-                        yield order, specs
-                    order, specs = order_from_payload(json.loads(line[2:])), []
-                    n_orders += 1
-                else:
-                    specs.append(line.rstrip("\n"))
-                    n_targets += 1
-            else:
-                raise SnapshotError(f"snapshot {path}: truncated (no end line)")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"snapshot {path}: damaged ({exc})") from None
-        if hexdigest != digest.hexdigest() or (int(orders_text), int(targets_text)) != (
-                n_orders, n_targets):
-            raise SnapshotError(f"snapshot {path}: damaged (digest does not match)")
-        if order is not None:
-            yield order, specs
-        yield SnapshotInfo(path, str(header["instance"]), int(header["seq"]), header["hash"],
-                           str(header["written_at"]), n_orders, n_targets,
-                           header.get("policies") or {})
+            lines = iter(handle)
+            pending: list[str] = []
+
+            def specs() -> Iterator[str]:
+                for line in lines:
+                    if line.startswith(("O\t", "E\t")):
+                        pending.append(line)
+                        return
+                    counts[1] += 1
+                    yield line[:-1]
+
+            line = next(lines, "")
+            while line.startswith("O\t"):
+                counts[0] += 1
+                rows = specs()
+                yield order_from_payload(json.loads(line[2:])), rows
+                for _ in rows:  # whatever the consumer left
+                    pass
+                line = pending.pop() if pending else ""
+            if not line.startswith("E\t"):
+                raise SnapshotError("a line out of place")
+    except SnapshotError as exc:
+        raise SnapshotError(f"snapshot {path}: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"snapshot {path}: damaged ({exc})") from None
+    if tuple(counts) != announced:
+        raise SnapshotError(f"snapshot {path}: damaged (counts do not match)")
+    yield SnapshotInfo(path, str(header["instance"]), int(header["seq"]), header["hash"],
+                       str(header["written_at"]), counts[0], counts[1],
+                       header.get("policies") or {})
 
 
 def snapshots(state_dir: Path) -> list[SnapshotInfo | SnapshotError]:
