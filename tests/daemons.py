@@ -66,8 +66,8 @@ class Daemon:
                 raise AssertionError(f"/healthz still says {status} {text!r}, not {want!r}")
             time.sleep(0.1)
 
-    def is_blocked(self, name: str) -> bool:
-        r = self.ask(name, edns=False)
+    def is_blocked(self, name: str, timeout: float = 3.0) -> bool:
+        r = self.ask(name, edns=False, timeout=timeout)
         return any(str(rr) == "127.0.0.80" for rrset in r.answer for rr in rrset)
 
     def ask(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | bool = 0,

@@ -1,19 +1,28 @@
 """Enforcement outlives a damaged, replaced or missing store: real `blockd serve` processes
-on loopback, the store changed under them as an unlucky operator or an attacker would."""
+on loopback, the store changed under them as an unlucky operator or an attacker would.
+Last, chaos: for a minute the daemons are killed (-9) and restarted at random moments while
+engineers' commands write (and are killed mid-write); every answer given in that minute
+must be right."""
 
 from __future__ import annotations
 
 import http.client
 import os
+import random
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dns.exception
 import pytest
-from daemons import start_daemon, stop_daemon
+from daemons import Daemon, start_daemon, stop_daemon
 from dnsstub import StubUpstream
 
 from blockd.store.snapshot import read_head
@@ -178,14 +187,198 @@ def test_pages_corrupted_in_place_are_seen_within_a_check_interval(
         stop_daemon(d)
 
 
+# -- chaos --------------------------------------------------------------------------
+
+SECONDS = 60.0
+SETTLE = 2.0  # a change is enforced within this long (the follower polls every 0.2 s)
+STEADY = ["allofmp3.com", "mp3sparks.example", "clone.example"]  # the site's order
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Book:
+    """What the writers did, as far as they know: (when it returned, names)."""
+
+    added: list[tuple[float, str, list[str]]] = field(default_factory=list)
+    lifted: dict[str, float] = field(default_factory=dict)  # reference -> when
+    unknown: set[str] = field(default_factory=set)  # killed mid-command: either way
+    lifting: set[str] = field(default_factory=set)  # references being lifted right now
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    errors: list[str] = field(default_factory=list)
+
+    def expect(self, name: str, now: float) -> bool | None:
+        """Should ``name`` be blocked now (None: no claim, it is settling or unknown)?"""
+        if name in STEADY:
+            return True
+        with self.lock:
+            if name in self.unknown:
+                return None
+            for when, ref, names in self.added:
+                if name in names:
+                    if ref in self.lifting:
+                        return None
+                    if ref in self.lifted:
+                        return False if now - self.lifted[ref] > SETTLE else None
+                    return True if now - when > SETTLE else None
+        return None
+
+
+def writer(config: Path, db: Path, book: Book, stop: threading.Event, rnd: random.Random
+           ) -> None:
+    n = 0
+    while not stop.is_set():
+        n += 1
+        ref = f"CHAOS-{n}"
+        names = [f"c{n}-{i}.example" for i in range(rnd.choice((3, 300)))]
+        env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "chaos"}
+        lift = None
+        with book.lock:
+            live = [r for _, r, _ in book.added if r not in book.lifted]
+        if live and rnd.random() < 0.3:
+            lift = rnd.choice(live)
+            with book.lock:
+                book.lifting.add(lift)
+            args = ["order", "lift", lift, "--reason", "appeal allowed"]
+        else:
+            args = ["order", "add", ref, "--authority", "Chaos Court", "--issued",
+                    "2026-01-01", *names]
+        proc = subprocess.Popen([sys.executable, "-m", "blockd", *args, "--db", str(db)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        killed = False
+        if rnd.random() < 0.25:
+            time.sleep(rnd.uniform(0.0, 0.6))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+        _, err = proc.communicate(timeout=60)
+        done = time.monotonic()
+        with book.lock:
+            book.lifting.discard(lift or "")
+            if killed:
+                book.unknown.update(names if lift is None else
+                                    next(x for _, r, x in book.added if r == lift))
+            elif proc.returncode != 0:
+                book.errors.append(f"{args[:2]}: {err.strip()}")
+            elif lift is None:
+                book.added.append((done, ref, names))
+            else:
+                book.lifted[lift] = done
+
+
+def test_kill_and_restart_daemons_while_writing(site: tuple[Path, Path]) -> None:
+    config, db = site
+    port = free_port()
+    rnd = random.Random(int(os.environ.get("CHAOS_SEED", "7")))
+    book = Book()
+    stop = threading.Event()
+    dns_d: list[Daemon] = [start_daemon(db, config, "--listen", f"127.0.0.1:{port}")]
+    web: list[subprocess.Popen[str]] = [start_http(config, db)]
+    web_port = web[0].port  # type: ignore[attr-defined]
+    restarts = {"dns": 0, "http": 0}
+    failures: list[str] = []
+
+    def killer() -> None:
+        while not stop.is_set():
+            time.sleep(rnd.uniform(0.5, 3.0))
+            which = rnd.choice(("dns", "http"))
+            try:
+                if which == "dns":
+                    old = dns_d[0]
+                    assert old.proc is not None
+                    kill(old.proc)
+                    time.sleep(rnd.uniform(0.0, 0.3))
+                    dns_d[0] = start_daemon(db, config, "--listen", f"127.0.0.1:{port}")
+                else:
+                    kill(web[0])
+                    web[0] = start_http(config, db, port=web_port)
+                restarts[which] += 1
+            except Exception as exc:  # a daemon that does not come back is the failure
+                failures.append(f"{which} restart: {exc}")
+                return
+
+    threads = [threading.Thread(target=writer, args=(config, db, book, stop, rnd)),
+               threading.Thread(target=killer)]
+    for t in threads:
+        t.start()
+    answers = timeouts = wrong = 0
+    http_answers = 0
+    checker = random.Random(11)
+    deadline = time.monotonic() + SECONDS
+    try:
+        while time.monotonic() < deadline and not failures:
+            with book.lock:
+                pool = [*STEADY, *(n for _, _, names in book.added[-30:] for n in names[:5])]
+            name = checker.choice(pool)
+            asked = time.monotonic()
+            try:
+                got = dns_d[0].is_blocked(name, timeout=0.3)
+            except (dns.exception.Timeout, OSError):
+                timeouts += 1
+                continue
+            answers += 1
+            want = book.expect(name, asked)
+            if want is not None and got != want:
+                wrong += 1
+                failures.append(f"{name}: answered {'blocked' if got else 'not blocked'}")
+            if checker.random() < 0.2:
+                try:
+                    status = http_status(web_port, "www." + STEADY[0])
+                except OSError:
+                    continue
+                http_answers += 1
+                if status != 451:
+                    failures.append(f"notice server answered {status} for a blocked host")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+        stop_daemon(dns_d[0])
+        stop_http(web[0])
+    assert not failures, failures[:5]
+    assert not book.errors, book.errors[:5]
+    assert restarts["dns"] >= 5 and restarts["http"] >= 5, restarts
+    assert answers > 200 and http_answers > 20, (answers, timeouts, http_answers)
+    assert len(book.added) >= 10 and book.lifted, (len(book.added), len(book.lifted))
+    r = run_cli(config, db, "audit", "verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(f"chaos: {answers} DNS answers ({timeouts} timeouts while down), {http_answers} "
+          f"notice pages, restarts {restarts}, {len(book.added)} orders added, "
+          f"{len(book.lifted)} lifted, {len(book.unknown)} names in killed commands")
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    """kill -9, and close what the test held of the process (pipes, its log file)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    log = getattr(proc, "log", None)
+    if log is not None:
+        log.close()
+
+
+def http_status(port: int, host: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+
 # -- the notice server as a process ------------------------------------------------
 
 
-def start_http(config: Path, db: Path) -> subprocess.Popen[str]:
+def start_http(config: Path, db: Path, port: int = 0) -> subprocess.Popen[str]:
     env = {**os.environ, "BLOCKD_CONFIG": str(config)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "blockd", "serve", "http", "--db", str(db), "--listen",
-         "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+         f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()

@@ -66,6 +66,9 @@ def write_snapshot(
     """Write atomically; ``orders`` are (order, target specs) pairs, active ones kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
+        if stale != tmp:
+            stale.unlink(missing_ok=True)
     digest = hashlib.sha256()
     n_orders = n_targets = 0
     written_at = datetime.now(UTC).isoformat(timespec="seconds")
