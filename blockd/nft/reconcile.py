@@ -66,6 +66,7 @@ class Reconciler:
         self.stats = ReconcileStats()
         self._packets: dict[Element, int] = {}
         self._lock = asyncio.Lock()
+        self._forced_known: set[str] = set()  # the last forced set the store gave
 
     async def load(self) -> None:
         """Read what the kernel holds now (the table survives a restart of the daemon)."""
@@ -78,7 +79,8 @@ class Reconciler:
         self.exists, self.applied = await asyncio.to_thread(read)
 
     def _forced(self) -> set[str]:
-        return self.store.get().forced_targets()
+        self._forced_known = self.store.get().forced_targets()
+        return self._forced_known
 
     async def reconcile(self, index: BlockIndex) -> list[ruleset.Change] | None:
         """Apply the difference for ``index``; the changes made, or None if nothing was
@@ -86,8 +88,8 @@ class Reconciler:
         async with self._lock:
             try:
                 forced = await asyncio.to_thread(self._forced)
-            except BlockdError:
-                forced = set()  # unreadable store: the guard refuses everything it would
+            except BlockdError:  # unreadable store: what it said last (none after a start
+                forced = self._forced_known  # from the snapshot: the guard then refuses)
             want = ruleset.desired(index, self.actions, refused=refuser(self.guard, forced))
             changes = ruleset.diff(self.applied, want)
             if self.exists and not any(c.add or c.remove for c in changes):
