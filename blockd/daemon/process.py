@@ -5,7 +5,9 @@ command asked for on it, prints one status line per handle (one write each: work
 stdout), and waits: SIGTERM/SIGINT stop gracefully (hits flushed), SIGHUP re-reads the
 configuration and the enforcement policies (a broken file is logged and the running
 configuration kept). With ``workers > 1`` it forks that many processes, each with its own
-core, sharing the listening ports through SO_REUSEPORT.
+core, sharing the listening ports through SO_REUSEPORT. Under systemd each process reports
+through :mod:`blockd.daemon.notify` (READY once serving, STATUS with the journal seq in
+force, WATCHDOG from the event loop, RELOADING around SIGHUP, STOPPING).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Protocol
 from blockd.config import Address, Config, load_policies
 from blockd.core.model import BlockdError
 from blockd.daemon.core import Core
+from blockd.daemon.notify import Notifier
 
 log = logging.getLogger("blockd")
 
@@ -84,30 +87,62 @@ def reload_core(core: Core, make_config: Callable[[], Config]) -> bool:
     return True
 
 
+def status_line(core: Core) -> str:
+    """What ``systemctl status`` shows: the policy in force and whether it is healthy."""
+    index = core.index
+    text = f"enforcing journal seq {index.seq}, {index.size} targets in force"
+    problem = core.follower.problem
+    return text if problem is None else f"{text}; UNHEALTHY: {problem}"
+
+
+async def report_status(core: Core, notifier: Notifier, every: float = 1.0) -> None:
+    """Send STATUS= whenever it changes (checked every second)."""
+    last = ""
+    while True:
+        await asyncio.sleep(every)
+        text = status_line(core)
+        if text != last:
+            notifier.status(text)
+            last = text
+
+
 async def serve(config: Config, make_config: Callable[[], Config], build: Build,
                 worker: int = 0, instance: str = "blockd") -> None:
     """Start the handles on one core and run until SIGTERM/SIGINT. ``instance`` names
     the process's snapshot of the policy (a worker's gets its number: ``dns.2``)."""
     core = Core(config, instance=instance if worker == 0 else f"{instance}.{worker + 1}")
+    notifier = Notifier()
     started: list[Daemon] = []
     # handlers first: a SIGTERM right after the status line must still stop gracefully
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_core, core, make_config)
+
+    def hup() -> None:
+        notifier.reloading()
+        reload_core(core, make_config)
+        notifier.ready(status_line(core))
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
     try:
         for daemon in build(core, worker):
             await daemon.start()
             started.append(daemon)
             sys.stdout.write(daemon.describe() + "\n")
             sys.stdout.flush()
+        if worker == 0:  # the first worker speaks for the unit; every worker pings
+            notifier.ready(status_line(core))
+            core.tasks.spawn(report_status(core, notifier))
+        core.tasks.spawn(notifier.keepalive())
         await stop.wait()
         log.info("stopping")
+        notifier.stopping()
     finally:
         for daemon in reversed(started):
             await daemon.stop()
         await core.stop()
+        notifier.close()
 
 
 def run(make_config: Callable[[], Config], build: Build, *, workers: int = 1,
