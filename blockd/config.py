@@ -14,7 +14,6 @@ import ipaddress
 import os
 import re
 import string
-import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -51,9 +50,9 @@ SYSTEM_CONFIG = Path("/etc/blockd/blockd.toml")
 
 
 def default_policies_dir() -> Path:
-    """The repository's policies/ (editable install), else the installed share dir."""
-    here = Path(__file__).resolve().parent.parent / "policies"
-    return here if here.is_dir() else Path(sys.prefix) / "share" / "blockd" / "policies"
+    """The policies, protected lists and notice templates shipped inside the package (the
+    repository's top-level ``policies/`` points here)."""
+    return Path(__file__).resolve().parent / "policies"
 
 
 class ConfigError(BlockdError):
@@ -138,6 +137,15 @@ class Config:
 
     def with_db(self, db: str | None) -> Config:
         return self if not db else replace(self, db=db)
+
+    @property
+    def policy_dirs(self) -> tuple[Path, ...]:
+        """Where policy files are looked up, first match wins: the configured directory
+        (``[policies] dir``) overrides the shipped policies file by file."""
+        shipped = default_policies_dir()
+        if self.policies_dir.resolve() == shipped:
+            return (shipped,)
+        return (self.policies_dir, shipped)
 
     def state_path(self) -> Path:
         """Where daemons keep the last good policy: ``state_dir``, else a directory
@@ -466,11 +474,16 @@ def load_policy(path: Path) -> EnforcementPolicy:
     return EnforcementPolicy(name=name, deadline=deadline, **values)
 
 
-def load_policies(directory: Path) -> dict[str, EnforcementPolicy]:
-    """Every ``*.toml`` in ``directory``; ``default.toml`` must be among them."""
-    if not directory.is_dir():
-        raise PolicyFileError(f"{directory}: policies directory not found")
-    policies = {p.stem: load_policy(p) for p in sorted(directory.glob("*.toml"))}
+def load_policies(directories: Path | tuple[Path, ...]) -> dict[str, EnforcementPolicy]:
+    """Every ``*.toml`` of the directories, a file of an earlier one overriding the file of
+    the same name in a later one; ``default.toml`` must be among them."""
+    layers = (directories,) if isinstance(directories, Path) else directories
+    files: dict[str, Path] = {}
+    for directory in reversed(layers):
+        if not directory.is_dir():
+            raise PolicyFileError(f"{directory}: policies directory not found")
+        files.update({p.name: p for p in directory.glob("*.toml")})
+    policies = {files[n].stem: load_policy(files[n]) for n in sorted(files)}
     if "default" not in policies:
-        raise PolicyFileError(f"{directory}: default.toml is missing")
+        raise PolicyFileError(f"{layers[0]}: default.toml is missing")
     return policies

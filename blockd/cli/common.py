@@ -58,11 +58,11 @@ class App:
 
     @cached_property
     def policies(self) -> dict[str, EnforcementPolicy]:
-        return load_policies(self.config.policies_dir)
+        return load_policies(self.config.policy_dirs)
 
     @cached_property
     def guard(self) -> Guard:
-        return load_guard(self.config.policies_dir)
+        return load_guard(self.config.policy_dirs)
 
     def store(self, db: str | None, *, create: bool = False) -> Store:
         if db is not None and not db.strip():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -172,24 +172,35 @@ def _lines(path: Path) -> Iterable[tuple[int, str, str]]:
             yield number, entry, note.strip() or "protected"
 
 
-def load_guard(policies_dir: Path) -> Guard:
+def _find(layers: Sequence[Path], name: str) -> Path:
+    """The file from the first layer that has it (an operator's directory overrides the
+    shipped policies file by file); the last layer's path when none has it."""
+    for layer in layers:
+        if (layer / name).exists():
+            return layer / name
+    return layers[-1] / name
+
+
+def load_guard(policies: Path | Sequence[Path]) -> Guard:
     """The guard with ``protected-names.txt``, ``protected-networks.txt`` and (if present)
-    ``high-impact.txt`` of a directory."""
+    ``protected-providers.txt`` and ``high-impact.txt``, each from the first of the
+    policy directories that has it."""
+    layers = [policies] if isinstance(policies, Path) else list(policies)
     names: list[tuple[str, str]] = []
-    path = policies_dir / "protected-names.txt"
+    path = _find(layers, "protected-names.txt")
     for number, entry, note in _lines(path):
         try:
             names.append((normalise_name(entry), note))
         except InputError as exc:
             raise GuardFileError(f"{path}:{number}: {exc.reason}") from None
     networks: list[tuple[Network, str]] = []
-    path = policies_dir / "protected-networks.txt"
+    path = _find(layers, "protected-networks.txt")
     for number, entry, note in _lines(path):
         try:
             networks.append((ipaddress.ip_network(entry, strict=True), note))
         except ValueError as exc:
             raise GuardFileError(f"{path}:{number}: {exc}") from None
-    path = policies_dir / "protected-providers.txt"  # from `blockd guard update`
+    path = _find(layers, "protected-providers.txt")  # from `blockd guard update`
     if path.exists():
         for number, entry, note in _lines(path):
             try:
@@ -197,7 +208,7 @@ def load_guard(policies_dir: Path) -> Guard:
             except ValueError as exc:
                 raise GuardFileError(f"{path}:{number}: {exc}") from None
     high: list[tuple[str, str]] = []
-    path = policies_dir / "high-impact.txt"
+    path = _find(layers, "high-impact.txt")
     if path.exists():
         for number, entry, note in _lines(path):
             try:

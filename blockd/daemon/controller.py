@@ -74,7 +74,7 @@ class Controller:
         """What SIGHUP does, with the given configuration."""
         from blockd.config import load_policies
 
-        pols = enforcement if enforcement is not None else load_policies(config.policies_dir)
+        pols = enforcement if enforcement is not None else load_policies(config.policy_dirs)
 
         async def run() -> None:
             assert self.core is not None

@@ -52,7 +52,7 @@ class Core:
         self.config = config
         self.instance = instance  # names this process's snapshot (dns, dns.2, http, nft)
         self.enforcement: Mapping[str, EnforcementPolicy] = (
-            enforcement if enforcement is not None else load_policies(config.policies_dir))
+            enforcement if enforcement is not None else load_policies(config.policy_dirs))
         self.store = SharedStore(config.db)
         self.follower = IndexFollower(
             self.store, dns_actions(self.enforcement), clock=clock, instance=instance,

@@ -56,7 +56,8 @@ class HttpDaemon:
             cnames = CnameChains(Upstreams(config.dns.upstream,
                                            timeout=config.dns.upstream_timeout))
         self.site = NoticeSite(
-            lambda: core.index, core.enforcement, config.policies_dir / "notices",
+            lambda: core.index, core.enforcement,
+            tuple(d / "notices" for d in config.policy_dirs),
             notice_settings(config, core.enforcement), hits=core.hits, past=core.store,
             healthy=lambda: core.healthy, cnames=cnames)
         self.server = NoticeServer(self.site, config.notice_listen, tls_endpoint(config))

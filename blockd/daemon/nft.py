@@ -30,7 +30,7 @@ class NftDaemon:
     def __init__(self, core: Core) -> None:
         self.core = core
         config = core.config
-        self.reconciler = Reconciler(core.store, load_guard(config.policies_dir),
+        self.reconciler = Reconciler(core.store, load_guard(config.policy_dirs),
                                      nft_actions(core.enforcement), notice_of(config),
                                      config.nft_local_output)
         self.tasks = Tasks()  # reconciles after swaps and reloads

@@ -78,7 +78,7 @@ def reload_core(core: Core, make_config: Callable[[], Config]) -> bool:
     """Re-read the configuration and policies into ``core``; False (logged) if broken."""
     try:
         fresh = make_config()
-        enforcement = load_policies(fresh.policies_dir)
+        enforcement = load_policies(fresh.policy_dirs)
     except BlockdError as exc:
         log.error("SIGHUP: configuration not reloaded: %s", exc)
         return False

@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,8 @@ class NoticeSite:
 
     def __init__(
         self, index: Callable[[], BlockIndex], enforcement: Mapping[str, EnforcementPolicy],
-        templates: Path, settings: NoticeSettings, *, hits: HitSink | None = None,
+        templates: Path | Sequence[Path], settings: NoticeSettings, *,
+        hits: HitSink | None = None,
         past: PastBlocks | None = None, healthy: Callable[[], bool] = lambda: True,
         cnames: CnameResolver | None = None,
     ) -> None:
@@ -88,10 +89,14 @@ class NoticeSite:
         self._chains: dict[str, Decision | None] = {}
         self.hits = hits
         self.healthy = healthy
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(templates)),
-            autoescape=True, undefined=jinja2.StrictUndefined,
-        )
+        layers = [str(templates)] if isinstance(templates, Path) else [str(t) for t in templates]
+        # an operator's notices/ overrides the shipped templates file by file; the shipped
+        # ones (the last layer) stand in for an operator's template that fails to render
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(layers),
+                                      autoescape=True, undefined=jinja2.StrictUndefined)
+        self._shipped = jinja2.Environment(loader=jinja2.FileSystemLoader(layers[-1:]),
+                                           autoescape=True, undefined=jinja2.StrictUndefined)
+        self._broken: set[str] = set()  # templates already logged as broken
         self._pages: dict[tuple[Any, ...], bytes] = {}
         self._heads: dict[tuple[str, int], bytes] = {}
         self._offered: dict[str, list[str]] = {}
@@ -272,11 +277,24 @@ class NoticeSite:
         name = f"{policy.notice_template}.{lang}.html"
         if not self._template_exists(policy.notice_template, lang):
             name = f"default.{lang}.html" if lang in LANGUAGES else "default.en.html"
-        html = self.env.get_template(name).render(
-            **self._common(lang, offered), host=subject,
-            orders=[_order_view(m.order) for m in matches],
-        )
-        return html.encode("utf-8")
+        values = dict(**self._common(lang, offered), host=subject,
+                      orders=[_order_view(m.order) for m in matches])
+        try:
+            return self.env.get_template(name).render(**values).encode("utf-8")
+        except jinja2.TemplateError as exc:  # an operator's edit: the subscriber still
+            if name not in self._broken:      # gets a notice, from the shipped template
+                self._broken.add(name)
+                log.error("notice template %s does not render (%s: %s); using the shipped "
+                          "one", name, type(exc).__name__, exc)
+        fallback = name if self._shipped_exists(name) else "default.en.html"
+        return self._shipped.get_template(fallback).render(**values).encode("utf-8")
+
+    def _shipped_exists(self, name: str) -> bool:
+        try:
+            self._shipped.get_template(name)
+            return True
+        except jinja2.TemplateNotFound:
+            return False
 
     def _common(self, lang: str, offered: list[str]) -> dict[str, Any]:
         return {
