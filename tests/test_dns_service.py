@@ -171,9 +171,13 @@ def test_nodata_and_refused_actions_and_rate_limit() -> None:
     q = dns.message.make_query("refuse.example", "A", use_edns=0)
     r = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.2")))  # type: ignore[arg-type]
     assert r.rcode() == dns.rcode.REFUSED and [o.code for o in r.options] == [16]
-    # the burst of 3 is spent (one query above): two more answered, then dropped
-    answered = [svc.handle(q.to_wire(), "127.0.0.1") is not None for _ in range(4)]
-    assert answered == [True, True, False, False]
+    # the burst of 3 is spent (one query above): two more answered, then truncated empty
+    # answers (TC=1, no bigger than the query) send the client to TCP
+    replies = [dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")))  # type: ignore[arg-type]
+               for _ in range(4)]
+    assert [bool(r.flags & dns.flags.TC) for r in replies] == [False, False, True, True]
+    assert not replies[3].answer and not replies[3].authority
+    assert len(replies[3].to_wire()) <= len(q.to_wire())
     assert svc.stats.ratelimited == 2
     assert svc.handle(q.to_wire(), "127.0.0.1", tcp=True) is not None  # TCP is not limited
 

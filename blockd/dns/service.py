@@ -146,8 +146,11 @@ class DnsService:
             self.stats.refused_acl += 1
             return self._refused_acl(q)
         if not tcp and not self.limiter.allow(client):
+            # slip, as BIND's RRL does: an empty truncated answer, no bigger than the
+            # query, so a real client (one address behind carrier-grade NAT may be
+            # thousands of subscribers) retries over TCP, which is not limited
             self.stats.ratelimited += 1
-            return None
+            return truncated(q, wire.NOERROR)
         if q.edns and q.edns_version > 0:
             return self._badvers(q)
         memo = None if tcp else data
