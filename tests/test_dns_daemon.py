@@ -294,6 +294,7 @@ def test_metrics_show_the_index_and_the_hits_written(daemon: Daemon) -> None:
         time.sleep(0.1)
     assert daemon.metric("blockd_hits_write_failures_total") == 0
     assert daemon.metric("blockd_dns_queries_blocked_total") >= 1
+    assert daemon.metric("blockd_dns_queries_ratelimited_total") == 0  # (the README's name)
 
 
 def test_acl_refuses_other_clients(tmp_path: Path, daemon: Daemon) -> None:
