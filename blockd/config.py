@@ -423,6 +423,29 @@ _MUST_BE = {"string_type": "a string", "bool_type": "true or false", "int_type":
             "float_type": "a number", "model_type": "a table"}
 
 
+def _line_of(path: Path, loc: tuple[int | str, ...]) -> int | None:
+    """The line of ``[section]`` / ``key =`` an error is about (tomllib keeps no
+    positions; a plain scan is enough for blockd.toml's one level of tables)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    section, key = str(loc[0]), str(loc[1]) if len(loc) > 1 else None
+    found = None
+    inside = False
+    for number, text in enumerate(lines, 1):
+        stripped = text.strip()
+        if stripped.startswith("["):
+            inside = stripped.strip("[] \t") == section
+            if inside and found is None:
+                found = number
+            continue
+        if inside and key is not None and re.match(
+                rf"^{re.escape(key)}\s*=|^\"{re.escape(key)}\"\s*=", stripped):
+            return number
+    return found
+
+
 def _read_toml(path: Path, error: type[BlockdError]) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -456,7 +479,9 @@ def load_config(path: Path | None = None) -> Config:
     try:
         file = _ConfigFile.model_validate(data, context={"base": path.parent})
     except ValidationError as exc:
-        raise ConfigError(_one_line(path, exc)) from None
+        line = _line_of(path, exc.errors(include_url=False)[0]["loc"])
+        raise ConfigError(_one_line(path, exc) + (f" (line {line})" if line else "")) \
+            from None
     return Config(source=path, dns=DnsSettings(**_values(file.dns)), **_values(file, "dns"))
 
 

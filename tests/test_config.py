@@ -39,7 +39,7 @@ def test_full_file(tmp_path: Path) -> None:
     ("body", "message"),
     [
         ("[store]\ndatabase = 'x'\n", "store.database: unknown key"),
-        ("[stor]\n", "stor: unknown section"),
+        ("[stor]\n", "stor: unknown section (line 1)"),
         ("[notice]\nipv4 = '::1'\n", "not an IPv4 address"),
         ("[notice]\nurl = 'ftp://x'\n", "notice.url"),
         ("[dns]\nlisten = '127.0.0.1:53'\n", "dns.listen: must be a non-empty list"),
@@ -130,13 +130,13 @@ def test_every_key_has_a_bad_value_case() -> None:
 def test_unknown_key_in_each_section(tmp_path: Path, section: str) -> None:
     path = tmp_path / "blockd.toml"
     message = load_error(path, f"[{section}]\nbogus = 1\n")
-    assert message == f"{path}: {section}.bogus: unknown key"
+    assert message == f"{path}: {section}.bogus: unknown key (line 2)"
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("[stor]\n", "stor: unknown section"),
+        ("[stor]\n", "stor: unknown section (line 1)"),
         ("[notice.tls]\ncert = 'x'\n", "notice.tls: unknown section"),
         ("db = 'x'\n", "db: unknown key"),
         ("dns = 2\n", "dns: must be a table, got 2"),

@@ -6,7 +6,15 @@ command leaves the database exactly as it was. ``blockd check`` exits 0 when the
 is blocked and 1 when it is not, for scripts.
 """
 
-from blockd.cli import audit, files, guard, nft, orders, serve  # noqa: F401 - registers commands
+from blockd.cli import (  # noqa: F401 - registers commands
+    audit,
+    config,
+    files,
+    guard,
+    nft,
+    orders,
+    serve,
+)
 from blockd.cli.root import cli, main
 
 __all__ = ["cli", "main"]
