@@ -46,7 +46,7 @@ def _keys() -> list[tuple[str, str, str, bool]]:
     for section, table in _ConfigFile.model_fields.items():
         model = table.annotation
         assert model is not None
-        for attribute, info in model.model_fields.items():  # type: ignore[union-attr]
+        for attribute, info in model.model_fields.items():
             out.append((section, info.alias or attribute, attribute, section == "dns"))
     return out
 
@@ -74,8 +74,8 @@ def show(app: App, db: str | None, as_json: bool) -> None:
         rows.append({"key": f"{section}.{key}", "value": _shown(value), "source": source})
     where = (str(path) if path is not None else
              f"none ({SYSTEM_CONFIG} not present; built-in defaults)")
-    data = {"file": str(path) if path else None, "settings": rows,
-            "policy_dirs": [str(d) for d in config.policy_dirs],
+    dirs = [str(d) for d in config.policy_dirs]
+    data = {"file": str(path) if path else None, "settings": rows, "policy_dirs": dirs,
             "state_dir": str(config.state_path())}
     width = max(len(r["key"]) for r in rows)
 
@@ -83,7 +83,7 @@ def show(app: App, db: str | None, as_json: bool) -> None:
         lines = [f"# configuration file: {where}"]
         for r in rows:
             lines.append(f"{r['key']:<{width}}  {_toml(r['value']):<30}  # {r['source']}")
-        lines.append(f"# policies from: {', '.join(data['policy_dirs'])}")
+        lines.append(f"# policies from: {', '.join(dirs)}")
         lines.append(f"# daemons' snapshots in: {data['state_dir']}")
         return "\n".join(lines)
 
