@@ -135,6 +135,7 @@ class Config:
     hits_flush_interval: float = 5.0
     state_dir: Path | None = None  # snapshots of the policy in force; see state_path()
     store_check_interval: float = 300.0  # seconds between integrity checks of the store
+    log_level: str = "info"  # debug, info, warning or error (daemons' stderr)
     source: Path | None = None
 
     def with_db(self, db: str | None) -> Config:
@@ -219,6 +220,12 @@ def _ip(version: int) -> Callable[[str], str | None]:
     return check
 
 
+def _log_level(text: str) -> str:
+    if text not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"must be debug, info, warning or error, got {text!r}")
+    return text
+
+
 def _zone(text: str) -> str:
     try:
         return normalise_name(text) + "."
@@ -300,6 +307,11 @@ class _NftTable(_Table):
     nft_local_output: bool = Field(_CONFIG.nft_local_output, alias="local_output")
 
 
+class _LogTable(_Table):
+    log_level: Annotated[str, AfterValidator(_log_level)] = Field(
+        _CONFIG.log_level, alias="level")
+
+
 class _ConfigFile(_Table):
     """blockd.toml."""
 
@@ -310,6 +322,7 @@ class _ConfigFile(_Table):
     dns: _DnsTable = _DnsTable()
     hits: _HitsTable = _HitsTable()
     nft: _NftTable = _NftTable()
+    log: _LogTable = _LogTable()
 
 
 _NAME = r"^[a-z0-9_-]+$"

@@ -62,6 +62,7 @@ BAD_VALUES = [
     ("store", "db", "3", "must be a string, got 3"),
     ("store", "state_dir", "[]", "must be a path string, got []"),
     ("store", "check_interval", "0", "must be a positive number of seconds, got 0"),
+    ("log", "level", "'verbose'", "must be debug, info, warning or error, got 'verbose'"),
     ("policies", "dir", "['p']", "must be a path string, got ['p']"),
     ("notice", "ipv4", "'192.0.2'", "'192.0.2' does not appear to be an IPv4 or IPv6"),
     ("notice", "ipv6", "'192.0.2.1'", "'192.0.2.1' is not an IPv6 address"),

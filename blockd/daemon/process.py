@@ -24,6 +24,7 @@ from typing import Protocol
 
 from blockd.config import Address, Config, load_policies
 from blockd.core.model import BlockdError
+from blockd.daemon import logs
 from blockd.daemon.core import Core
 from blockd.daemon.notify import Notifier
 
@@ -44,12 +45,14 @@ class Daemon(Protocol):
 Build = Callable[[Core, int], Sequence[Daemon]]  # (core, worker index) -> handles
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+_verbose = False
+
+
+def setup_logging(verbose: bool = False, level: str = "info") -> None:
+    """``key=value`` lines on stderr (daemon/logs.py); ``--verbose`` means debug."""
+    global _verbose
+    _verbose = _verbose or verbose
+    logs.setup("debug" if _verbose else level)
 
 
 def install_uvloop() -> bool:
@@ -111,6 +114,7 @@ async def serve(config: Config, make_config: Callable[[], Config], build: Build,
     """Start the handles on one core and run until SIGTERM/SIGINT. ``instance`` names
     the process's snapshot of the policy (a worker's gets its number: ``dns.2``)."""
     core = Core(config, instance=instance if worker == 0 else f"{instance}.{worker + 1}")
+    logs.follow_seq(lambda: core.follower.index.seq)
     notifier = Notifier()
     started: list[Daemon] = []
     # handlers first: a SIGTERM right after the status line must still stop gracefully
@@ -156,6 +160,7 @@ def run(make_config: Callable[[], Config], build: Build, *, workers: int = 1,
         install_uvloop()
     raise_file_limit()
     config = make_config()
+    setup_logging(level=config.log_level)  # the configured level, unless --verbose
     if workers <= 1:
         asyncio.run(serve(config, make_config, build, instance=instance))
         return 0

@@ -93,7 +93,7 @@ class DnsService:
             return self._answer(query, client, tcp, data)
         except Exception:  # the last line of defence: log, answer SERVFAIL if we can
             self.stats.errors += 1
-            log.exception("error handling a query from %s", client)
+            log.exception("error handling a query")  # no subscriber address in logs
             if len(data) >= 12:
                 ident, flags = struct.unpack_from("!HH", data)
                 if not flags & wire.QR:
