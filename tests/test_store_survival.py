@@ -187,6 +187,65 @@ def test_pages_corrupted_in_place_are_seen_within_a_check_interval(
         stop_daemon(d)
 
 
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_backup_restored_under_running_daemons(site: tuple[Path, Path]) -> None:
+    """`blockd store restore` while a daemon runs and the live store has WAL frames the
+    backup does not: the backup file is intact afterwards, the journal records the
+    adoption, and the daemon enforces the backup's content within 2 s."""
+    config, db = site
+    backup = db.with_name("backup.db")
+    d = start_daemon(db, config, "--metrics", "127.0.0.1:0")
+    try:
+        r = run_cli(config, db, "store", "backup", str(backup))
+        assert r.returncode == 0, r.stderr
+        before = sha256(backup)
+        r = run_cli(config, db, "order", "add", "LATER-1", "--authority", "Court",
+                    "--issued", "2024-01-01", "later.example")
+        assert r.returncode == 0, r.stderr
+        d.blocked_within("later.example", want=True, limit=2.0)
+        wait_snapshot(db, head_of(db))  # the daemon stands on the newer head
+        assert Path(str(db) + "-wal").exists()  # the live store has a WAL beside it
+        r = run_cli(config, db, "store", "restore", str(backup), "--yes")
+        assert r.returncode == 0, r.stderr
+        d.blocked_within("later.example", want=False, limit=2.0)
+        assert all(d.is_blocked(n) for n in BLOCKED)
+        d.wait_health("ok", limit=2.0)
+        assert sha256(backup) == before
+        r = run_cli(config, db, "audit", "verify")
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = run_cli(config, db, "audit", "log")
+        assert "store.adopt" in r.stdout, r.stdout
+    finally:
+        stop_daemon(d)
+
+
+def test_store_deleted_and_restored(site: tuple[Path, Path]) -> None:
+    """The store is deleted under a running daemon: it keeps enforcing, unhealthy; a
+    restore of the latest backup brings it back to healthy within 2 s."""
+    config, db = site
+    backup = db.with_name("backup.db")
+    assert run_cli(config, db, "store", "backup", str(backup)).returncode == 0
+    d = start_daemon(db, config, "--metrics", "127.0.0.1:0")
+    try:
+        d.wait_health("ok")
+        remove_store(db)
+        d.wait_health("store unreadable")
+        assert all(d.is_blocked(n) for n in BLOCKED)
+        r = run_cli(config, db, "store", "restore", str(backup), "--yes")
+        assert r.returncode == 0, r.stderr
+        started = time.monotonic()
+        d.wait_health("ok", limit=2.0)
+        assert time.monotonic() - started < 2.0
+        assert all(d.is_blocked(n) for n in BLOCKED)
+    finally:
+        stop_daemon(d)
+
+
 # -- chaos --------------------------------------------------------------------------
 
 SECONDS = 60.0
