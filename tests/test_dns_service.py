@@ -192,14 +192,14 @@ def test_upstream_answer_with_two_opt_records_is_servfail_and_not_cached() -> No
     assert opt[:3] == b"\x00\x00\x29"
     two_opts = good[:10] + b"\x00\x02" + good[12:] + opt
 
-    async def resolve(question: bytes, do: bool) -> bytes:
+    async def resolve(question: bytes, do: bool, cd: bool = False) -> bytes:
         return two_opts
 
     svc.upstreams.resolve = resolve  # type: ignore[method-assign]
     reply = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")))  # type: ignore[arg-type]
     assert reply.rcode() == dns.rcode.SERVFAIL and len(svc.cache) == 0
 
-    async def resolve_good(question: bytes, do: bool) -> bytes:
+    async def resolve_good(question: bytes, do: bool, cd: bool = False) -> bytes:
         return good
 
     svc.upstreams.resolve = resolve_good  # type: ignore[method-assign]

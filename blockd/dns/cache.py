@@ -1,6 +1,6 @@
 """The answer cache: upstream responses kept as bytes, served with patched TTLs.
 
-Keyed by (name, type, class, DO bit), names case-insensitive. An entry stores the message
+Keyed by (name, type, class, DO bit, CD bit), names case-insensitive. An entry stores the message
 after its question with the upstream OPT removed, and where every TTL sits, so a hit is a
 header, the client's question, and the body with TTLs lowered by the entry's age. Negative
 answers are cached for their SOA minimum (RFC 2308); expired entries are kept a while
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from blockd.dns import wire
 
-Key = tuple[str, int, int, bool]
+Key = tuple[str, int, int, bool, bool]
 STALE_TTL = 30  # RFC 8767's recommended TTL for stale answers
-AD = 0x0020
+AD = wire.AD
 _TTL = struct.Struct("!I")
 
 
@@ -128,7 +128,8 @@ class Cache:
     @staticmethod
     def render(query: wire.Query, entry: Entry, now: float, *, stale: bool = False) -> bytes:
         age = int(now - entry.stored)
-        flags = wire.response_flags(query.flags, entry.rcode) | (AD if entry.ad else 0)
+        flags = wire.response_flags(query.flags, entry.rcode) | (
+            AD if entry.ad and query.wants_ad else 0)
         body = entry.body_at(age, stale)
         if query.edns:
             opt = wire.opt_record(

@@ -156,14 +156,14 @@ class DnsService:
         memo = None if tcp else data
         policy = self.index()
         if q.name:
-            decision = policy.decide_name(q.name)
+            decision = policy.decide_name(q.policy_name)
             if decision.matches:
                 match = decision.matches[0]
                 return self._remember(memo, self._blocked(q, match, tcp), 0.0,
                                       (match.order.reference, match.target.spec))
         if q.qtype == wire.T_ANY:
             return self._fit(q, self._rfc8482(q), tcp)
-        key = (q.name, q.qtype, q.qclass, q.do)
+        key = (q.name, q.qtype, q.qclass, q.do, q.cd)
         now = self.clock()
         entry = self.cache.get(key, now)
         if entry is not None:
@@ -179,11 +179,11 @@ class DnsService:
 
     # -- forwarding --------------------------------------------------------------
 
-    async def _forward(self, q: wire.Query, key: tuple[str, int, int, bool],
+    async def _forward(self, q: wire.Query, key: tuple[str, int, int, bool, bool],
                        tcp: bool) -> bytes | None:
         self.stats.forwarded += 1
         try:
-            response = await self.upstreams.resolve(q.question, q.do)
+            response = await self.upstreams.resolve(q.question, q.do, q.cd)
         except OverflowError:
             response = None
         now = self.clock()
@@ -304,8 +304,7 @@ class DnsService:
             if len(qname) > 255:
                 return None
             question = qname + struct.pack("!HH", q.qtype, q.qclass)
-            name = ".".join(
-                lb.decode("latin-1").replace(".", "\\.") for lb in labels).lower()
+            name, decide_as = wire.names_of(labels)
             opts = [rr for rr in record.ar if rr.rtype == wire.T_OPT]
             if len(opts) > 1:
                 return None
@@ -313,6 +312,6 @@ class DnsService:
             udp = opts[0].rclass if edns else 512
             ttl = opts[0].ttl if edns else 0
             return wire.Query(ident, flags, question, name, q.qtype, q.qclass, edns, udp,
-                              bool(ttl & wire.DO_BIT), (ttl >> 16) & 0xFF)
+                              bool(ttl & wire.DO_BIT), (ttl >> 16) & 0xFF, decide_as)
         except Exception:
             return None

@@ -60,19 +60,21 @@ class Upstreams:
         self.timeout = timeout
         self.max_inflight = max_inflight
         self.stats = UpstreamStats()
-        self._inflight: dict[tuple[bytes, bool], asyncio.Future[bytes | None]] = {}
+        self._inflight: dict[tuple[bytes, bool, bool], asyncio.Future[bytes | None]] = {}
         self._ids = _Ids()
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
-    async def resolve(self, question: bytes, do: bool) -> bytes | None:
+    async def resolve(self, question: bytes, do: bool, cd: bool = False) -> bytes | None:
         """The upstream answer for ``question`` (wire bytes), or None if every server failed.
+        ``do`` and ``cd`` are the client's DNSSEC OK and Checking Disabled bits, passed on
+        (RFC 4035 3.2.2: a CD query must reach the validating upstream as CD).
 
         Raises OverflowError when too many distinct queries are in flight already.
         """
-        key = (question.lower(), do)
+        key = (question.lower(), do, cd)
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -82,7 +84,7 @@ class Upstreams:
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            result = await self._ask_all(question, do)
+            result = await self._ask_all(question, do, cd)
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -92,14 +94,14 @@ class Upstreams:
         finally:
             del self._inflight[key]
 
-    async def _ask_all(self, question: bytes, do: bool) -> bytes | None:
+    async def _ask_all(self, question: bytes, do: bool, cd: bool) -> bytes | None:
         for server in self.servers:
             self.stats.queries += 1
             try:
-                answer = await self._udp(server, question, do)
+                answer = await self._udp(server, question, do, cd)
                 if answer is not None and struct.unpack_from("!H", answer, 2)[0] & wire.TC:
                     self.stats.tcp_retries += 1
-                    answer = await self._tcp(server, question, do)
+                    answer = await self._tcp(server, question, do, cd)
                 if answer is not None:
                     return answer
                 self.stats.timeouts += 1
@@ -109,8 +111,9 @@ class Upstreams:
         self.stats.failures += 1
         return None
 
-    def _message(self, ident: int, question: bytes, do: bool) -> bytes:
-        return (wire.header(ident, wire.RD, ar=1) + question + wire.opt_record(do))
+    def _message(self, ident: int, question: bytes, do: bool, cd: bool) -> bytes:
+        flags = wire.RD | (wire.CD if cd else 0)
+        return wire.header(ident, flags, ar=1) + question + wire.opt_record(do)
 
     def _matches(self, answer: bytes, ident: int, question: bytes) -> bool:
         if len(answer) < 12 + len(question):
@@ -119,7 +122,8 @@ class Upstreams:
         return (rid == ident and bool(flags & wire.QR) and qd == 1
                 and answer[12 : 12 + len(question)].lower() == question.lower())
 
-    async def _udp(self, server: Address, question: bytes, do: bool) -> bytes | None:
+    async def _udp(self, server: Address, question: bytes, do: bool, cd: bool
+                   ) -> bytes | None:
         """One UDP exchange on a fresh socket (the kernel picks a random source port).
 
         A reader callback and a timer instead of ``wait_for(sock_recv)``: the cache-miss
@@ -152,7 +156,7 @@ class Upstreams:
 
         try:
             sock.connect(server)  # only this address can answer (RFC 5452)
-            sock.send(self._message(ident, question, do))
+            sock.send(self._message(ident, question, do, cd))
             fd = sock.fileno()
             loop.add_reader(fd, readable)
             timer = loop.call_later(self.timeout, expire)
@@ -164,9 +168,10 @@ class Upstreams:
         finally:
             sock.close()
 
-    async def _tcp(self, server: Address, question: bytes, do: bool) -> bytes | None:
+    async def _tcp(self, server: Address, question: bytes, do: bool, cd: bool
+                   ) -> bytes | None:
         ident = self._ids.next()
-        message = self._message(ident, question, do)
+        message = self._message(ident, question, do, cd)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(*server), self.timeout)

@@ -15,7 +15,8 @@ HEADER = struct.Struct("!HHHHHH")
 RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 QTAIL = struct.Struct("!HH")
 
-QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
+QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
+OPCODE = 0x7800
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16
 
@@ -44,10 +45,27 @@ class Query:
     udp_size: int  # the client's limit for UDP answers (512 without EDNS)
     do: bool
     edns_version: int
+    # the name the policy decides on when ``name`` had to escape a label holding a dot or
+    # a backslash: the labels right of the last such label under an opaque first label
+    # (so subtree orders still cover it and exact ones do not); None: ``name`` itself
+    decide_as: str | None = None
+
+    @property
+    def policy_name(self) -> str:
+        return self.name if self.decide_as is None else self.decide_as
 
     @property
     def rd(self) -> bool:
         return bool(self.flags & RD)
+
+    @property
+    def cd(self) -> bool:
+        return bool(self.flags & CD)
+
+    @property
+    def wants_ad(self) -> bool:
+        """May the answer carry AD? Only if the client set AD or DO (RFC 6840 5.8)."""
+        return self.do or bool(self.flags & AD)
 
     def limit(self) -> int:
         return min(max(self.udp_size, 512), EDNS_SIZE) if self.edns else 512
@@ -56,9 +74,9 @@ class Query:
 def scan(data: bytes) -> Query | None:
     """Parse a plain query (QUERY opcode, one question, at most an OPT); else None.
 
-    None for compressed or over-long names and for labels holding a dot or non-ASCII
-    bytes too. The OPT's options are not read (nothing here needs them), so a query with
-    a malformed option list still gets an answer instead of FORMERR.
+    None for compressed or over-long names. A label may hold any octet (RFC 2181 11):
+    see :func:`names_of`. The OPT's options are not read (nothing here needs them), so a
+    query with a malformed option list still gets an answer instead of FORMERR.
     """
     if len(data) < 17:
         return None
@@ -88,12 +106,7 @@ def scan(data: bytes) -> Query | None:
     qtype, qclass = QTAIL.unpack_from(data, pos)
     pos += 4
     question = data[12:pos]
-    if any(b"." in label for label in labels):
-        return None  # a dot inside a label would confuse name matching
-    try:
-        name = b".".join(labels).decode("ascii").lower()
-    except UnicodeDecodeError:
-        return None
+    name, decide_as = names_of(labels)
     edns, udp_size, do, version = False, 512, False, 0
     if ar:
         if pos + 11 > end or data[pos] != 0:
@@ -107,7 +120,26 @@ def scan(data: bytes) -> Query | None:
         pos = end
     if pos != end:
         return None
-    return Query(ident, flags, question, name, qtype, qclass, edns, udp_size, do, version)
+    return Query(ident, flags, question, name, qtype, qclass, edns, udp_size, do, version,
+                 decide_as)
+
+
+def names_of(labels: list[bytes]) -> tuple[str, str | None]:
+    """(name, decide_as) for a query's labels. Plain names: lower-case ASCII, None. A label
+    may hold any octet (RFC 2181 11): non-ASCII octets are kept as latin-1 (only ASCII
+    letters are folded); a dot or backslash inside a label is escaped as in zone files so
+    distinct names stay distinct, and the policy then decides on what is right of it."""
+    joined = b".".join(labels)
+    if not labels:
+        return "", None
+    if b"\\" not in joined and joined.count(b".") == len(labels) - 1:  # the common case
+        return joined.lower().decode("latin-1"), None
+    special = [i for i, lb in enumerate(labels) if b"." in lb or b"\\" in lb]
+    escaped = ".".join(lb.lower().decode("latin-1").replace("\\", "\\\\").replace(".", "\\.")
+                       for lb in labels)
+    rest = labels[special[-1] + 1:]
+    return escaped, "\x01." + ".".join(lb.lower().decode("latin-1") for lb in rest) \
+        if rest else "\x01"
 
 
 def header(ident: int, flags: int, an: int = 0, ns: int = 0, ar: int = 0, qd: int = 1) -> bytes:
@@ -116,8 +148,10 @@ def header(ident: int, flags: int, an: int = 0, ns: int = 0, ar: int = 0, qd: in
 
 def response_flags(query_flags: int, rcode: int = NOERROR, *, aa: bool = False,
                    tc: bool = False) -> int:
-    """QR set, RD copied, RA set (we are a recursive service)."""
-    return QR | (query_flags & RD) | RA | (AA if aa else 0) | (TC if tc else 0) | (rcode & 0xF)
+    """QR set; opcode, RD and CD copied from the query (RFC 1035 4.1.1, RFC 4035 3.2.2);
+    RA set (we are a recursive service). AD is the caller's to set (RFC 6840 5.8)."""
+    return (QR | (query_flags & (OPCODE | RD | CD)) | RA | (AA if aa else 0)
+            | (TC if tc else 0) | (rcode & 0xF))
 
 
 def encode_name(name: str) -> bytes:
