@@ -108,6 +108,8 @@ class DnsSettings:
     upstream_timeout: float = 1.5
     tcp_idle_timeout: float = 10.0
     stale_for: float = 86400.0
+    cache_max_ttl: int = 86400  # seconds a cached answer is kept at most (Unbound's default)
+    cache_max_negative_ttl: int = 3600  # the same for NXDOMAIN/NODATA (RFC 2308 5)
     max_inflight: int = 2000
     metrics: Address | None = None  # Prometheus /metrics and /healthz, e.g. 127.0.0.1:9253
 
@@ -258,6 +260,8 @@ class _DnsTable(_Table):
     upstream_timeout: _PositiveFloat = _DNS.upstream_timeout
     tcp_idle_timeout: _PositiveFloat = _DNS.tcp_idle_timeout
     stale_for: _PositiveFloat = _DNS.stale_for
+    cache_max_ttl: _PositiveInt = _DNS.cache_max_ttl
+    cache_max_negative_ttl: _PositiveInt = _DNS.cache_max_negative_ttl
     max_inflight: _PositiveInt = _DNS.max_inflight
     metrics: Annotated[Address | None, _from_str(
         lambda s: _address(s, 9253) if s else None, '"ADDRESS:PORT" or ""')] = _DNS.metrics

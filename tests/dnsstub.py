@@ -27,6 +27,9 @@ class StubUpstream:
         self.silent = False
         self.truncate_udp: set[str] = set()
         self.queries: list[tuple[str, str, str]] = []  # (transport, name, type)
+        self.flags: list[int] = []  # the header flags of each query received
+        self.ad_names: set[str] = set()  # answered with AD set (as a validating server)
+        self.glue: dict[str, int] = {}  # name -> number of A records in the additional
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -95,17 +98,39 @@ class StubUpstream:
 
     # -- answers -------------------------------------------------------------------
 
+    def _raw_nxdomain(self, data: bytes) -> bytes | None:
+        """NXDOMAIN for a one-question query dnslib cannot parse, built from the bytes."""
+        if len(data) < 17 or struct.unpack_from("!H", data, 4)[0] != 1:
+            return None
+        pos = 12
+        labels = []
+        while data[pos]:
+            labels.append(data[pos + 1 : pos + 1 + data[pos]].decode("latin-1").lower())
+            pos += 1 + data[pos]
+        end = pos + 5
+        self.queries.append(("udp", ".".join(labels), "?"))
+        self.flags.append(struct.unpack_from("!H", data, 2)[0])
+        ident, flags = struct.unpack_from("!HH", data)
+        header = struct.pack("!HHHHHH", ident, 0x8000 | (flags & 0x0100) | 0x0080 | 3,
+                             1, 0, 0, 0)
+        return header + data[12:end]
+
     def answer(self, data: bytes, transport: str) -> bytes | None:
         if self.silent:
             return None
         try:
             query = DNSRecord.parse(data)
         except Exception:
-            return None
+            return self._raw_nxdomain(data)  # e.g. a label dnslib cannot decode
         q = query.q
         name = str(q.qname).lower()
         self.queries.append((transport, name.rstrip("."), QTYPE[q.qtype]))
+        self.flags.append(struct.unpack_from("!H", data, 2)[0])
         reply = query.reply()
+        if name.rstrip(".") in self.ad_names:
+            reply.header.ad = 1
+        for i in range(self.glue.get(name.rstrip("."), 0)):
+            reply.add_ar(*RR.fromZone(f"ns{i}.glue-for.example. 300 IN A 192.0.2.{i % 250}"))
         if transport == "udp" and name.rstrip(".") in self.truncate_udp:
             reply.header.tc = 1
             return reply.pack()
@@ -122,7 +147,7 @@ class StubUpstream:
                 target = str(cnames[0].rdata.label).lower()
                 continue
             for r in matches:
-                if r.rtype == q.qtype:
+                if r.rtype == q.qtype or q.qtype == QTYPE.ANY:  # ANY: everything, old-style
                     reply.add_answer(r)
             break
         if not reply.rr:

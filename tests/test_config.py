@@ -85,6 +85,8 @@ BAD_VALUES = [
     ("dns", "upstream_timeout", "'1s'", "must be a positive number, got '1s'"),
     ("dns", "tcp_idle_timeout", "0.0", "must be a positive number, got 0.0"),
     ("dns", "stale_for", "-86400", "must be a positive number, got -86400"),
+    ("dns", "cache_max_ttl", "0", "must be a positive integer, got 0"),
+    ("dns", "cache_max_negative_ttl", "3.5", "must be a positive integer, got 3.5"),
     ("dns", "max_inflight", "-1", "must be a positive integer, got -1"),
     ("dns", "metrics", "'[::1]:x'", "'[::1]:x' has a bad port"),
     ("hits", "flush_interval", "0", "must be a positive number of seconds, got 0"),

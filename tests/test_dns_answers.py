@@ -71,7 +71,11 @@ def ede(m: dns.message.Message) -> tuple[int, str]:
 def soa_check(m: dns.message.Message, ttl: int, serial: int = 9) -> None:
     [rrset] = m.authority
     assert rrset.rdtype == dns.rdatatype.SOA and rrset.ttl == ttl
-    assert rrset.name == m.question[0].name  # owned by the query name: in bailiwick
+    # RFC 2308: owned by a zone that contains the query name and that the answer does
+    # not deny: the blocked target's parent (every target here is NAME.example)
+    qname = m.question[0].name
+    assert qname.is_subdomain(rrset.name) and rrset.name != qname
+    assert rrset.name == dns.name.from_text("example.")
     assert rrset[0].minimum == ttl and rrset[0].serial == serial
 
 

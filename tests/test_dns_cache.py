@@ -247,3 +247,25 @@ def test_upstream_opt_before_another_additional_record() -> None:
     m = parse(Cache.render(query(), e, T0 + 3))
     assert ttls(m) == [297, 117, 3597, 7]
     assert [str(r[0]) for r in m.additional] == ["192.0.2.53"] and m.options == ()
+
+
+def test_negative_answers_are_kept_at_most_max_negative_ttl() -> None:
+    """RFC 2308 5: a negative answer is cached (and its SOA served) for at most the cap."""
+    data = upstream(rcode=dns.rcode.NXDOMAIN,
+                    authority=(("example.com.", 86400, "SOA", SOA.format(minimum=86400)),))
+    cache = Cache(max_negative_ttl=600)
+    e = entry(data)
+    cache.put(("www.example.com", 1, 1, False, False), e)
+    assert e.ttl == 600
+    m = parse(Cache.render(query(), e, T0))
+    assert m.rcode() == dns.rcode.NXDOMAIN and m.authority[0].ttl == 600
+
+
+def test_additional_records_are_dropped_before_truncating() -> None:
+    glue = tuple((f"ns{i}.example.com.", 300, "A", f"192.0.2.{i}") for i in range(40))
+    data = upstream(answer=(("www.example.com.", 300, "A", "192.0.2.200"),), additional=glue)
+    e = entry(data)
+    small = parse(Cache.render(query(edns=False), e, T0, limit=512))
+    assert small.answer and not small.additional and not small.flags & dns.flags.TC
+    full = parse(Cache.render(query(edns=False), e, T0))
+    assert len(full.additional) == 40

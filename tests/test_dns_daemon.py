@@ -51,6 +51,13 @@ RECORDS = [
     *[f"many.example. 300 IN TXT \"{'x' * 60} {i}\"" for i in range(12)],
     "www.allofmp3.com. 300 IN A 192.0.2.66",
     "later.example. 300 IN A 192.0.2.5",
+    "plain-alias.example. 300 IN CNAME ok.example.",
+    "signed.example. 300 IN A 192.0.2.7",
+    "withglue.example. 300 IN A 192.0.2.8",
+    "week.example. 604800 IN A 192.0.2.9",
+    "topbit.example. 4000000000 IN A 192.0.2.10",
+    "cd.example. 300 IN A 192.0.2.11",
+    "rd0.example. 300 IN A 192.0.2.12",
 ]
 
 
@@ -203,10 +210,16 @@ def test_sunset_takes_effect_without_a_command(daemon: Daemon) -> None:
     assert daemon.blocked_within("later.example", False) < 1.0
 
 
-def test_any_is_minimal(daemon: Daemon) -> None:
-    r = daemon.ask("ok.example", "ANY")
-    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.HINFO]
-    assert "RFC8482" in r.answer[0][0].to_text()
+def test_any_is_one_rrset_and_never_hides_a_denial(daemon: Daemon) -> None:
+    """RFC 8482 as Unbound does it: the upstream's ANY answer cut to its first RRset; an
+    NXDOMAIN stays NXDOMAIN and a CNAME owner gets its CNAME, not a synthesised record."""
+    r = daemon.ask("ok.example", "ANY")  # the upstream holds A and AAAA for it
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.A] and not r.additional
+    assert daemon.ask("nosuch.example", "ANY").rcode() == dns.rcode.NXDOMAIN
+    r = daemon.ask("plain-alias.example", "ANY")
+    assert r.answer and r.answer[0].rdtype == dns.rdatatype.CNAME
+    r = daemon.ask("ok.example", "ANY", tcp=True)
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.A]
 
 
 def test_truncation_and_tcp(daemon: Daemon, upstream: StubUpstream) -> None:
@@ -431,3 +444,141 @@ def test_ipv6_listener_and_upstream_failover(daemon: Daemon, upstream: StubUpstr
         assert str(r.answer[0][0]) == "2001:db8::1"  # the second upstream answered
     finally:
         stop_daemon(d)
+
+
+# -- conformance (RFC 4035, 2181, 6891, 8482, 6761/6303, 2308, 6840), dnspython the oracle --
+
+
+def asked(upstream: StubUpstream, name: str) -> int:
+    return sum(1 for _, n, _ in upstream.queries if n == name)
+
+
+def raw(daemon: Daemon, message: dns.message.Message | bytes) -> dns.message.Message:
+    wire_ = message if isinstance(message, bytes) else message.to_wire()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(wire_, (daemon.host, daemon.port))
+        return dns.message.from_wire(s.recv(65535))
+
+
+def test_cd_is_copied_forwarded_and_part_of_the_cache_key(daemon: Daemon,
+                                                         upstream: StubUpstream) -> None:
+    q = dns.message.make_query("cd.example", "A", use_edns=0)
+    q.flags |= dns.flags.CD
+    before = len(upstream.flags)
+    r = raw(daemon, q)
+    assert r.flags & dns.flags.CD and r.answer
+    assert upstream.flags[before] & dns.flags.CD  # RFC 4035 3.2.2
+    n = asked(upstream, "cd.example")
+    plain = daemon.ask("cd.example")
+    assert not plain.flags & dns.flags.CD and plain.answer
+    assert asked(upstream, "cd.example") == n + 1  # not the CD answer from the cache
+
+
+def test_a_label_may_hold_any_octet(daemon: Daemon, upstream: StubUpstream) -> None:
+    name = dns.name.Name([b"\xff\xfe", b"example", b""])
+    r = raw(daemon, dns.message.make_query(name, "A", use_edns=0))
+    assert r.rcode() == dns.rcode.NXDOMAIN and r.question[0].name == name
+    assert r.edns == 0  # OPT answered
+    assert asked(upstream, "\xff\xfe.example") == 1  # forwarded as sent
+    dotted = dns.name.Name([b"a.b", b"allofmp3", b"com", b""])  # under a blocked name
+    assert str(raw(daemon, dns.message.make_query(dotted, "A")).answer[0][0]) == "127.0.0.80"
+
+
+def test_formerr_carries_opt_and_notimp_echoes_the_opcode(daemon: Daemon) -> None:
+    q = dns.message.make_query("ok.example", "A", use_edns=0)
+    data = bytearray(q.to_wire())
+    data[4:6] = b"\x00\x02"  # two questions...
+    question = q.to_wire()[12:-11]
+    two = bytes(data[:-11]) + question + bytes(data[-11:])  # ...and the OPT after them
+    r = raw(daemon, two)
+    assert r.rcode() == dns.rcode.FORMERR and r.edns == 0  # RFC 6891 6.1.1
+    notify = dns.message.make_query("ok.example", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    r = raw(daemon, notify)
+    assert r.rcode() == dns.rcode.NOTIMP and r.opcode() == dns.opcode.NOTIFY
+
+
+def test_additional_records_go_before_tc(daemon: Daemon, upstream: StubUpstream) -> None:
+    upstream.glue["withglue.example"] = 40  # ~40 x 30 bytes: past 512
+    r = daemon.ask("withglue.example", edns=False)
+    assert not r.flags & dns.flags.TC and r.answer and not r.additional  # RFC 2181 9
+    r = daemon.ask("withglue.example", tcp=True)
+    assert len(r.additional) >= 1
+
+
+def test_ttls_are_capped_and_the_top_bit_means_zero(daemon: Daemon) -> None:
+    assert daemon.ask("week.example").answer[0].ttl == 86400  # cache_max_ttl
+    assert daemon.ask("topbit.example").answer[0].ttl == 0  # RFC 2181 8
+
+
+def test_ad_only_for_clients_that_ask_for_it(daemon: Daemon, upstream: StubUpstream) -> None:
+    upstream.ad_names.add("signed.example")
+    assert not daemon.ask("signed.example").flags & dns.flags.AD
+    assert daemon.ask("signed.example", want_dnssec=True).flags & dns.flags.AD
+    q = dns.message.make_query("signed.example", "A")
+    q.flags |= dns.flags.AD
+    assert raw(daemon, q).flags & dns.flags.AD  # RFC 6840 5.8
+
+
+@pytest.mark.parametrize(("qclass", "qtype", "rcode"), [
+    ("CH", "TXT", dns.rcode.REFUSED), ("HS", "A", dns.rcode.REFUSED),
+    ("NONE", "A", dns.rcode.REFUSED), ("IN", "AXFR", dns.rcode.REFUSED),
+    ("IN", "IXFR", dns.rcode.REFUSED), ("IN", "MAILB", dns.rcode.NOTIMP),
+    ("IN", "MAILA", dns.rcode.NOTIMP),
+])
+def test_classes_and_meta_types_are_answered_at_once(daemon: Daemon, upstream: StubUpstream,
+                                                    qclass: str, qtype: str,
+                                                    rcode: dns.rcode.Rcode) -> None:
+    before = len(upstream.queries)
+    q = dns.message.make_query("version.bind", qtype, rdclass=qclass, use_edns=0)
+    start = time.monotonic()
+    r = raw(daemon, q)
+    assert r.rcode() == rcode and r.edns == 0 and time.monotonic() - start < 0.5
+    assert len(upstream.queries) == before  # no upstream slot taken
+
+
+def test_qtype_opt_is_formerr(daemon: Daemon) -> None:
+    q = dns.message.make_query("ok.example", "OPT")
+    assert raw(daemon, q).rcode() == dns.rcode.FORMERR
+
+
+@pytest.mark.parametrize(("name", "qtype", "rcode", "answer", "soa"), [
+    ("localhost", "A", dns.rcode.NOERROR, "127.0.0.1", None),
+    ("app.localhost", "AAAA", dns.rcode.NOERROR, "::1", None),
+    ("1.0.0.127.in-addr.arpa", "PTR", dns.rcode.NOERROR, "localhost.", None),
+    ("10.1.168.192.in-addr.arpa", "PTR", dns.rcode.NXDOMAIN, None, "168.192.in-addr.arpa."),
+    ("5.0.0.10.in-addr.arpa", "PTR", dns.rcode.NXDOMAIN, None, "10.in-addr.arpa."),
+    ("x.test", "A", dns.rcode.NXDOMAIN, None, "test."),
+])
+def test_special_use_names_are_answered_here(daemon: Daemon, upstream: StubUpstream,
+                                             name: str, qtype: str, rcode: dns.rcode.Rcode,
+                                             answer: str | None, soa: str | None) -> None:
+    before = len(upstream.queries)
+    r = daemon.ask(name, qtype)
+    assert r.rcode() == rcode and bool(r.flags & dns.flags.AA)
+    if answer is not None:
+        assert r.answer[0][0].to_text() == answer
+    if soa is not None:
+        assert r.authority[0].name.to_text() == soa
+    assert len(upstream.queries) == before  # RFC 6761/6303: never forwarded
+
+
+def test_rd0_answers_from_the_cache_only(daemon: Daemon, upstream: StubUpstream) -> None:
+    q = dns.message.make_query("rd0.example", "A")
+    q.flags &= ~dns.flags.RD
+    assert raw(daemon, q).rcode() == dns.rcode.REFUSED
+    assert asked(upstream, "rd0.example") == 0
+    assert daemon.ask("rd0.example").answer  # now cached
+    r = raw(daemon, q)
+    assert r.rcode() == dns.rcode.NOERROR and r.answer
+    assert asked(upstream, "rd0.example") == 1
+
+
+def test_blocked_negative_answer_soa_is_not_at_a_denied_name(daemon: Daemon) -> None:
+    r = daemon.ask("www.nx-only.example")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    [soa] = r.authority
+    assert soa.name.to_text() == "example."  # the blocked target's parent (RFC 2308)
+    r = daemon.ask("nx-only.example")
+    assert r.authority[0].name.to_text() == "example."

@@ -241,3 +241,19 @@ def test_cname_chain_blocking_is_a_policy_setting() -> None:
         listed_only = ask("alias2.example")
         assert "192.0.2.4" in str(listed_only.answer) and not listed_only.options
         assert [str(rr[0]) for rr in ask("cdn.shared.example").answer] == ["127.0.0.80"]
+
+
+def test_refusals_are_rate_limited_too() -> None:
+    """A client outside the ACL gets REFUSED, but no faster than the rate limit: a spoofed
+    flood cannot use blockd as a reflector."""
+    policy = compile_index([], NOW, {})
+    settings = DnsSettings(upstream=(("127.0.0.1", 9),), allow=("10.0.0.0/8",),
+                           rate_limit=1, rate_burst=2)
+    svc = DnsService(lambda: policy, BlockedAnswers({}, "127.0.0.80", None, "u"),
+                     settings, Upstreams(settings.upstream))
+    q = dns.message.make_query("ok.example", "A").to_wire()
+    replies = [svc.handle(q, "127.0.0.1") for _ in range(4)]
+    assert [r is not None for r in replies] == [True, True, False, False]
+    assert dns.message.from_wire(replies[0]).rcode() == dns.rcode.REFUSED  # type: ignore[arg-type]
+    assert svc.stats.refused_acl == 2 and svc.stats.dropped == 2
+    assert svc.handle(q, "127.0.0.1", tcp=True) is not None  # TCP: a real client

@@ -4,7 +4,8 @@ Built once per (name, type, EDNS, DO) and kept until the policy changes, as the 
 the message after the question; each answer then costs a header and a copy of the
 client's question. Every blocked answer carries EDE 16 "Censored" naming the order when
 the query had EDNS, and uses the order's policy TTL (also as the SOA minimum, so negative
-answers are cached no longer than that).
+answers are cached no longer than that). A negative answer's SOA is owned by the blocked
+target's parent (see :func:`soa_owner`), never by a name the answer says does not exist.
 """
 
 from __future__ import annotations
@@ -40,6 +41,27 @@ class Tail:
     def render(self, query: wire.Query) -> bytes:
         flags = wire.response_flags(query.flags, self.rcode, aa=self.aa)
         return wire.header(query.id, flags, self.an, self.ns, self.ar) + query.question + self.body
+
+
+def soa_owner(query: wire.Query, match: Match) -> bytes:
+    """Where the SOA of a blocked negative answer lives (RFC 2308): at a synthetic zone
+    that contains the query name and that the answer does not deny, i.e. the parent of
+    the blocked target (the name's own parent for a block through a CNAME chain). A
+    pointer into the question, or the root."""
+    qname = query.question[:-4]
+    offsets = []  # where each label of the question's name starts
+    pos = 0
+    while qname[pos]:
+        offsets.append(pos)
+        pos += 1 + qname[pos]
+    name, target = query.policy_name, match.target.value
+    under = name == target or name.endswith("." + target)
+    # labels to keep: the target's parent's, else (a CNAME-chain block) the name's parent's
+    keep = target.count(".") if under else len(offsets) - 1
+    if keep <= 0 or keep >= len(offsets):
+        return b"\x00"
+    start = 12 + offsets[len(offsets) - keep]
+    return bytes([0xC0 | start >> 8, start & 0xFF])
 
 
 class BlockedAnswers:
@@ -100,9 +122,8 @@ class BlockedAnswers:
                 answers.append(wire.rr(wire.POINTER_TO_QNAME, wire.T_AAAA, ttl, self.notice_v6))
         authority: list[bytes] = []
         if not answers and rcode != wire.REFUSED:
-            # owned by the query name itself: always in bailiwick, also for CNAME-chain blocks
             soa = wire.soa_rdata(SOA_MNAME, SOA_RNAME, self.serial, ttl)
-            authority.append(wire.rr(wire.POINTER_TO_QNAME, wire.T_SOA, ttl, soa))
+            authority.append(wire.rr(soa_owner(query, match), wire.T_SOA, ttl, soa))
         additional = b""
         if query.edns:
             additional = wire.opt_record(

@@ -34,6 +34,7 @@ class Entry:
     stored: float
     ttl: int
     chain: tuple[str, ...] = ()  # CNAME targets: re-checked against the policy on every hit
+    additional_at: int = -1  # where the (non-OPT) additional records begin in ``body``
     _age: int = -1
     _rendered: bytes = field(default=b"", repr=False)
 
@@ -53,6 +54,10 @@ class Entry:
         return bytes(out)
 
     @property
+    def negative(self) -> bool:
+        return self.rcode == wire.NXDOMAIN or self.an == 0
+
+    @property
     def size(self) -> int:
         return len(self.body) + 200
 
@@ -67,17 +72,21 @@ class Entry:
             body = body[:start] + body[end:]
             offsets = [o if o < start else o - (end - start) for o in offsets]
             ar -= 1
-        ttls = tuple(_TTL.unpack_from(body, o)[0] for o in offsets)
+        # a TTL with the top bit set counts as 0 (RFC 2181 8)
+        ttls = tuple(t if t < 0x80000000 else 0
+                     for t in (_TTL.unpack_from(body, o)[0] for o in offsets))
+        additional_at = lay.additional_start - lay.question_end
         return cls(body, tuple(offsets), ttls, flags & 0xF, an, ns, ar, bool(flags & AD),
-                   now, lay.ttl, lay.chain)
+                   now, lay.ttl, lay.chain, additional_at)
 
 
 class Cache:
     def __init__(self, max_bytes: int = 64 * 1024 * 1024, stale_for: float = 86400.0,
-                 max_ttl: int = 86400) -> None:
+                 max_ttl: int = 86400, max_negative_ttl: int = 3600) -> None:
         self.max_bytes = max_bytes
         self.stale_for = stale_for
         self.max_ttl = max_ttl
+        self.max_negative_ttl = max_negative_ttl
         self.bytes = 0
         self._entries: OrderedDict[Key, Entry] = OrderedDict()
         self.hits = self.misses = self.evictions = self.stale_served = 0
@@ -90,8 +99,12 @@ class Cache:
         self.bytes = 0
 
     def put(self, key: Key, entry: Entry) -> None:
-        """Keep an entry for its TTL (capped), evicting the least recently used."""
-        entry.ttl = min(entry.ttl, self.max_ttl)
+        """Keep an entry for its TTL, evicting the least recently used. TTLs are capped
+        (like Unbound's cache-max-ttl and cache-max-negative-ttl; RFC 2308 5) in the entry
+        and in every record served from it."""
+        cap = self.max_negative_ttl if entry.negative else self.max_ttl
+        entry.ttl = min(entry.ttl, cap)
+        entry.ttls = tuple(min(t, cap) for t in entry.ttls)
         if entry.ttl <= 0:
             return
         old = self._entries.pop(key, None)
@@ -126,20 +139,24 @@ class Cache:
         return entry
 
     @staticmethod
-    def render(query: wire.Query, entry: Entry, now: float, *, stale: bool = False) -> bytes:
+    def render(query: wire.Query, entry: Entry, now: float, *, stale: bool = False,
+               limit: int | None = None) -> bytes:
+        """The answer for ``query``. Over ``limit`` bytes (UDP), the additional records
+        are left out first (RFC 2181 9: TC only when the answer itself does not fit)."""
         age = int(now - entry.stored)
         flags = wire.response_flags(query.flags, entry.rcode) | (
             AD if entry.ad and query.wants_ad else 0)
         body = entry.body_at(age, stale)
+        ar = entry.ar
+        opt = b""
         if query.edns:
             opt = wire.opt_record(
                 query.do, wire.ede_option(wire.EDE_STALE) if stale else b"")
-            message = (wire.header(query.id, flags, entry.an, entry.ns, entry.ar + 1)
-                       + query.question + body + opt)
-        else:
-            message = wire.header(query.id, flags, entry.an, entry.ns, entry.ar) \
-                + query.question + body
-        return message
+        size = 12 + len(query.question) + len(body) + len(opt)
+        if limit is not None and size > limit and ar and entry.additional_at >= 0:
+            body, ar = body[:entry.additional_at], 0
+        return (wire.header(query.id, flags, entry.an, entry.ns, ar + (1 if opt else 0))
+                + query.question + body + opt)
 
 
 def truncated(query: wire.Query, rcode: int = wire.NOERROR) -> bytes:

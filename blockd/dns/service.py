@@ -25,7 +25,7 @@ from blockd.config import DnsSettings
 from blockd.core.enforcement import through_chain
 from blockd.core.index import BlockIndex, Match
 from blockd.core.ports import HitSink
-from blockd.dns import wire
+from blockd.dns import local, wire
 from blockd.dns.admission import Acl, RateLimiter
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.cache import Cache, Entry, truncated
@@ -34,7 +34,10 @@ from blockd.dns.upstream import Upstreams
 log = logging.getLogger("blockd.dns")
 
 Reply = bytes | None | Awaitable[bytes | None]
-RFC8482_TTL = 3600
+# meta query types answered at once (as Unbound does): zone transfers are refused (not
+# an authoritative server), MAILA/MAILB are obsolete, OPT/TSIG/TKEY are not questions
+META = {251: wire.REFUSED, 252: wire.REFUSED, 253: wire.NOTIMP, 254: wire.NOTIMP,
+        wire.T_OPT: wire.FORMERR, 249: wire.FORMERR, 250: wire.FORMERR}
 MEMO_SIZE = 200_000
 
 
@@ -70,7 +73,8 @@ class DnsService:
         self.upstreams = upstreams
         self.hits = hits
         self.clock = clock
-        self.cache = Cache(settings.cache_mb * 1024 * 1024, settings.stale_for)
+        self.cache = Cache(settings.cache_mb * 1024 * 1024, settings.stale_for,
+                           settings.cache_max_ttl, settings.cache_max_negative_ttl)
         self.acl = Acl(settings.allow)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
         self.stats = DnsStats()
@@ -143,6 +147,9 @@ class DnsService:
     def _answer(self, q: wire.Query, client: str, tcp: bool, data: bytes | None = None
                 ) -> Reply:
         if not self.acl.allowed(client):
+            if not tcp and not self.limiter.allow(client):
+                self.stats.dropped += 1  # refusals are rate limited too (no reflector)
+                return None
             self.stats.refused_acl += 1
             return self._refused_acl(q)
         if not tcp and not self.limiter.allow(client):
@@ -153,6 +160,9 @@ class DnsService:
             return truncated(q, wire.NOERROR)
         if q.edns and q.edns_version > 0:
             return self._badvers(q)
+        if q.qclass != wire.C_IN or q.qtype in META:  # at once, never an upstream slot
+            return self._plain(q, wire.REFUSED if q.qclass != wire.C_IN
+                               else META[q.qtype])
         memo = None if tcp else data
         policy = self.index()
         if q.name:
@@ -161,8 +171,10 @@ class DnsService:
                 match = decision.matches[0]
                 return self._remember(memo, self._blocked(q, match, tcp), 0.0,
                                       (match.order.reference, match.target.spec))
-        if q.qtype == wire.T_ANY:
-            return self._fit(q, self._rfc8482(q), tcp)
+            zone = local.zone_of(q.name)
+            if zone is not None:  # RFC 6761/6303: answered here, never forwarded
+                return self._remember(memo, self._fit(q, local.answer(q, zone), tcp),
+                                      0.0, None)
         key = (q.name, q.qtype, q.qclass, q.do, q.cd)
         now = self.clock()
         entry = self.cache.get(key, now)
@@ -171,10 +183,12 @@ class DnsService:
             if blocked is not None:
                 return self._blocked(q, blocked, tcp)
             self.stats.cache_hits += 1
-            reply = self._fit(q, Cache.render(q, entry, now), tcp)
+            reply = self._fit(q, Cache.render(q, entry, now, limit=self._limit(q, tcp)), tcp)
             age = int(now - entry.stored)
             until = min(entry.stored + age + 1, entry.stored + entry.ttl)
             return self._remember(memo, reply, until, None)
+        if not q.rd:  # RD=0: the cache only, as Unbound does; never recurse for it
+            return self._plain(q, wire.REFUSED)
         return self._forward(q, key, tcp)
 
     # -- forwarding --------------------------------------------------------------
@@ -186,13 +200,16 @@ class DnsService:
             response = await self.upstreams.resolve(q.question, q.do, q.cd)
         except OverflowError:
             response = None
+        if response is not None and q.qtype == wire.T_ANY:
+            response = wire.first_rrset(response)
         now = self.clock()
         lay = self._layout(response) if response is not None else None
         if lay is None or lay.rcode == wire.SERVFAIL:
             stale = self.cache.get(key, now, stale_ok=True)
             if stale is not None and self._chain_block(self.index(), stale.chain) is None:
                 self.stats.stale += 1
-                return self._fit(q, Cache.render(q, stale, now, stale=True), tcp)
+                return self._fit(q, Cache.render(q, stale, now, stale=True,
+                                                 limit=self._limit(q, tcp)), tcp)
             self.stats.servfail += 1
             return self._fit(q, self._servfail(q), tcp)
         assert response is not None
@@ -202,7 +219,7 @@ class DnsService:
         entry = Entry.from_layout(response, lay, now)
         if lay.rcode in (wire.NOERROR, wire.NXDOMAIN) and lay.ttl > 0:
             self.cache.put(key, entry)
-        return self._fit(q, Cache.render(q, entry, now), tcp)
+        return self._fit(q, Cache.render(q, entry, now, limit=self._limit(q, tcp)), tcp)
 
     @staticmethod
     def _layout(response: bytes) -> wire.Layout | None:
@@ -228,6 +245,10 @@ class DnsService:
             self.hits.add(match.order.reference, match.target.spec)
         return self._fit(q, self.answers.tail(q, match).render(q), tcp)
 
+    @staticmethod
+    def _limit(q: wire.Query, tcp: bool) -> int | None:
+        return None if tcp else q.limit()
+
     def _fit(self, q: wire.Query, message: bytes, tcp: bool) -> bytes:
         if not tcp and len(message) > q.limit():
             return truncated(q, struct.unpack_from("!H", message, 2)[0] & 0xF)
@@ -241,6 +262,11 @@ class DnsService:
         flags = wire.response_flags(q.flags, wire.REFUSED)
         return wire.header(q.id, flags, ar=ar) + q.question + opt
 
+    def _plain(self, q: wire.Query, rcode: int) -> bytes:
+        """The question and an rcode, with an OPT if the query had one."""
+        ar, opt = self._opt(q)
+        return wire.header(q.id, wire.response_flags(q.flags, rcode), ar=ar) + q.question + opt
+
     def _servfail(self, q: wire.Query) -> bytes:
         ar, opt = self._opt(q)
         return wire.header(q.id, wire.response_flags(q.flags, wire.SERVFAIL), ar=ar) \
@@ -250,14 +276,6 @@ class DnsService:
         flags = wire.response_flags(q.flags, wire.BADVERS & 0xF)
         return wire.header(q.id, flags, ar=1) + q.question + \
             wire.opt_record(q.do, ext_rcode=wire.BADVERS >> 4)
-
-    def _rfc8482(self, q: wire.Query) -> bytes:
-        """ANY gets one HINFO "RFC8482" record instead of everything (no amplification)."""
-        rdata = b"\x07RFC8482\x00"
-        answer = wire.rr(wire.POINTER_TO_QNAME, wire.T_HINFO, RFC8482_TTL, rdata, q.qclass)
-        ar, opt = self._opt(q)
-        return wire.header(q.id, wire.response_flags(q.flags), an=1, ar=ar) \
-            + q.question + answer + opt
 
     # -- the slow path -----------------------------------------------------------
 
@@ -290,6 +308,9 @@ class DnsService:
             query = None
         if query is None:
             self.stats.formerr += 1
+            if any(rr.rtype == wire.T_OPT for rr in record.ar):  # RFC 6891 6.1.1
+                return wire.header(ident, wire.response_flags(flags, wire.FORMERR), qd=0,
+                                   ar=1) + wire.opt_record(False)
             return _header_only(ident, flags, wire.FORMERR)
         return self._answer(query, client, tcp)
 

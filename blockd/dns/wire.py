@@ -216,6 +216,7 @@ class Layout:
     rcode: int
     ttl: int  # how long the answer may be cached (RFC 2308 for negative answers)
     chain: tuple[str, ...]  # CNAME targets in the answer section
+    additional_start: int = 0  # where the additional section begins
 
 
 def layout(data: bytes) -> Layout:
@@ -238,8 +239,11 @@ def layout(data: bytes) -> Layout:
     chain: list[str] = []
     soa: tuple[int, int] | None = None
     opt: tuple[int, int] | None = None
+    additional_start = 0
     for i in range(an + ns + ar):
         start = pos
+        if i == an + ns:
+            additional_start = pos
         pos = skip_name(data, pos)
         if pos + 10 > len(data):
             raise ValueError("truncated record")
@@ -256,13 +260,14 @@ def layout(data: bytes) -> Layout:
         ttl_offsets.append(rdata - 6)
         if i >= an + ns:
             continue
-        ttls.append(ttl)
+        ttls.append(ttl if ttl < 0x80000000 else 0)  # top bit set: 0 (RFC 2181 8)
         if i < an and rtype == T_CNAME:
             chain.append(read_name(data, rdata))
         elif i >= an and rtype == T_SOA and soa is None:
             if rdlen < 22:
                 raise ValueError("short SOA")
-            soa = (ttl, struct.unpack_from("!I", data, pos - 4)[0])
+            soa = (ttl if ttl < 0x80000000 else 0,
+                   struct.unpack_from("!I", data, pos - 4)[0] & 0x7FFFFFFF)
     if pos != len(data):
         raise ValueError("trailing bytes")
     rcode = flags & 0xF
@@ -273,7 +278,37 @@ def layout(data: bytes) -> Layout:
         if ttls:
             cache_ttl = min(cache_ttl, *ttls)
     return Layout(question_end, tuple(ttl_offsets), opt, (an, ns, ar), rcode,
-                  max(0, cache_ttl), tuple(chain))
+                  max(0, cache_ttl), tuple(chain), additional_start or pos)
+
+
+def first_rrset(data: bytes) -> bytes:
+    """An ANY answer cut to its first RRset (RFC 8482 4.1, as Unbound answers ANY): the
+    leading answer records of the first record's type, without authority or additional
+    records. Negative answers, CNAMEs and anything malformed are returned as they are.
+    Cutting a message's tail never breaks a compression pointer (they point backwards)."""
+    try:
+        _, flags, qd, an, _, _ = HEADER.unpack_from(data)
+        if flags & 0xF != NOERROR or qd != 1 or an == 0:
+            return data
+        pos = skip_name(data, 12) + 4
+        first_type = None
+        kept = 0
+        for _ in range(an):
+            end = skip_name(data, pos)
+            rtype, _, _, rdlen = RR_FIXED.unpack_from(data, end)
+            if first_type is None:
+                if rtype == T_CNAME:
+                    return data
+                first_type = rtype
+            elif rtype != first_type:
+                break
+            pos = end + 10 + rdlen
+            kept += 1
+        if pos > len(data):
+            return data
+        return HEADER.pack(*HEADER.unpack_from(data)[:3], kept, 0, 0) + data[12:pos]
+    except (ValueError, struct.error):
+        return data
 
 
 def read_name(data: bytes, pos: int) -> str:
