@@ -231,7 +231,8 @@ def test_missing_and_locked_database(blockd: Runner, tmp_path: Path) -> None:
     assert r.stderr.strip().startswith("blockd: error: database")
     assert "locked" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "junk.db").write_bytes(b"not a database" * 512)
-    error(blockd("status", "--db", str(tmp_path / "junk.db")), "not a blockd database")
+    r = blockd("status", "--db", str(tmp_path / "junk.db"))  # damaged: says how to recover
+    assert r.code == 1 and "damaged" in r.out and "blockd store restore" in r.out, r
 
 
 def test_tamper_detection(blockd: Runner, store: Path) -> None:

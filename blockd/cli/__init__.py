@@ -14,6 +14,7 @@ from blockd.cli import (  # noqa: F401 - registers commands
     nft,
     orders,
     serve,
+    store,
 )
 from blockd.cli.root import cli, main
 

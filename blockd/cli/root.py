@@ -22,6 +22,7 @@ from blockd.cli.common import (
 )
 from blockd.core.model import (
     BlockdError,
+    InputError,
     Status,
 )
 
@@ -49,6 +50,14 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @pass_app
 def init(app: App, db: str | None, as_json: bool) -> None:
     """Create the order store, or upgrade its schema. Safe to run again."""
+    from blockd.store.engine import database_url
+
+    _, path = database_url(db or app.config.db)
+    if path is not None and not path.exists():
+        stale = [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+        if stale:  # SQLite would replay another database's WAL into the new file
+            raise InputError("--db", f"{stale[0]} is left from a removed database; move "
+                             "it away before creating a new store here")
     store = app.store(db, create=True)
     before, after = store.init()
     state = "created" if before == 0 else "up to date" if before == after else "upgraded"
@@ -60,10 +69,25 @@ def init(app: App, db: str | None, as_json: bool) -> None:
 @db_option
 @json_option
 @pass_app
-def status(app: App, db: str | None, as_json: bool) -> None:
-    """Summarise the store: orders by status, orders in force, targets, journal head."""
-    store = app.store(db)
-    stats = store.stats()
+def status(app: App, db: str | None, as_json: bool) -> int:
+    """Summarise the store: orders by status, orders in force, targets, journal head, and
+    the daemons' snapshots of the policy they enforce. Exit 1 if the store is damaged."""
+    from blockd.store.engine import StoreDamaged
+
+    try:
+        store = app.store(db)
+        stats = store.stats()
+        damage = store.quick_check(5.0)
+    except StoreDamaged as exc:
+        damage = [str(exc)]
+    if damage:
+        from blockd.cli.store import RESTORE_HELP
+
+        emit(as_json, {"store": "damaged", "problems": damage[:20], "recover": RESTORE_HELP,
+                       "daemons": _daemons(app, None, db)},
+             lambda: "\n".join([f"Store:     damaged: {damage[0]}", f"To recover: {RESTORE_HELP}.",
+                                *_daemon_lines(_daemons(app, None, db))]))
+        return 1
     at = now()
     in_force = [s for s in store.list_orders(Status.ACTIVE) if s.order.in_force(at)]
     head = store.head()
@@ -75,6 +99,8 @@ def status(app: App, db: str | None, as_json: bool) -> None:
         "journal": {"entries": stats["journal_entries"], "head_seq": head.seq if head else 0,
                     "head_hash": head.hash if head else None},
         "policies": sorted(app.policies),
+        "store": "ok",
+        "daemons": _daemons(app, store, db),
     }
     orders = ", ".join(f"{n} {s}" for s, n in data["orders"].items())
     emit(as_json, data, "\n".join([
@@ -84,7 +110,41 @@ def status(app: App, db: str | None, as_json: bool) -> None:
         f"Journal:   {stats['journal_entries']} entries, head "
         f"{data['journal']['head_seq']} {(head.hash[:16] + '...') if head else '-'}",
         f"Policies:  {', '.join(data['policies'])}",
+        *_daemon_lines(data["daemons"]),
     ]))
+    return 0
+
+
+def _daemons(app: App, store: Any, db: str | None) -> list[dict[str, Any]]:
+    """The snapshots daemons keep in the state directory, and whether the store's journal
+    continues each (a daemon refuses a store that does not)."""
+    from blockd.store.snapshot import SnapshotInfo, snapshots
+
+    out: list[dict[str, Any]] = []
+    for item in snapshots(app.config.with_db(db).state_path()):
+        if not isinstance(item, SnapshotInfo):
+            out.append({"snapshot": str(item), "state": "unreadable snapshot"})
+            continue
+        row: dict[str, Any] = {"instance": item.instance, "seq": item.seq, "hash": item.hash,
+                               "written_at": item.written_at, "targets": item.targets}
+        if store is None:
+            row["state"] = "store damaged: serving this snapshot"
+        else:
+            row["state"] = "ok" if store.continues(item.seq, item.hash) else \
+                "refused: the store does not continue it; run `blockd store adopt`"
+        out.append(row)
+    return out
+
+
+def _daemon_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rows:
+        if "instance" in r:
+            lines.append(f"Daemon:    {r['instance']}: seq {r['seq']} "
+                         f"({(r['hash'] or '-')[:16]}), written {r['written_at']}: {r['state']}")
+        else:
+            lines.append(f"Daemon:    {r['snapshot']}")
+    return lines
 
 
 

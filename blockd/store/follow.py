@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from blockd.core.index import BlockIndex, IndexBuilder
-from blockd.core.journal import JournalEntry, adopted_heads
+from blockd.core.journal import JournalEntry
 from blockd.core.model import Action, BlockdError
 from blockd.store.engine import StoreDiverged, StoreError
 from blockd.store.shared import SharedStore
@@ -399,20 +399,13 @@ class IndexFollower:
             return builder.index()
         return None
 
-    def _continues(self, store: Store, seq: int, head_hash: str | None) -> bool:
-        """Does the store's journal hold entry ``seq`` with ``head_hash`` (it continues
-        what this daemon enforces), or adopt that head by a ``store.adopt`` entry?"""
-        if self._holds(store, seq, head_hash):
-            return True
-        return any((seq, head_hash) in adopted_heads(e.data) for e in store.adoptions())
+    @staticmethod
+    def _continues(store: Store, seq: int, head_hash: str | None) -> bool:
+        return store.continues(seq, head_hash)
 
     @staticmethod
     def _holds(store: Store, seq: int, head_hash: str | None) -> bool:
-        """Is entry ``seq`` of the store's journal the one with ``head_hash``?"""
-        if seq == 0:
-            return True
-        found = store.journal(seq - 1, limit=1)
-        return bool(found) and found[0].seq == seq and found[0].hash == head_hash
+        return store.holds(seq, head_hash)
 
     @staticmethod
     def _diverged(head: JournalEntry | None, seq: int, head_hash: str | None) -> str:

@@ -32,6 +32,7 @@ from blockd.core.journal import (
     TARGET_ADD,
     TARGET_REMOVE,
     JournalEntry,
+    adopted_heads,
     chunks,
     make_entry,
     order_payload,
@@ -148,7 +149,7 @@ class Store:
         # not notice pages overwritten behind SQLite's back. Read-only, so closing it can
         # never checkpoint a WAL into a damaged file.
         try:
-            raw = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True,
+            raw = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                   timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
             return [str(exc)]
@@ -365,6 +366,20 @@ class Store:
             payload["source"] = source
         with self._write() as session:
             return self._append(session, self._head(session), at, actor, STORE_ADOPT, payload)
+
+    def holds(self, seq: int, head_hash: str | None) -> bool:
+        """Is entry ``seq`` of the journal the one with ``head_hash`` (does the journal
+        continue a history that stood at that head)? Seq 0 is every journal's start."""
+        if seq == 0:
+            return True
+        found = self.journal(seq - 1, limit=1)
+        return bool(found) and found[0].seq == seq and found[0].hash == head_hash
+
+    def continues(self, seq: int, head_hash: str | None) -> bool:
+        """:meth:`holds`, or a ``store.adopt`` entry names that head: may a daemon that
+        enforces it follow this store?"""
+        return self.holds(seq, head_hash) or any(
+            (seq, head_hash) in adopted_heads(e.data) for e in self.adoptions())
 
     def adoptions(self) -> list[JournalEntry]:
         """Every ``store.adopt`` entry, oldest first (few: one per restore or adoption)."""
