@@ -89,6 +89,7 @@ class StubUpstream:
             transport.close()
             server.close()
             await server.wait_closed()
+            await asyncio.sleep(0.01)  # let the transports finish closing before the loop
 
         transport, server = loop.run_until_complete(start())
         self._ready.set()
