@@ -312,17 +312,30 @@ def _index_at(app: App, store: Store, at: datetime) -> BlockIndex:
 MAX_IMPORT = 512 * 1024 * 1024  # bytes: far above a million-line list, far below memory
 
 
+def _read_bounded(stream: Any) -> bytes:
+    """Up to MAX_IMPORT + 1 bytes, in blocks: ``read(MAX_IMPORT + 1)`` would allocate the
+    whole limit (512 MiB) up front, whatever the file's size."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= MAX_IMPORT:
+        block = stream.read(min(1 << 20, MAX_IMPORT + 1 - size))
+        if not block:
+            break
+        parts.append(block)
+        size += len(block)
+    return b"".join(parts)
+
+
 def read_input(file: Path) -> bytes:
     """The file's bytes: a regular file or standard input (``-``), at most MAX_IMPORT."""
     try:
         if str(file) == "-":
-            stream = sys.stdin.buffer
-            raw = stream.read(MAX_IMPORT + 1)
+            raw = _read_bounded(sys.stdin.buffer)
         else:
             if file.exists() and not file.is_file():  # /dev/zero, a FIFO: no end
                 raise InputError("FILE", f"{file} is not a regular file")
             with file.open("rb") as f:
-                raw = f.read(MAX_IMPORT + 1)
+                raw = _read_bounded(f)
     except OSError as exc:
         raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
     if len(raw) > MAX_IMPORT:

@@ -60,6 +60,8 @@ from blockd.store.engine import (
 )
 from blockd.store.tables import SCHEMA_VERSION, HitRow, JournalRow, OrderRow, TargetRow
 
+INSERT_BATCH = 5000  # target rows per INSERT statement
+
 
 @dataclass(frozen=True, slots=True)
 class Forced:
@@ -592,14 +594,14 @@ class Store:
         if not targets:
             return
         refused = forced.targets if forced is not None else frozenset()
-        session.execute(
-            TargetRow.__table__.insert(),  # type: ignore[attr-defined]
-            [
+        insert = TargetRow.__table__.insert()  # type: ignore[attr-defined]
+        # in batches: a million row dicts at once would cost the CLI ~400 MB
+        for i in range(0, len(targets), INSERT_BATCH):
+            session.execute(insert, [
                 {"order_id": order_id, "kind": t.kind.value, "value": t.value,
                  "match": t.match.value, "added_seq": seq, "forced": t in refused}
-                for t in targets
-            ],
-        )
+                for t in targets[i : i + INSERT_BATCH]
+            ])
 
 
 def _at_text(value: datetime) -> str:
