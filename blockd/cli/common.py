@@ -216,10 +216,13 @@ def _jurisdiction(value: str | None, policy: EnforcementPolicy) -> str | None:
     return code
 
 
-def _targets(app: App, texts: Sequence[str], force: bool, justification: str | None,
-             field: str = "target") -> tuple[list[Target], Forced | None, tuple[str, ...]]:
-    """Parse every target and run the guard on all of them before anything is written."""
-    targets = list(dict.fromkeys(parse_target(t, field) for t in texts))
+def _targets(app: App, texts: Sequence[str | Target], force: bool,
+             justification: str | None, field: str = "target",
+             ) -> tuple[list[Target], Forced | None, tuple[str, ...]]:
+    """Parse every target (an importer's are parsed already) and run the guard on all of
+    them before anything is written."""
+    targets = list(dict.fromkeys(
+        t if isinstance(t, Target) else parse_target(t, field) for t in texts))
     refusals = [r for t in targets for r in app.guard.check(t)]
     if justification is not None and not force:
         raise InputError("--justification", "only meaningful with --force")
