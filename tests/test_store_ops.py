@@ -4,6 +4,7 @@ store open where it matters)."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import subprocess
@@ -123,6 +124,9 @@ def test_restore_over_garbage_and_over_nothing(blockd: Runner, live: Path, tmp_p
                                                ) -> None:
     backup = tmp_path / "backup.db"
     assert blockd("store", "backup", str(backup)).code == 0
+    gc.collect()  # no handle of this process's CLI runs may close (and checkpoint) later
+    for suffix in ("-wal", "-shm"):
+        Path(f"{live}{suffix}").unlink(missing_ok=True)
     live.write_bytes(b"garbage!" * 4096)
     r = blockd("store", "restore", str(backup), "--yes", "--json")
     assert r.code == 0, r.err
