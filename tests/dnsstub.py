@@ -80,10 +80,18 @@ class StubUpstream:
                 writer.close()
 
         async def start() -> tuple[Any, Any]:
-            transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-            self.port = transport.get_extra_info("sockname")[1]
-            server = await asyncio.start_server(tcp, "127.0.0.1", self.port)
-            return transport, server
+            for _ in range(50):  # a UDP port whose TCP twin is free too
+                transport, _ = await loop.create_datagram_endpoint(
+                    Udp, local_addr=("127.0.0.1", 0))
+                self.port = transport.get_extra_info("sockname")[1]
+                try:
+                    server = await asyncio.start_server(tcp, "127.0.0.1", self.port)
+                except OSError:
+                    transport.close()
+                    await asyncio.sleep(0)
+                    continue
+                return transport, server
+            raise RuntimeError("no port free for both UDP and TCP")
 
         async def close(transport: Any, server: Any) -> None:
             transport.close()
