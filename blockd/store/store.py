@@ -567,17 +567,24 @@ class Store:
         return row
 
     def _present(self, session: Session, order_id: int, targets: Sequence[Target]) -> set[Target]:
-        values = list({t.value for t in targets})
         found: set[Target] = set()
-        for i in range(0, len(values), 500):
+        if not self._has_targets(session, order_id):
+            return found  # a first import into an order: nothing to look up
+        for i in range(0, len(targets), 500):  # slices: no second million-value set
+            values = list({t.value for t in targets[i : i + 500]})
             rows = session.execute(
                 select(col(TargetRow.kind), col(TargetRow.value), col(TargetRow.match)).where(
                     col(TargetRow.order_id) == order_id,
-                    col(TargetRow.value).in_(values[i : i + 500]),
+                    col(TargetRow.value).in_(values),
                 )
             )
             found.update(target_from_parts(k, v, m) for k, v, m in rows)
         return found
+
+    @staticmethod
+    def _has_targets(session: Session, order_id: int) -> bool:
+        return session.execute(select(col(TargetRow.order_id)).where(
+            col(TargetRow.order_id) == order_id).limit(1)).first() is not None
 
     def _targets_of(self, session: Session, order_ids: list[int]) -> list[Target]:
         rows = session.execute(
