@@ -40,18 +40,42 @@ MEMO_SIZE = 200_000
 
 @dataclass
 class DnsStats:
+    """What the resolver did, as plain ints: the hot path only increments them and the
+    metrics collector reads them at scrape time (``daemon/metrics.py``).
+
+    Every query is counted once, under the one result it got: the result fields (all but
+    ``queries``) and the sum of ``blocked_by_policy`` add up to ``queries``. A blocked
+    answer is counted only per policy (one dict increment on the order's policy name,
+    on the replay memo path too); ``blocked`` is their sum.
+    """
+
     queries: int = 0
-    blocked: int = 0
     cache_hits: int = 0
-    forwarded: int = 0
-    servfail: int = 0
-    stale: int = 0
+    forwarded: int = 0  # answered from an upstream
+    servfail: int = 0  # every upstream failed and nothing stale to serve
+    stale: int = 0  # served stale from the cache because every upstream failed
     formerr: int = 0
+    notimp: int = 0  # opcodes other than QUERY
+    badvers: int = 0  # EDNS versions other than 0
+    minimal_any: int = 0  # ANY, answered with one HINFO (RFC 8482)
     refused_acl: int = 0
     ratelimited: int = 0
     dropped: int = 0
     errors: int = 0
-    by_rcode: dict[int, int] = field(default_factory=dict)
+    blocked_by_policy: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def blocked(self) -> int:
+        return sum(self.blocked_by_policy.values())
+
+    def results(self) -> dict[str, int]:
+        """The partition of ``queries``: result label -> count (the metrics' labels)."""
+        return {"blocked": self.blocked, "cache_hit": self.cache_hits,
+                "forwarded": self.forwarded, "servfail": self.servfail, "stale": self.stale,
+                "formerr": self.formerr, "notimp": self.notimp, "badvers": self.badvers,
+                "minimal_any": self.minimal_any, "refused_acl": self.refused_acl,
+                "ratelimited": self.ratelimited, "dropped": self.dropped,
+                "error": self.errors}
 
 
 def _header_only(ident: int, query_flags: int, rcode: int) -> bytes:
@@ -74,7 +98,9 @@ class DnsService:
         self.acl = Acl(settings.allow)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
         self.stats = DnsStats()
-        self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None]] = {}
+        # query bytes after the ID -> (answer after the ID, valid until, the hit to
+        # count and the order's policy name for a blocked answer, else None)
+        self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None, str]] = {}
         self._memo_index: BlockIndex | None = None
 
     # -- entry point -------------------------------------------------------------
@@ -119,13 +145,14 @@ class DnsService:
         memo = self._memo.get(data[2:])
         if memo is None:
             return None
-        tail, until, hit = memo
+        tail, until, hit, policy_name = memo
         if until and self.clock() >= until:
             return None
         if not self.acl.allowed(client) or not self.limiter.allow(client):
             return None  # the slow path counts and answers (REFUSED or drop)
         if hit is not None:
-            self.stats.blocked += 1
+            by_policy = self.stats.blocked_by_policy
+            by_policy[policy_name] = by_policy.get(policy_name, 0) + 1
             if self.hits is not None:
                 self.hits.add(*hit)
         else:
@@ -133,11 +160,11 @@ class DnsService:
         return data[:2] + tail
 
     def _remember(self, data: bytes | None, reply: bytes, until: float,
-                  hit: tuple[str, str] | None) -> bytes:
+                  hit: tuple[str, str] | None, policy_name: str = "") -> bytes:
         if data is not None:
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
-            self._memo[data[2:]] = (reply[2:], until, hit)
+            self._memo[data[2:]] = (reply[2:], until, hit, policy_name)
         return reply
 
     def _answer(self, q: wire.Query, client: str, tcp: bool, data: bytes | None = None
@@ -160,8 +187,10 @@ class DnsService:
             if decision.matches:
                 match = decision.matches[0]
                 return self._remember(memo, self._blocked(q, match, tcp), 0.0,
-                                      (match.order.reference, match.target.spec))
+                                      (match.order.reference, match.target.spec),
+                                      match.order.policy)
         if q.qtype == wire.T_ANY:
+            self.stats.minimal_any += 1
             return self._fit(q, self._rfc8482(q), tcp)
         key = (q.name, q.qtype, q.qclass, q.do)
         now = self.clock()
@@ -181,7 +210,15 @@ class DnsService:
 
     async def _forward(self, q: wire.Query, key: tuple[str, int, int, bool],
                        tcp: bool) -> bytes | None:
-        self.stats.forwarded += 1
+        try:
+            return await self._forwarded(q, key, tcp)
+        except Exception:  # as in handle(): count, log, SERVFAIL
+            self.stats.errors += 1
+            log.exception("error forwarding a query for %s", q.name)
+            return self._servfail(q)
+
+    async def _forwarded(self, q: wire.Query, key: tuple[str, int, int, bool],
+                         tcp: bool) -> bytes | None:
         try:
             response = await self.upstreams.resolve(q.question, q.do)
         except OverflowError:
@@ -202,6 +239,7 @@ class DnsService:
         entry = Entry.from_layout(response, lay, now)
         if lay.rcode in (wire.NOERROR, wire.NXDOMAIN) and lay.ttl > 0:
             self.cache.put(key, entry)
+        self.stats.forwarded += 1
         return self._fit(q, Cache.render(q, entry, now), tcp)
 
     @staticmethod
@@ -223,7 +261,9 @@ class DnsService:
     # -- answers -----------------------------------------------------------------
 
     def _blocked(self, q: wire.Query, match: Match, tcp: bool) -> bytes:
-        self.stats.blocked += 1
+        by_policy = self.stats.blocked_by_policy
+        name = match.order.policy
+        by_policy[name] = by_policy.get(name, 0) + 1
         if self.hits is not None:
             self.hits.add(match.order.reference, match.target.spec)
         return self._fit(q, self.answers.tail(q, match).render(q), tcp)
@@ -247,6 +287,7 @@ class DnsService:
             + q.question + opt
 
     def _badvers(self, q: wire.Query) -> bytes:
+        self.stats.badvers += 1
         flags = wire.response_flags(q.flags, wire.BADVERS & 0xF)
         return wire.header(q.id, flags, ar=1) + q.question + \
             wire.opt_record(q.do, ext_rcode=wire.BADVERS >> 4)
@@ -282,6 +323,7 @@ class DnsService:
             return _header_only(ident, flags, wire.FORMERR)
         query = self._query_from(record, ident, flags) if len(questions) == 1 else None
         if opcode != 0:  # NOTIFY, UPDATE, STATUS...: not ours; echo the question if sane
+            self.stats.notimp += 1
             if query is None:
                 return _header_only(ident, flags, wire.NOTIMP)
             return wire.header(ident, wire.response_flags(flags, wire.NOTIMP) | (opcode << 11)) \
