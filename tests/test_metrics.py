@@ -392,3 +392,35 @@ def test_two_workers_are_scraped_through_one_metrics_address(running: Scraped) -
     finally:
         stop_daemon(workers)
     assert not files[0].exists()  # each worker removes its file when it stops
+
+
+def test_serve_http_has_its_own_metrics_address(running: Scraped) -> None:
+    """`blockd serve http --metrics`: the notice server's families and /healthz."""
+    d = running.dns
+    env = {**os.environ, "BLOCKD_CONFIG": str(d.db.parent / "blockd.toml")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blockd", "serve", "http", "--db", str(d.db), "--listen",
+         "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("blockd http: listening on http://127.0.0.1:"), line
+        port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+        url = line.split("; metrics ", 1)[1].strip()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/",
+                                     headers={"Host": "allofmp3.com"})
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=3)
+        assert exc.value.code == 451
+        exc.value.close()
+        text = scrape(url)
+        assert metric_of(text, "blockd_http_responses_total", code="451", path="fast") == 1
+        assert metric_of(text, "blockd_policy_entries") == 2
+        assert "blockd_dns_queries" not in families(text)  # only what this daemon runs
+        with urllib.request.urlopen(url.replace("/metrics", "/healthz"), timeout=3) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -165,13 +166,22 @@ def test_serve_nft_follows_the_journal(blockd: Runner, db: Path, netns: str,
     env = {**os.environ, "BLOCKD_DB": str(db)}
     env.pop("BLOCKD_CONFIG", None)
     log = (tmp_path / "nft.log").open("w+")
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
     proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "blockd",
-                             "serve", "nft"], stdout=subprocess.PIPE, stderr=log, text=True,
-                            env=env)
+                             "serve", "nft", "--metrics", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     try:
         assert proc.stdout is not None
-        assert "follows the journal" in proc.stdout.readline()
+        line = proc.stdout.readline()
+        assert "follows the journal" in line
         assert oracle(netns)["sets"]["v4_reject"] == ["45.33.32.0/24"]
+        url = line.split("metrics ", 1)[1].strip()  # inside the namespace
+        metrics = in_ns(netns, sys.executable, "-c", textwrap.dedent(f"""
+            import urllib.request
+            print(urllib.request.urlopen({url!r}, timeout=3).read().decode())""")).stdout
+        assert re.search(r'^blockd_nft_elements\{set="v4_reject"\} 1\.0$', metrics, re.M)
+        assert re.search(r"^blockd_nft_applies_total 1\.0$", metrics, re.M)
+        assert re.search(r"^blockd_store_healthy 1\.0$", metrics, re.M)
 
         def within(second: float, want: dict[str, list[str]]) -> None:
             start = time.monotonic()
