@@ -44,9 +44,11 @@ class DnsStats:
     metrics collector reads them at scrape time (``daemon/metrics.py``).
 
     Every query is counted once, under the one result it got: the result fields (all but
-    ``queries``) and the sum of ``blocked_by_policy`` add up to ``queries``. A blocked
-    answer is counted only per policy (one dict increment on the order's policy name,
-    on the replay memo path too); ``blocked`` is their sum.
+    ``queries``) and the blocked answers add up to ``queries``. A blocked answer is
+    counted only per policy, in a one-element list per policy name (``cell``): the replay
+    memo keeps the cell of the order's policy beside the answer, so a replayed blocked
+    answer costs one ``cell[0] += 1``, as a plain attribute increment would, and no dict
+    lookup; ``blocked`` is their sum.
     """
 
     queries: int = 0
@@ -62,11 +64,22 @@ class DnsStats:
     ratelimited: int = 0
     dropped: int = 0
     errors: int = 0
-    blocked_by_policy: dict[str, int] = field(default_factory=dict)
+    blocked_cells: dict[str, list[int]] = field(default_factory=dict)
+
+    def cell(self, policy: str) -> list[int]:
+        """The counter of blocked answers for ``policy`` (created on first use)."""
+        found = self.blocked_cells.get(policy)
+        if found is None:
+            found = self.blocked_cells[policy] = [0]
+        return found
+
+    @property
+    def blocked_by_policy(self) -> dict[str, int]:
+        return {name: cell[0] for name, cell in self.blocked_cells.items()}
 
     @property
     def blocked(self) -> int:
-        return sum(self.blocked_by_policy.values())
+        return sum(cell[0] for cell in self.blocked_cells.values())
 
     def results(self) -> dict[str, int]:
         """The partition of ``queries``: result label -> count (the metrics' labels)."""
@@ -98,9 +111,10 @@ class DnsService:
         self.acl = Acl(settings.allow)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
         self.stats = DnsStats()
-        # query bytes after the ID -> (answer after the ID, valid until, the hit to
-        # count and the order's policy name for a blocked answer, else None)
-        self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None, str]] = {}
+        # query bytes after the ID -> (answer after the ID, valid until, and for a blocked
+        # answer the hit to count and the counter cell of the order's policy, else None)
+        self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None,
+                                      list[int] | None]] = {}
         self._memo_index: BlockIndex | None = None
 
     # -- entry point -------------------------------------------------------------
@@ -145,26 +159,25 @@ class DnsService:
         memo = self._memo.get(data[2:])
         if memo is None:
             return None
-        tail, until, hit, policy_name = memo
+        tail, until, hit, cell = memo
         if until and self.clock() >= until:
             return None
         if not self.acl.allowed(client) or not self.limiter.allow(client):
             return None  # the slow path counts and answers (REFUSED or drop)
-        if hit is not None:
-            by_policy = self.stats.blocked_by_policy
-            by_policy[policy_name] = by_policy.get(policy_name, 0) + 1
-            if self.hits is not None:
+        if cell is not None:
+            cell[0] += 1
+            if self.hits is not None and hit is not None:
                 self.hits.add(*hit)
         else:
             self.stats.cache_hits += 1
         return data[:2] + tail
 
     def _remember(self, data: bytes | None, reply: bytes, until: float,
-                  hit: tuple[str, str] | None, policy_name: str = "") -> bytes:
+                  hit: tuple[str, str] | None, cell: list[int] | None = None) -> bytes:
         if data is not None:
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
-            self._memo[data[2:]] = (reply[2:], until, hit, policy_name)
+            self._memo[data[2:]] = (reply[2:], until, hit, cell)
         return reply
 
     def _answer(self, q: wire.Query, client: str, tcp: bool, data: bytes | None = None
@@ -188,7 +201,7 @@ class DnsService:
                 match = decision.matches[0]
                 return self._remember(memo, self._blocked(q, match, tcp), 0.0,
                                       (match.order.reference, match.target.spec),
-                                      match.order.policy)
+                                      self.stats.cell(match.order.policy))
         if q.qtype == wire.T_ANY:
             self.stats.minimal_any += 1
             return self._fit(q, self._rfc8482(q), tcp)
@@ -261,9 +274,7 @@ class DnsService:
     # -- answers -----------------------------------------------------------------
 
     def _blocked(self, q: wire.Query, match: Match, tcp: bool) -> bytes:
-        by_policy = self.stats.blocked_by_policy
-        name = match.order.policy
-        by_policy[name] = by_policy.get(name, 0) + 1
+        self.stats.cell(match.order.policy)[0] += 1
         if self.hits is not None:
             self.hits.add(match.order.reference, match.target.spec)
         return self._fit(q, self.answers.tail(q, match).render(q), tcp)
