@@ -248,6 +248,7 @@ def test_one_scrape_has_every_family(running: Scraped) -> None:
     assert metric_of(text, "blockd_dns_queries_total", result="forwarded") >= 1
     assert metric_of(text, "blockd_dns_queries_total", result="cache_hit") >= 1
     assert metric_of(text, "blockd_dns_blocked_total", policy="dk") >= 1
+    assert metric_of(text, "blockd_dns_blocked_total", policy="uk") == 0  # there from the start
     assert metric_of(text, "blockd_dns_upstream_queries_total") >= 1
     assert metric_of(text, "blockd_dns_upstream_duration_seconds_count") >= 1
     assert metric_of(text, "blockd_policy_age_seconds") < 5

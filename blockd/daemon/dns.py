@@ -73,6 +73,7 @@ class DnsDaemon:
         self.answers.clear(core.index.seq)
         core.on_swap(lambda index: self.answers.clear(index.seq))
         core.on_reload(self.reload)
+        self._policy_counters()
         core.metrics.add("dns", dns_group(self.service, self.upstreams))
         self.bound = await self.server.start()
         if self.files is not None:
@@ -95,8 +96,15 @@ class DnsDaemon:
         self.service.limiter = RateLimiter(s.rate_limit, s.rate_burst, self.service.clock)
         self.upstreams.servers = list(s.upstream)
         self.service.forget()
+        self._policy_counters()
         if s.listen != self.settings.listen:
             log.warning("reload: listen addresses change only on restart")
+
+    def _policy_counters(self) -> None:
+        """A blocked-answer counter for every enforcement policy from the start: a series
+        that appears only at its first increment loses that increment to rate()."""
+        for name in self.core.enforcement:
+            self.service.stats.cell(name)
 
     async def stop(self) -> None:
         await self.server.stop()
