@@ -310,7 +310,7 @@ def test_grafana_dashboard_uses_only_metrics_that_exist(running: Scraped) -> Non
                    "blockd_dns_upstream_errors_total", "blockd_policy_journal_seq",
                    "blockd_policy_age_seconds", "blockd_reload_errors_total",
                    "blockd_http_responses_total", "blockd_nft_elements",
-                   "blockd_nft_applies_total"):
+                   "blockd_nft_applies_total", "blockd_nft_packets_total"):
         assert needed in used, needed
 
 
@@ -336,6 +336,20 @@ def test_alert_rules_use_only_metrics_that_exist(running: Scraped) -> None:
 # -- two workers, one scrape -----------------------------------------------------------------
 
 
+def free_port() -> int:
+    """A loopback port free for both TCP and UDP now (the workers bind both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
 def test_two_workers_are_scraped_through_one_metrics_address(running: Scraped) -> None:
     """`blockd serve dns --workers 2` as a real process: 200 UDP queries from many client
     sockets (the kernel spreads them over the workers by source port), then one scrape
@@ -344,9 +358,7 @@ def test_two_workers_are_scraped_through_one_metrics_address(running: Scraped) -
     config = d.db.parent / "workers.toml"
     config.write_text('[notice]\nipv4 = "127.0.0.80"\n'
                       '[dns]\nrate_limit = 100000\nrate_burst = 100000\n')
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "BLOCKD_CONFIG": str(config)}
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop_daemon
     proc = subprocess.Popen(

@@ -277,7 +277,7 @@ def http_group(site: NoticeSite, connections: Callable[[], Connections | None]) 
 
 
 def nft_group(reconciler: Reconciler) -> Group:
-    """The nftables follower: elements per set, applies, counter reads."""
+    """The nftables follower: elements per set, applies, packets matched per set."""
     from blockd.nft import ruleset
 
     def collect() -> Iterator[Metric]:
@@ -293,6 +293,11 @@ def nft_group(reconciler: Reconciler) -> Group:
         yield counter("blockd_nft_elements_removed", "Set elements removed", s.removed)
         yield counter("blockd_nft_counter_reads", "Reads of the element counters",
                       s.counter_reads)
+        yield labelled_counter(
+            "blockd_nft_packets",
+            "Packets matched by the elements of each set (their counters' growth, read "
+            "every 5 s or more)", "set",
+            {name: s.packets.get(name, 0) for name in ruleset.SETS.values()})
 
     return collect
 
