@@ -132,7 +132,11 @@ class Config:
     tls_listen: Address | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Prometheus /metrics and /healthz of `serve http` and `serve nft` (off by default, as
+    # [dns] metrics: each daemon needs a port of its own; ports 9254, 9255 if none given)
+    notice_metrics: Address | None = None
     nft_local_output: bool = False
+    nft_metrics: Address | None = None
     dns: DnsSettings = field(default_factory=DnsSettings)
     hits_flush_interval: float = 5.0
     state_dir: Path | None = None  # snapshots of the policy in force; see state_path()
@@ -246,6 +250,13 @@ _PositiveInt = Annotated[int, Field(gt=0), _expect("a positive integer")]
 _PositiveFloat = Annotated[float, Field(gt=0), _expect("a positive number")]
 _Path = Annotated[Path, BeforeValidator(_path)]
 _Addresses53 = Annotated[tuple[Address, ...], _addresses(53)]
+
+
+def _metrics_address(port: int) -> BeforeValidator:
+    """``"ADDRESS[:PORT]"`` (``port`` if none), or ``""`` for off."""
+    return _from_str(lambda s: _address(s, port) if s else None, '"ADDRESS:PORT" or ""')
+
+
 _CONFIG, _DNS = Config(), DnsSettings()
 
 
@@ -263,8 +274,7 @@ class _DnsTable(_Table):
     cache_max_ttl: _PositiveInt = _DNS.cache_max_ttl
     cache_max_negative_ttl: _PositiveInt = _DNS.cache_max_negative_ttl
     max_inflight: _PositiveInt = _DNS.max_inflight
-    metrics: Annotated[Address | None, _from_str(
-        lambda s: _address(s, 9253) if s else None, '"ADDRESS:PORT" or ""')] = _DNS.metrics
+    metrics: Annotated[Address | None, _metrics_address(9253)] = _DNS.metrics
 
 
 class _StoreTable(_Table):
@@ -296,6 +306,8 @@ class _NoticeTable(_Table):
         _CONFIG.tls_listen
     tls_cert: _Path | None = _CONFIG.tls_cert
     tls_key: _Path | None = _CONFIG.tls_key
+    notice_metrics: Annotated[Address | None, _metrics_address(9254)] = Field(
+        _CONFIG.notice_metrics, alias="metrics")
 
 
 class _RpzTable(_Table):
@@ -309,6 +321,8 @@ class _HitsTable(_Table):
 
 class _NftTable(_Table):
     nft_local_output: bool = Field(_CONFIG.nft_local_output, alias="local_output")
+    nft_metrics: Annotated[Address | None, _metrics_address(9255)] = Field(
+        _CONFIG.nft_metrics, alias="metrics")
 
 
 class _LogTable(_Table):

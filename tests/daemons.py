@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dns.message
 import dns.query
+from prometheus_client.parser import text_string_to_metric_families
 
 from blockd.cli import main
 from blockd.daemon.controller import Controller
@@ -38,12 +39,10 @@ class Daemon:
             return self.proc.poll() is None
         return self.controller is not None and self.controller.running
 
-    def metric(self, name: str) -> float:
-        with urllib.request.urlopen(self.metrics, timeout=3) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
-        raise KeyError(name)
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples called ``name`` that carry ``labels`` (over the other
+        labels: results, workers...), as prometheus_client's parser reads /metrics."""
+        return metric_of(scrape(self.metrics), name, **labels)
 
     def healthz(self) -> tuple[int, str]:
         """(HTTP status, text) of the daemon's /healthz."""
@@ -92,6 +91,21 @@ class Daemon:
                 raise AssertionError(f"{name}: still {'not ' if want else ''}blocked "
                                      f"after {elapsed:.2f} s")
             time.sleep(0.02)
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=3) as r:
+        return str(r.read().decode())
+
+
+def metric_of(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples ``name`` with ``labels`` in an exposition; KeyError if none."""
+    found = [s.value for family in text_string_to_metric_families(text)
+             for s in family.samples
+             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    if not found:
+        raise KeyError(name)
+    return float(sum(found))
 
 
 def cli(db: Path, *args: str) -> int:

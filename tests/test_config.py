@@ -91,6 +91,8 @@ BAD_VALUES = [
     ("dns", "metrics", "'[::1]:x'", "'[::1]:x' has a bad port"),
     ("hits", "flush_interval", "0", "must be a positive number of seconds, got 0"),
     ("nft", "local_output", "1", "must be true or false, got 1"),
+    ("notice", "metrics", "9254", 'must be "ADDRESS:PORT" or "", got 9254'),
+    ("nft", "metrics", "'localhost:9255'", "'localhost:9255' is not an IP address"),
     ("notice", "resolve_cnames", "'yes'", "must be true or false, got 'yes'"),
     # strict: no coercion from strings or booleans
     ("dns", "workers", "'2'", "must be a positive integer, got '2'"),
@@ -165,6 +167,10 @@ def test_values_are_converted(tmp_path: Path) -> None:
     assert isinstance(c.dns.stale_for, float) and c.source == path
     path.write_text("[dns]\nmetrics = ''\n")
     assert load_config(path).dns.metrics is None
+    path.write_text("[notice]\nmetrics = '127.0.0.1'\n[nft]\nmetrics = '[::1]:0'\n")
+    c = load_config(path)
+    assert (c.notice_metrics, c.nft_metrics, c.dns.metrics) == (
+        ("127.0.0.1", 9254), ("::1", 0), None)
 
 
 KEY = st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True)

@@ -296,18 +296,19 @@ def test_metrics_show_the_index_and_the_hits_written(daemon: Daemon) -> None:
     store.close()
     assert head is not None
     deadline = time.monotonic() + 5
-    while daemon.metric("blockd_index_journal_seq") != head.seq:
+    while daemon.metric("blockd_policy_journal_seq") != head.seq:
         assert time.monotonic() < deadline, "the index in force is not the journal head"
         time.sleep(0.1)
-    assert daemon.metric("blockd_index_entries") >= 4  # the fixture's targets at least
+    assert daemon.metric("blockd_policy_entries") >= 4  # the fixture's targets at least
     daemon.ask("metrics.allofmp3.com")
     deadline = time.monotonic() + 5
     while daemon.metric("blockd_hits_recorded_total") < 1:
         assert time.monotonic() < deadline, "hits not written"
         time.sleep(0.1)
     assert daemon.metric("blockd_hits_write_failures_total") == 0
-    assert daemon.metric("blockd_dns_queries_blocked_total") >= 1
-    assert daemon.metric("blockd_dns_queries_ratelimited_total") == 0  # (the README's name)
+    assert daemon.metric("blockd_dns_queries_total", result="blocked") >= 1
+    assert daemon.metric("blockd_dns_blocked_total", policy="default") >= 1
+    assert daemon.metric("blockd_dns_queries_total", result="ratelimited") == 0  # (README)
 
 
 def test_acl_refuses_other_clients(tmp_path: Path, daemon: Daemon) -> None:
@@ -426,7 +427,7 @@ def test_still_correct_after_fuzzing(daemon: Daemon) -> None:
     assert str(daemon.ask("www.allofmp3.com").answer[0][0]) == "127.0.0.80"
     assert str(daemon.ask("ok.example").answer[0][0]) == "192.0.2.1"
     assert daemon.ask("x.example", tcp=True).rcode() == dns.rcode.NXDOMAIN
-    assert daemon.metric("blockd_dns_queries_errors_total") == 0
+    assert daemon.metric("blockd_dns_queries_total", result="error") == 0
 
 
 def test_ipv6_listener_and_upstream_failover(daemon: Daemon, upstream: StubUpstream) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -165,13 +166,22 @@ def test_serve_nft_follows_the_journal(blockd: Runner, db: Path, netns: str,
     env = {**os.environ, "BLOCKD_DB": str(db)}
     env.pop("BLOCKD_CONFIG", None)
     log = (tmp_path / "nft.log").open("w+")
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
     proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "blockd",
-                             "serve", "nft"], stdout=subprocess.PIPE, stderr=log, text=True,
-                            env=env)
+                             "serve", "nft", "--metrics", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     try:
         assert proc.stdout is not None
-        assert "follows the journal" in proc.stdout.readline()
+        line = proc.stdout.readline()
+        assert "follows the journal" in line
         assert oracle(netns)["sets"]["v4_reject"] == ["45.33.32.0/24"]
+        url = line.split("metrics ", 1)[1].strip()  # inside the namespace
+        metrics = in_ns(netns, sys.executable, "-c", textwrap.dedent(f"""
+            import urllib.request
+            print(urllib.request.urlopen({url!r}, timeout=3).read().decode())""")).stdout
+        assert re.search(r'^blockd_nft_elements\{set="v4_reject"\} 1\.0$', metrics, re.M)
+        assert re.search(r"^blockd_nft_applies_total 1\.0$", metrics, re.M)
+        assert re.search(r"^blockd_store_healthy 1\.0$", metrics, re.M)
 
         def within(second: float, want: dict[str, list[str]]) -> None:
             start = time.monotonic()
@@ -338,10 +348,12 @@ def test_element_counters_become_hits(blockd: Runner, db: Path, network: dict[st
     env.pop("BLOCKD_CONFIG", None)
     log = (tmp_path / "nft.log").open("w+")
     daemon = subprocess.Popen(["ip", "netns", "exec", network["app"], sys.executable, "-m",
-                               "blockd", "serve", "nft"], stdout=subprocess.PIPE, stderr=log,
-                              text=True, env=env)
+                               "blockd", "serve", "nft", "--metrics", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     try:
-        assert daemon.stdout is not None and "follows" in daemon.stdout.readline()
+        assert daemon.stdout is not None
+        line = daemon.stdout.readline()
+        assert "follows" in line
         knock = "import socket\nfor _ in range(3):\n    try:\n        socket.create_connection(" \
                 "('93.184.216.34', 8000), timeout=1).close()\n    except OSError:\n        pass\n"
         in_ns(network["sub"], sys.executable, "-c", knock)
@@ -355,6 +367,13 @@ def test_element_counters_become_hits(blockd: Runner, db: Path, network: dict[st
             time.sleep(0.5)
         else:
             raise AssertionError(f"no hits from the nftables counters: {hits}")
+        url = line.split("metrics ", 1)[1].strip()  # inside the appliance's namespace
+        metrics = in_ns(network["app"], sys.executable, "-c", textwrap.dedent(f"""
+            import urllib.request
+            print(urllib.request.urlopen({url!r}, timeout=3).read().decode())""")).stdout
+        packets = re.findall(r'^blockd_nft_packets_total\{set="v4_\w+"\} (\S+)$', metrics,
+                             re.M)
+        assert sum(float(p) for p in packets) >= 3, metrics
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=15)

@@ -330,6 +330,8 @@ def writer(config: Path, db: Path, book: Book, stop: threading.Event, rnd: rando
             if killed:
                 book.unknown.update(names if lift is None else
                                     next(x for _, r, x in book.added if r == lift))
+                if lift is not None:  # maybe lifted: never lifted again (its names are
+                    book.lifted[lift] = done  # unknown, so no answer is judged for them)
             elif proc.returncode != 0:
                 book.errors.append(f"{args[:2]}: {err.strip()}")
             elif lift is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -46,7 +47,8 @@ def _addresses(values: tuple[str, ...], field: str, default_port: int) -> tuple[
 @click.option("--workers", type=click.IntRange(1, 256), metavar="N",
               help="Worker processes sharing the ports (SO_REUSEPORT) [default: 1].")
 @click.option("--metrics", metavar="ADDR:PORT",
-              help="Serve Prometheus /metrics and /healthz here (port 0: any free port) "
+              help="Serve Prometheus /metrics and /healthz here (port 0: any free port; "
+                   "with --workers, worker 0 serves every worker's, labelled worker=\"N\") "
                    "[default: configuration's, else off].")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @db_option
@@ -84,21 +86,33 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
     if n > 1 and any(port == 0 for _, port in config.dns.listen):
         raise InputError("--workers", "needs explicit listen ports (not 0)")
     raise SystemExit(run(make_config, lambda core, worker: [
-        DnsDaemon(core, reuse_port=n > 1, metrics=worker == 0)], workers=n, instance="dns"))
+        DnsDaemon(core, reuse_port=n > 1, worker=worker, workers=n)], workers=n,
+        instance="dns"))
+
+
+def _metrics_option(default_port: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--metrics", metavar="ADDR:PORT",
+        help=f"Serve Prometheus /metrics and /healthz here (port 0: any free port; "
+             f"{default_port} if none given) [default: configuration's, else off].")
 
 
 @serve.command("nft")
+@_metrics_option(9255)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @db_option
 @pass_app
-def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
+def serve_nft_cmd(app: App, metrics: str | None, verbose: bool, db: str | None) -> None:
     """Keep the kernel's table inet blockd equal to the address orders in force, following
     the journal. On exit the rules stay in place; `blockd nft flush` removes them."""
     from blockd.daemon.nft import NftDaemon
     from blockd.daemon.process import run, setup_logging
 
+    metrics_a = _addresses((metrics,), "--metrics", 9255)[0] if metrics else None
+
     def make_config() -> Config:
-        return load_config(app.config_path).with_db(db)
+        config = load_config(app.config_path).with_db(db)
+        return dataclasses.replace(config, nft_metrics=metrics_a or config.nft_metrics)
 
     _startable(make_config(), "nft")
     app.policies  # noqa: B018 - validate the policy files first
@@ -117,11 +131,12 @@ def serve_nft_cmd(app: App, verbose: bool, db: str | None) -> None:
               help="PEM certificate chain for --tls-listen.")
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM private key for --tls-listen.")
+@_metrics_option(9254)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @db_option
 @pass_app
 def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
-                   cert: Path | None, key: Path | None, verbose: bool,
+                   cert: Path | None, key: Path | None, metrics: str | None, verbose: bool,
                    db: str | None) -> None:
     """The notice server: answers 451 with the orders behind a block, in the subscriber's
     language, for any path on a blocked host; follows the journal live."""
@@ -130,13 +145,14 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
 
     listen_a = _addresses(listen, "--listen", 8080)
     tls_a = _addresses((tls_listen,), "--tls-listen", 443)[0] if tls_listen else None
+    metrics_a = _addresses((metrics,), "--metrics", 9254)[0] if metrics else None
 
     def make_config() -> Config:
         config = load_config(app.config_path).with_db(db)
         return dataclasses.replace(
             config, notice_listen=listen_a or config.notice_listen,
             tls_listen=tls_a or config.tls_listen, tls_cert=cert or config.tls_cert,
-            tls_key=key or config.tls_key)
+            tls_key=key or config.tls_key, notice_metrics=metrics_a or config.notice_metrics)
 
     config = make_config()
     _startable(config, "http")

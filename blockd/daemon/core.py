@@ -63,6 +63,8 @@ class Core:
         self.follow_interval = follow_interval
         self.tasks = Tasks()
         self._reload_listeners: list[Callable[[], None]] = []
+        self.reloads = 0  # configurations installed by reload() (metrics)
+        self.reload_errors = 0  # reloads refused for a broken file (process.reload_core)
         self._started = False
         self._verifying: asyncio.Task[Any] | None = None
 
@@ -137,6 +139,7 @@ class Core:
             config = config.with_db(self.config.db)
         self.config = config
         self.enforcement = enforcement
+        self.reloads += 1
         self.follower.set_actions(dns_actions(enforcement))
         self.follower.policies = policy_record(enforcement)
         self.follower.request_reload()  # and prove the tables against the journal again

@@ -2,16 +2,27 @@
 
 Builds the sans-I/O :class:`~blockd.dns.service.DnsService` on the core's live index and
 hit counter, puts the UDP/TCP transports of :mod:`blockd.dns.server` around it, and the
-metrics server beside it when ``[dns] metrics`` is set.
+metrics server beside it when ``[dns] metrics`` is set. With ``--workers N`` only worker 0
+serves metrics, for every worker: the others publish theirs to files it merges
+(:class:`~blockd.daemon.metrics.WorkerFiles`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from blockd.config import Address
 from blockd.daemon.core import Core
-from blockd.daemon.metrics import MetricsServer
+from blockd.daemon.metrics import (
+    MetricsServer,
+    WorkerFiles,
+    address_line,
+    dns_group,
+    publish,
+    registry_for,
+)
+from blockd.daemon.tasks import cancel
 from blockd.dns.admission import Acl, RateLimiter
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.server import DnsServer
@@ -26,11 +37,13 @@ def hostport(host: str, port: int) -> str:
 
 
 class DnsDaemon:
-    """``blockd serve dns`` on a core; ``reuse_port`` for workers sharing the ports."""
+    """``blockd serve dns`` on a core; ``reuse_port`` for workers sharing the ports;
+    ``worker`` of ``workers`` says which process of ``--workers N`` this is."""
 
     name = "dns"
 
-    def __init__(self, core: Core, *, reuse_port: bool = False, metrics: bool = True) -> None:
+    def __init__(self, core: Core, *, reuse_port: bool = False, worker: int = 0,
+                 workers: int = 1) -> None:
         self.core = core
         config = core.config
         settings = config.dns
@@ -44,8 +57,12 @@ class DnsDaemon:
                                   self.upstreams, core.hits)
         self.server = DnsServer(self.service, settings.listen,
                                 idle_timeout=settings.tcp_idle_timeout, reuse_port=reuse_port)
-        self.metrics = (MetricsServer(core.metrics, *settings.metrics)
-                        if metrics and settings.metrics is not None else None)
+        files = (WorkerFiles(config.state_path(), "dns", worker, workers)
+                 if workers > 1 and settings.metrics is not None else None)
+        self.files = files if worker > 0 else None  # published by this worker
+        self.metrics = (MetricsServer(core.metrics, *settings.metrics, peers=files)
+                        if worker == 0 and settings.metrics is not None else None)
+        self._publishing: asyncio.Task[None] | None = None
         self.bound: list[Address] = []
         self.metrics_bound: Address | None = None
 
@@ -56,14 +73,12 @@ class DnsDaemon:
         self.answers.clear(core.index.seq)
         core.on_swap(lambda index: self.answers.clear(index.seq))
         core.on_reload(self.reload)
-        service, upstreams, cache = self.service, self.upstreams, self.service.cache
-        core.metrics.add_counters("blockd_dns_queries", lambda: service.stats)
-        core.metrics.add_counters("blockd_dns_upstream", lambda: upstreams.stats)
-        core.metrics.add_gauge("blockd_dns_cache_entries", lambda: float(len(cache)))
-        core.metrics.add_gauge("blockd_dns_cache_bytes", lambda: float(cache.bytes))
-        core.metrics.add_gauge("blockd_dns_upstream_inflight",
-                               lambda: float(upstreams.inflight))
+        self._policy_counters()
+        core.metrics.add("dns", dns_group(self.service, self.upstreams))
         self.bound = await self.server.start()
+        if self.files is not None:
+            self._publishing = asyncio.get_running_loop().create_task(
+                publish(self.files, registry_for(core.metrics)))
         if self.metrics is not None:
             try:
                 self.metrics_bound = await self.metrics.start()
@@ -81,13 +96,23 @@ class DnsDaemon:
         self.service.limiter = RateLimiter(s.rate_limit, s.rate_burst, self.service.clock)
         self.upstreams.servers = list(s.upstream)
         self.service.forget()
+        self._policy_counters()
         if s.listen != self.settings.listen:
             log.warning("reload: listen addresses change only on restart")
+
+    def _policy_counters(self) -> None:
+        """A blocked-answer counter for every enforcement policy from the start: a series
+        that appears only at its first increment loses that increment to rate()."""
+        for name in self.core.enforcement:
+            self.service.stats.cell(name)
 
     async def stop(self) -> None:
         await self.server.stop()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.files is not None:
+            await cancel(self._publishing)
+            self.files.remove_own()
 
     def describe(self) -> str:
         """The one status line printed at start (tests and operators read it)."""
@@ -95,6 +120,4 @@ class DnsDaemon:
         up = ", ".join(hostport(h, p) for h, p in self.settings.upstream)
         line = (f"blockd dns: listening on {where} (udp+tcp); upstream {up}; journal seq "
                 f"{self.core.index.seq}")
-        if self.metrics_bound is not None:
-            line += f"; metrics http://{hostport(*self.metrics_bound)}/metrics"
-        return line
+        return line + address_line(self.metrics_bound)

@@ -2,7 +2,8 @@
 
 Builds the :class:`~blockd.web.app.NoticeSite` (decides and renders) on the core's live
 index, policies, hit counter and store lookup, and puts the byte-moving servers of
-:mod:`blockd.web.server` around it (plain HTTP, and TLS for the ISP's own notice host).
+:mod:`blockd.web.server` around it (plain HTTP, and TLS for the ISP's own notice host),
+and the metrics server beside it when ``[notice] metrics`` is set.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.model import BlockdError
 from blockd.daemon.core import Core
 from blockd.daemon.dns import hostport
+from blockd.daemon.metrics import MetricsServer, address_line, http_group
 from blockd.dns.chains import CnameChains
 from blockd.dns.upstream import Upstreams
 from blockd.web.app import NoticeSettings, NoticeSite
@@ -48,7 +50,7 @@ class HttpDaemon:
 
     name = "http"
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, *, metrics: bool = True) -> None:
         self.core = core
         config = core.config
         cnames = None
@@ -61,12 +63,23 @@ class HttpDaemon:
             notice_settings(config, core.enforcement), hits=core.hits, past=core.store,
             healthy=lambda: core.healthy, cnames=cnames)
         self.server = NoticeServer(self.site, config.notice_listen, tls_endpoint(config))
+        self.metrics = (MetricsServer(core.metrics, *config.notice_metrics)
+                        if metrics and config.notice_metrics is not None else None)
         self.bound: list[tuple[str, int, bool]] = []
+        self.metrics_bound: Address | None = None
 
     async def start(self) -> list[Address]:
         await self.core.start()
         self.core.on_reload(self.reload)
-        self.bound = await self.server.start()
+        server = self.server
+        self.core.metrics.add("http", http_group(self.site, lambda: server.connections))
+        self.bound = await server.start()
+        if self.metrics is not None:
+            try:
+                self.metrics_bound = await self.metrics.start()
+            except OSError:
+                await server.stop()
+                raise
         return [(h, p) for h, p, _ in self.bound]
 
     def reload(self) -> None:
@@ -78,8 +91,11 @@ class HttpDaemon:
 
     async def stop(self) -> None:
         await self.server.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     def describe(self) -> str:
         where = ", ".join(f"{'https' if t else 'http'}://{hostport(h, p)}/"
                           for h, p, t in self.bound)
-        return f"blockd http: listening on {where}; journal seq {self.core.index.seq}"
+        return (f"blockd http: listening on {where}; journal seq {self.core.index.seq}"
+                + address_line(self.metrics_bound))

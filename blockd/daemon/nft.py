@@ -2,6 +2,7 @@
 match the index in force and keeps it so after every swap; element counters become hits.
 
 Stopping leaves the rules in place: enforcement must survive a restart of the daemon.
+The metrics server runs beside it when ``[nft] metrics`` is set.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from blockd.config import Address
 from blockd.core.guard import load_guard
 from blockd.core.index import BlockIndex
 from blockd.daemon.core import Core
+from blockd.daemon.metrics import MetricsServer, address_line, nft_group
 from blockd.daemon.tasks import Tasks, cancel
 from blockd.nft import netlink
 from blockd.nft.reconcile import Reconciler, nft_actions, notice_of
@@ -27,7 +29,7 @@ class NftDaemon:
 
     name = "nft"
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, *, metrics: bool = True) -> None:
         self.core = core
         config = core.config
         self.reconciler = Reconciler(core.store, load_guard(config.policy_dirs),
@@ -35,6 +37,9 @@ class NftDaemon:
                                      config.nft_local_output)
         self.tasks = Tasks()  # reconciles after swaps and reloads
         self._counting: asyncio.Task[None] | None = None
+        self.metrics = (MetricsServer(core.metrics, *config.nft_metrics)
+                        if metrics and config.nft_metrics is not None else None)
+        self.metrics_bound: Address | None = None
 
     async def start(self) -> list[Address]:
         core = self.core
@@ -43,7 +48,9 @@ class NftDaemon:
         await self.reconciler.reconcile(core.index)
         core.on_swap(self._swapped)
         core.on_reload(self.reload)
-        core.metrics.add_counters("blockd_nft", lambda: self.reconciler.stats)
+        core.metrics.add("nft", nft_group(self.reconciler))
+        if self.metrics is not None:
+            self.metrics_bound = await self.metrics.start()
         self._counting = asyncio.get_running_loop().create_task(self._count_hits())
         return []
 
@@ -72,7 +79,9 @@ class NftDaemon:
         """Stop reading counters and let a reconcile in flight finish (the rules stay)."""
         await cancel(self._counting)
         await self.tasks.drain()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     def describe(self) -> str:
         return (f"blockd nft: table inet blockd follows the journal (seq "
-                f"{self.core.index.seq})")
+                f"{self.core.index.seq})" + address_line(self.metrics_bound))

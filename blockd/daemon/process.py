@@ -84,6 +84,7 @@ def reload_core(core: Core, make_config: Callable[[], Config]) -> bool:
         enforcement = load_policies(fresh.policy_dirs)
     except BlockdError as exc:
         log.error("SIGHUP: configuration not reloaded: %s", exc)
+        core.reload_errors += 1  # blockd_reload_errors_total
         return False
     core.reload(fresh, enforcement)
     log.info("SIGHUP: configuration reloaded")

@@ -43,18 +43,57 @@ MEMO_SIZE = 200_000
 
 @dataclass
 class DnsStats:
+    """What the resolver did, as plain ints: the hot path only increments them and the
+    metrics collector reads them at scrape time (``daemon/metrics.py``).
+
+    Every query is counted once, under the one result it got: the result fields (all but
+    ``queries``) and the blocked answers add up to ``queries``. A blocked answer is
+    counted only per policy, in a one-element list per policy name (``cell``): the replay
+    memo keeps the cell of the order's policy beside the answer, so a replayed blocked
+    answer costs one ``cell[0] += 1``, as a plain attribute increment would, and no dict
+    lookup; ``blocked`` is their sum.
+    """
+
     queries: int = 0
-    blocked: int = 0
     cache_hits: int = 0
-    forwarded: int = 0
-    servfail: int = 0
-    stale: int = 0
+    forwarded: int = 0  # answered from an upstream
+    servfail: int = 0  # every upstream failed and nothing stale to serve
+    stale: int = 0  # served stale from the cache because every upstream failed
     formerr: int = 0
+    notimp: int = 0  # opcodes other than QUERY
+    badvers: int = 0  # EDNS versions other than 0
+    local: int = 0  # special-use names and private reverse zones (RFC 6761/6303)
+    refused: int = 0  # at once: other classes, meta types, RD=0 not in the cache
     refused_acl: int = 0
     ratelimited: int = 0
     dropped: int = 0
     errors: int = 0
-    by_rcode: dict[int, int] = field(default_factory=dict)
+    blocked_cells: dict[str, list[int]] = field(default_factory=dict)
+
+    def cell(self, policy: str) -> list[int]:
+        """The counter of blocked answers for ``policy`` (created on first use)."""
+        found = self.blocked_cells.get(policy)
+        if found is None:
+            found = self.blocked_cells[policy] = [0]
+        return found
+
+    @property
+    def blocked_by_policy(self) -> dict[str, int]:
+        return {name: cell[0] for name, cell in self.blocked_cells.items()}
+
+    @property
+    def blocked(self) -> int:
+        return sum(cell[0] for cell in self.blocked_cells.values())
+
+    def results(self) -> dict[str, int]:
+        """The partition of ``queries``: result label -> count (the metrics' labels)."""
+        return {"blocked": self.blocked, "cache_hit": self.cache_hits,
+                "forwarded": self.forwarded, "servfail": self.servfail, "stale": self.stale,
+                "formerr": self.formerr, "notimp": self.notimp, "badvers": self.badvers,
+                "local": self.local, "refused": self.refused,
+                "refused_acl": self.refused_acl,
+                "ratelimited": self.ratelimited, "dropped": self.dropped,
+                "error": self.errors}
 
 
 def _header_only(ident: int, query_flags: int, rcode: int) -> bytes:
@@ -78,7 +117,10 @@ class DnsService:
         self.acl = Acl(settings.allow)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, clock)
         self.stats = DnsStats()
-        self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None]] = {}
+        # query bytes after the ID -> (answer after the ID, valid until, and for a blocked
+        # answer the hit to count and the counter cell of the order's policy, else None)
+        self._memo: dict[bytes, tuple[bytes, float, tuple[str, str] | None,
+                                      list[int] | None]] = {}
         self._memo_index: BlockIndex | None = None
 
     # -- entry point -------------------------------------------------------------
@@ -123,25 +165,25 @@ class DnsService:
         memo = self._memo.get(data[2:])
         if memo is None:
             return None
-        tail, until, hit = memo
+        tail, until, hit, cell = memo
         if until and self.clock() >= until:
             return None
         if not self.acl.allowed(client) or not self.limiter.allow(client):
             return None  # the slow path counts and answers (REFUSED or drop)
-        if hit is not None:
-            self.stats.blocked += 1
-            if self.hits is not None:
+        if cell is not None:
+            cell[0] += 1
+            if self.hits is not None and hit is not None:
                 self.hits.add(*hit)
         else:
             self.stats.cache_hits += 1
         return data[:2] + tail
 
     def _remember(self, data: bytes | None, reply: bytes, until: float,
-                  hit: tuple[str, str] | None) -> bytes:
+                  hit: tuple[str, str] | None, cell: list[int] | None = None) -> bytes:
         if data is not None:
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
-            self._memo[data[2:]] = (reply[2:], until, hit)
+            self._memo[data[2:]] = (reply[2:], until, hit, cell)
         return reply
 
     def _answer(self, q: wire.Query, client: str, tcp: bool, data: bytes | None = None
@@ -170,9 +212,11 @@ class DnsService:
             if decision.matches:
                 match = decision.matches[0]
                 return self._remember(memo, self._blocked(q, match, tcp), 0.0,
-                                      (match.order.reference, match.target.spec))
+                                      (match.order.reference, match.target.spec),
+                                      self.stats.cell(match.order.policy))
             zone = local.zone_of(q.name)
             if zone is not None:  # RFC 6761/6303: answered here, never forwarded
+                self.stats.local += 1
                 return self._remember(memo, self._fit(q, local.answer(q, zone), tcp),
                                       0.0, None)
         key = (q.name, q.qtype, q.qclass, q.do, q.cd)
@@ -195,7 +239,15 @@ class DnsService:
 
     async def _forward(self, q: wire.Query, key: tuple[str, int, int, bool, bool],
                        tcp: bool) -> bytes | None:
-        self.stats.forwarded += 1
+        try:
+            return await self._forwarded(q, key, tcp)
+        except Exception:  # as in handle(): count, log, SERVFAIL
+            self.stats.errors += 1
+            log.exception("error forwarding a query for %s", q.name)
+            return self._servfail(q)
+
+    async def _forwarded(self, q: wire.Query, key: tuple[str, int, int, bool, bool],
+                         tcp: bool) -> bytes | None:
         try:
             response = await self.upstreams.resolve(q.question, q.do, q.cd)
         except OverflowError:
@@ -219,6 +271,7 @@ class DnsService:
         entry = Entry.from_layout(response, lay, now)
         if lay.rcode in (wire.NOERROR, wire.NXDOMAIN) and lay.ttl > 0:
             self.cache.put(key, entry)
+        self.stats.forwarded += 1
         return self._fit(q, Cache.render(q, entry, now, limit=self._limit(q, tcp)), tcp)
 
     @staticmethod
@@ -240,7 +293,7 @@ class DnsService:
     # -- answers -----------------------------------------------------------------
 
     def _blocked(self, q: wire.Query, match: Match, tcp: bool) -> bytes:
-        self.stats.blocked += 1
+        self.stats.cell(match.order.policy)[0] += 1
         if self.hits is not None:
             self.hits.add(match.order.reference, match.target.spec)
         return self._fit(q, self.answers.tail(q, match).render(q), tcp)
@@ -263,7 +316,9 @@ class DnsService:
         return wire.header(q.id, flags, ar=ar) + q.question + opt
 
     def _plain(self, q: wire.Query, rcode: int) -> bytes:
-        """The question and an rcode, with an OPT if the query had one."""
+        """The question and an rcode, with an OPT if the query had one (counted as
+        ``refused``: answered at once, whatever the rcode)."""
+        self.stats.refused += 1
         ar, opt = self._opt(q)
         return wire.header(q.id, wire.response_flags(q.flags, rcode), ar=ar) + q.question + opt
 
@@ -273,6 +328,7 @@ class DnsService:
             + q.question + opt
 
     def _badvers(self, q: wire.Query) -> bytes:
+        self.stats.badvers += 1
         flags = wire.response_flags(q.flags, wire.BADVERS & 0xF)
         return wire.header(q.id, flags, ar=1) + q.question + \
             wire.opt_record(q.do, ext_rcode=wire.BADVERS >> 4)
@@ -300,6 +356,7 @@ class DnsService:
             return _header_only(ident, flags, wire.FORMERR)
         query = self._query_from(record, ident, flags) if len(questions) == 1 else None
         if opcode != 0:  # NOTIFY, UPDATE, STATUS...: not ours; echo the question if sane
+            self.stats.notimp += 1
             if query is None:
                 return _header_only(ident, flags, wire.NOTIMP)
             return wire.header(ident, wire.response_flags(flags, wire.NOTIMP) | (opcode << 11)) \

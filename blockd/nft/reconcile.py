@@ -13,7 +13,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from blockd.config import Config
 from blockd.core.enforcement import EnforcementPolicy, NftAction
@@ -44,11 +44,16 @@ def nft_actions(enforcement: Mapping[str, EnforcementPolicy]) -> dict[str, NftAc
 
 @dataclass
 class ReconcileStats:
+    """Read by the metrics collector. ``packets``: per set name, the growth of its element
+    counters seen by ``hits`` (what the kernel matched since the daemon started; the first
+    read of an element counts everything since it was added)."""
+
     applies: int = 0
     added: int = 0
     removed: int = 0
     failures: int = 0
     counter_reads: int = 0
+    packets: dict[str, int] = field(default_factory=dict)
 
 
 class Reconciler:
@@ -132,6 +137,8 @@ class Reconciler:
         for (key, net), packets in counters.items():
             delta = packets - self._packets.get((key, net), 0)
             if delta > 0:
+                name = ruleset.SETS[key]
+                self.stats.packets[name] = self.stats.packets.get(name, 0) + delta
                 decision = index.decide_ip(str(net.network_address))
                 if decision.primary is not None:
                     found.append((decision.primary.order.reference,

@@ -47,6 +47,19 @@ class NoticeSettings:
     retry_after: int = 30
 
 
+@dataclass
+class SiteStats:
+    """Responses of the site, read by the metrics collector: plain ints on the hot path.
+    ``notices_fast`` counts the 451s of the server's fast path (``fast_notice``),
+    ``by_code`` everything ``respond`` answered, by HTTP status."""
+
+    notices_fast: int = 0
+    by_code: dict[int, int] = field(default_factory=dict)
+
+    def codes(self) -> dict[str, int]:
+        return {str(code): n for code, n in sorted(self.by_code.items())}
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """What the site needs to know about one HTTP request (header values as sent)."""
@@ -89,6 +102,7 @@ class NoticeSite:
         self._chains: dict[str, Decision | None] = {}
         self.hits = hits
         self.healthy = healthy
+        self.stats = SiteStats()
         layers = [str(templates)] if isinstance(templates, Path) else [str(t) for t in templates]
         # an operator's notices/ overrides the shipped templates file by file; the shipped
         # ones (the last layer) stand in for an operator's template that fails to render
@@ -126,6 +140,12 @@ class NoticeSite:
 
     async def respond(self, req: Request) -> Page:
         """The page for ``req``; awaits only to ask ``past`` about a host that is not blocked."""
+        page = await self._respond(req)
+        by_code = self.stats.by_code
+        by_code[page.status] = by_code.get(page.status, 0) + 1
+        return page
+
+    async def _respond(self, req: Request) -> Page:
         policy = self._current()
         path = req.path
         if path == "/healthz":
@@ -241,6 +261,7 @@ class NoticeSite:
             head, body, hit = memo
             if self.hits is not None:
                 self.hits.add(*hit)
+            self.stats.notices_fast += 1
             return head, body
         try:
             subject = normalise_name(host.rsplit(":", 1)[0] if host.count(":") == 1 else host,
@@ -263,6 +284,7 @@ class NoticeSite:
             self._fast.clear()
         primary = decision.matches[0]
         self._fast[key] = (head, body, (primary.order.reference, primary.target.spec))
+        self.stats.notices_fast += 1
         return head, body
 
     def _template_exists(self, template: str, lang: str) -> bool:
