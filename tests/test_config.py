@@ -185,3 +185,15 @@ def test_any_unknown_key_is_refused_by_name(tmp_path_factory: pytest.TempPathFac
     path = tmp_path_factory.mktemp("cfg") / "blockd.toml"
     message = load_error(path, f"[{section}]\n{key} = {value}\n")
     assert message.startswith(f"{path}: {section}.{key}: unknown ")
+
+
+def test_state_dir_is_where_the_daemons_keep_their_snapshots(tmp_path: Path) -> None:
+    from blockd.daemon.core import Core
+
+    path = tmp_path / "blockd.toml"
+    path.write_text('[store]\ndb = "s.db"\nstate_dir = "snapshots"\n')
+    config = load_config(path)
+    assert config.state_path() == tmp_path / "snapshots"
+    core = Core(config, instance="dns")
+    assert core.follower.snapshot == tmp_path / "snapshots" / "dns.snapshot"
+    assert Config(db=str(tmp_path / "x.db")).state_path() == tmp_path / "x.db-state"

@@ -26,7 +26,7 @@ import dns.opcode
 import dns.query
 import pytest
 import yaml
-from daemons import Daemon, cli, metric_of, scrape, stop_daemon
+from daemons import Daemon, cli, free_port, metric_of, scrape, stop_daemon
 from dnsstub import StubUpstream
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -339,20 +339,6 @@ def test_alert_rules_use_only_metrics_that_exist(running: Scraped) -> None:
 
 
 # -- two workers, one scrape -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port free for both TCP and UDP now (the workers bind both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def test_two_workers_are_scraped_through_one_metrics_address(running: Scraped) -> None:

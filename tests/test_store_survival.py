@@ -10,7 +10,6 @@ import http.client
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import dns.exception
 import pytest
-from daemons import Daemon, start_daemon, stop_daemon
+from daemons import Daemon, free_port, start_daemon, stop_daemon
 from dnsstub import StubUpstream
 
 from blockd.store.snapshot import read_head
@@ -251,20 +250,6 @@ def test_store_deleted_and_restored(site: tuple[Path, Path]) -> None:
 SECONDS = 60.0
 SETTLE = 2.0  # a change is enforced within this long (the follower polls every 0.2 s)
 STEADY = ["allofmp3.com", "mp3sparks.example", "clone.example"]  # the site's order
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP (the resolver binds both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 @dataclass

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -95,20 +95,23 @@ def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def labelled_counter(name: str, doc: str, label: str,
-                     values: Mapping[str, float]) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=[label])
+_F = TypeVar("_F", CounterMetricFamily, GaugeMetricFamily)
+
+
+def _labelled(family: _F, values: Mapping[str, float]) -> _F:
     for key, value in values.items():
         family.add_metric([key], value)
     return family
+
+
+def labelled_counter(name: str, doc: str, label: str,
+                     values: Mapping[str, float]) -> CounterMetricFamily:
+    return _labelled(CounterMetricFamily(name, doc, labels=[label]), values)
 
 
 def labelled_gauge(name: str, doc: str, label: str,
                    values: Mapping[str, float]) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=[label])
-    for key, value in values.items():
-        family.add_metric([key], value)
-    return family
+    return _labelled(GaugeMetricFamily(name, doc, labels=[label]), values)
 
 
 def histogram(name: str, doc: str, bounds: Iterable[float], counts: list[int],

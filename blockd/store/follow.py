@@ -32,7 +32,6 @@ from blockd.core.model import Action, BlockdError
 from blockd.store.engine import StoreDiverged, StoreError
 from blockd.store.shared import SharedStore
 from blockd.store.snapshot import SnapshotError, load_snapshot, read_head, write_snapshot
-from blockd.store.store import Store
 
 log = logging.getLogger("blockd.follow")
 
@@ -153,7 +152,7 @@ class IndexFollower:
         with self._work:
             store = self.store.get()
             head = read_head(self.snapshot) if self.snapshot is not None else None
-            if head is not None and not self._continues(store, *head):
+            if head is not None and not store.continues(*head):
                 raise StoreDiverged(self._diverged(store.head(), *head))
             return self._load()
 
@@ -366,7 +365,7 @@ class IndexFollower:
         builder = self._builder
         if builder is not None and (
                 self.origin == "snapshot" or self.refused or self._reload_requested):
-            if not self._continues(store, builder.book.seq, self._last_hash):
+            if not store.continues(builder.book.seq, self._last_hash):
                 raise StoreDiverged(self._diverged(store.head(), builder.book.seq,
                                                    self._last_hash))
             builder = None  # the store is back (or adopted, or SIGHUP): load it whole
@@ -378,8 +377,8 @@ class IndexFollower:
         mine = builder.book.seq
         theirs = (head.seq, head.hash) if head else (0, None)
         if theirs != (mine, self._last_hash) and not (
-                theirs[0] > mine and self._holds(store, mine, self._last_hash)):
-            if not self._continues(store, mine, self._last_hash):
+                theirs[0] > mine and store.holds(mine, self._last_hash)):
+            if not store.continues(mine, self._last_hash):
                 raise StoreDiverged(self._diverged(head, mine, self._last_hash))
             log.warning("order store adopted in place of journal seq %s; loading it", mine)
             loaded = self._load()
@@ -398,14 +397,6 @@ class IndexFollower:
         if builder.advance(self.clock()) or changed:
             return builder.index()
         return None
-
-    @staticmethod
-    def _continues(store: Store, seq: int, head_hash: str | None) -> bool:
-        return store.continues(seq, head_hash)
-
-    @staticmethod
-    def _holds(store: Store, seq: int, head_hash: str | None) -> bool:
-        return store.holds(seq, head_hash)
 
     @staticmethod
     def _diverged(head: JournalEntry | None, seq: int, head_hash: str | None) -> str:
