@@ -48,18 +48,18 @@ def test_a_v1_store_is_upgraded_by_init(blockd: Runner, db: Path) -> None:
     v1_store(db)
     before = rows(db, ORDERS_AND_TARGETS)
     journal = rows(db, "SELECT * FROM journal ORDER BY seq")
-    with pytest.raises(StoreSchemaError, match=r"schema v1, this blockd uses v2; run `blockd"):
+    with pytest.raises(StoreSchemaError, match=r"schema v1, this blockd uses v3; run `blockd"):
         Store.open(str(db))
     r = blockd("status")
     assert r.code == 2 and "run `blockd init` to upgrade" in r.err
     r = blockd("init", "--json")
     assert r.code == 0, r.err
-    assert json.loads(r.out)["schema"] == 2 and json.loads(r.out)["state"] == "upgraded"
+    assert json.loads(r.out)["schema"] == 3 and json.loads(r.out)["state"] == "upgraded"
     assert rows(db, ORDERS_AND_TARGETS) == before  # no order or target changed
     assert rows(db, "SELECT * FROM journal ORDER BY seq") == journal  # nor the record
     store = Store.open(str(db))
     try:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert store.forced_targets() == FORCED_IN_V1
         assert store.verify() == []
     finally:
@@ -88,7 +88,7 @@ def test_a_failed_upgrade_leaves_the_v1_store_as_it_was(
     assert "forced" not in {r[1] for r in rows(db, "PRAGMA table_info(targets)")}
     monkeypatch.setitem(migrations.STEPS, 1, real)
     store = Store.open(str(db), create=True)
-    assert store.init() == (1, 2)
+    assert store.init() == (1, 3)
     store.close()
 
 
@@ -139,3 +139,26 @@ def test_the_kernel_s_forced_list_is_one_indexed_query(blockd: Runner, db: Path)
     sql = str(select(col(TargetRow.value)).where(col(TargetRow.forced).is_(True)).compile(
         dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     assert sql.endswith("WHERE targets.forced IS 1")  # the form forced_targets() sends
+
+
+def test_hits_counted_before_channels_are_kept_under_any(blockd: Runner, db: Path) -> None:
+    """v2 counted every channel into one row per (day, order, target): the upgrade keeps
+    those counts under channel ``any`` and sums them into the per-order rollup."""
+    v1_store(db)
+    con = sqlite3.connect(db)
+    con.executemany("INSERT INTO hits (day, reference, target, count) VALUES (?, ?, ?, ?)",
+                    [("2025-03-01", "DK-2025-7", "mp3-clone.example", 5),
+                     ("2025-03-01", "DK-2025-7", "allofmp3.com", 2),
+                     ("2025-03-02", "DK-2025-7", "allofmp3.com", 1)])
+    con.commit()
+    con.close()
+    assert blockd("init").code == 0
+    assert rows(db, "SELECT day, target, channel, count, clients FROM hits ORDER BY 1, 2") == [
+        ("2025-03-01", "allofmp3.com", "any", 2, None),
+        ("2025-03-01", "mp3-clone.example", "any", 5, None),
+        ("2025-03-02", "allofmp3.com", "any", 1, None)]
+    assert rows(db, "SELECT day, reference, channel, count FROM hit_orders ORDER BY 1") == [
+        ("2025-03-01", "DK-2025-7", "any", 7), ("2025-03-02", "DK-2025-7", "any", 1)]
+    r = blockd("hits", "--order", "DK-2025-7", "--since", "2025-01-01", "--json")
+    assert r.code == 0, r.err
+    assert {row["order"]: row["hits"] for row in json.loads(r.out)["rows"]} == {"DK-2025-7": 8}

@@ -31,8 +31,8 @@ class FakeSite:
     def __init__(self) -> None:
         self.asked: list[tuple[str, str | None, str | None]] = []
 
-    def fast_notice(self, host: str, accept: str | None, override: str | None
-                    ) -> tuple[bytes, bytes] | None:
+    def fast_notice(self, host: str, accept: str | None, override: str | None,
+                    client: str | None = None) -> tuple[bytes, bytes] | None:
         self.asked.append((host, accept, override))
         return START, b"body"
 
@@ -280,8 +280,8 @@ def test_hostile_heads_are_handed_over(data: bytes) -> None:
 
 def test_not_blocked_is_handed_over() -> None:
     class Nothing(FakeSite):
-        def fast_notice(self, host: str, accept: str | None, override: str | None
-                        ) -> tuple[bytes, bytes] | None:
+        def fast_notice(self, host: str, accept: str | None, override: str | None,
+                        client: str | None = None) -> tuple[bytes, bytes] | None:
             return None
 
     assert fast_reply(Nothing(), PLAIN[0][:-4]) is None

@@ -41,7 +41,8 @@ class Hits:
     def __init__(self) -> None:
         self.added: list[tuple[str, str, int]] = []
 
-    def add(self, reference: str, target: str, count: int = 1) -> None:
+    def add(self, reference: str, target: str, count: int = 1,
+            client: str | None = None) -> None:
         self.added.append((reference, target, count))
 
 

@@ -11,6 +11,7 @@ from blockd.cli import (  # noqa: F401 - registers commands
     config,
     files,
     guard,
+    hits,
     nft,
     orders,
     serve,

@@ -28,7 +28,9 @@ ORDER_STATUS = "order.status"
 # An operator adopted this store although it does not continue what daemons enforced
 # (a restored backup, a fresh store): the payload names the heads it replaces.
 STORE_ADOPT = "store.adopt"
-ACTIONS = (ORDER_ADD, TARGET_ADD, TARGET_REMOVE, ORDER_STATUS, STORE_ADOPT)
+# hit buckets past their policy's retention were deleted: how many, and which days
+HITS_PRUNE = "hits.prune"
+ACTIONS = (ORDER_ADD, TARGET_ADD, TARGET_REMOVE, ORDER_STATUS, STORE_ADOPT, HITS_PRUNE)
 
 # Targets per journal entry: a 1M-target import becomes many entries of bounded size, so
 # followers apply it in steps and no single payload is huge.
@@ -207,8 +209,8 @@ class OrderBook:
                 self.orders[ref], status=Status(data["status"]), status_reason=data["reason"]
             )
             touched = []
-        elif action == STORE_ADOPT:
-            ref, touched = "", []  # changes no order: the tables are what the store holds
+        elif action in (STORE_ADOPT, HITS_PRUNE):
+            ref, touched = "", []  # changes no order
         else:
             raise JournalError(f"entry {entry.seq}: unknown action {action!r}")
         self.seq = entry.seq

@@ -11,9 +11,11 @@ from typing import Protocol
 
 
 class HitSink(Protocol):
-    """Where a blocked answer or a notice served is counted (hot path: must not block)."""
+    """Where a blocked answer or a notice served is counted (hot path: must not block).
+    ``client`` (an address) only feeds a distinct-client estimate; it is never stored."""
 
-    def add(self, reference: str, target: str, count: int = 1) -> None: ...
+    def add(self, reference: str, target: str, count: int = 1,
+            client: str | None = None) -> None: ...
 
 
 class PastBlocks(Protocol):

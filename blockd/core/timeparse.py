@@ -31,6 +31,20 @@ def parse_date(text: str, field: str) -> date:
     return value
 
 
+def parse_day(text: str, field: str, today: date) -> date:
+    """A UTC day: ``YYYY-MM-DD``, ``today``, ``yesterday`` or ``Nd`` (N days before today)."""
+    raw = text.strip().lower()
+    if raw == "today":
+        return today
+    if raw == "yesterday":
+        return today - timedelta(days=1)
+    if raw.endswith("d") and raw[:-1].isdigit() and len(raw) <= 6:
+        return today - timedelta(days=int(raw[:-1]))
+    if len(raw) != 10:
+        raise InputError(field, f"{text!r} is not a day (YYYY-MM-DD, today, yesterday, Nd)")
+    return parse_date(raw, field)
+
+
 def parse_instant(
     text: str, field: str, tz: ZoneInfo | None = None, *, end_of_day: bool = False,
     now: datetime | None = None,

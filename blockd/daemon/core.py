@@ -15,13 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from blockd.config import Config, load_policies
-from blockd.core.enforcement import EnforcementPolicy
+from blockd.core.enforcement import Anonymisation, EnforcementPolicy
 from blockd.core.index import BlockIndex
 from blockd.core.model import Action
 from blockd.daemon.metrics import StatsCollector
 from blockd.daemon.tasks import Tasks
 from blockd.store.follow import Clock, IndexFollower, utcnow
 from blockd.store.hits import HitCounter
+from blockd.store.retention import daemon_actor, prune
 from blockd.store.shared import SharedStore
 from blockd.store.snapshot import snapshot_path
 
@@ -30,6 +31,8 @@ log = logging.getLogger("blockd")
 FOLLOW_INTERVAL = 0.2  # seconds between journal polls: a change is enforced within ~1 s
 SNAPSHOT_INTERVAL = 1.0  # seconds between looks at whether the snapshot on disk is behind
 CHECK_BUDGET = 10.0  # seconds an integrity check of the store may take at most
+PRUNE_INTERVAL = 3600.0  # seconds between hit retention runs
+PRUNE_FIRST = 5.0  # seconds after start: the first run (a daemon down for days catches up)
 
 
 def dns_actions(enforcement: Mapping[str, EnforcementPolicy]) -> dict[str, Action]:
@@ -58,9 +61,11 @@ class Core:
             self.store, dns_actions(self.enforcement), clock=clock, instance=instance,
             snapshot=snapshot_path(config.state_path(), instance),
             policies=policy_record(self.enforcement))
-        self.hits = HitCounter(self.store)
+        self.hits = HitCounter(self.store, self._anonymisation)
+        self.follower.on_swap(lambda _index: self.hits.forget())
         self.metrics = StatsCollector(self)
         self.follow_interval = follow_interval
+        self._clock = clock
         self.tasks = Tasks()
         self._reload_listeners: list[Callable[[], None]] = []
         self.reloads = 0  # configurations installed by reload() (metrics)
@@ -89,6 +94,12 @@ class Core:
         """Call ``listener`` after :meth:`reload` installed a new configuration."""
         self._reload_listeners.append(listener)
 
+    def _anonymisation(self, reference: str) -> Anonymisation:
+        """What the policy of an order feeds the distinct-client estimate."""
+        order = self.index.orders.get(reference)
+        policy = self.enforcement.get(order.policy if order is not None else "default")
+        return policy.client_anonymisation if policy is not None else Anonymisation.HASH
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -104,6 +115,19 @@ class Core:
         self.tasks.spawn(self._every(self.config.hits_flush_interval, self.hits.flush))
         self.tasks.spawn(self._every(SNAPSHOT_INTERVAL, self.follower.save_snapshot))
         self.tasks.spawn(self._every(self.config.store_check_interval, self._check))
+        self.tasks.spawn(self._every(PRUNE_INTERVAL, self.prune_hits, first=PRUNE_FIRST))
+
+    async def prune_hits(self) -> None:
+        """Delete hit buckets past their policy's retention (one journal entry per run
+        that deleted any); not while enforcing without a healthy store."""
+        if not self.healthy:
+            return
+        entry = await asyncio.to_thread(
+            prune, self.store.get(), self.enforcement, self._clock(),
+            daemon_actor(self.instance))
+        if entry is not None:
+            log.info("hits pruned buckets=%s days=%s..%s seq=%s", entry.data["buckets"],
+                     entry.data["from"], entry.data["to"], entry.seq)
 
     async def _prove(self) -> None:
         """At start: the integrity check, then the tables against the journal."""
@@ -143,14 +167,17 @@ class Core:
         self.follower.set_actions(dns_actions(enforcement))
         self.follower.policies = policy_record(enforcement)
         self.follower.request_reload()  # and prove the tables against the journal again
+        self.hits.forget()
         for listener in self._reload_listeners:
             listener()
 
     @staticmethod
-    async def _every(seconds: float, step: Callable[[], Awaitable[object]]) -> None:
+    async def _every(seconds: float, step: Callable[[], Awaitable[object]],
+                     first: float | None = None) -> None:
+        await asyncio.sleep(seconds if first is None else first)
         while True:
-            await asyncio.sleep(seconds)
             try:
                 await step()
             except Exception:  # a failing round must not end the loop
                 log.exception("background step failed")
+            await asyncio.sleep(seconds)

@@ -54,7 +54,7 @@ class DnsDaemon:
                                    max_inflight=settings.max_inflight)
         follower = core.follower  # read on every query: one attribute hop, not two
         self.service = DnsService(lambda: follower.index, self.answers, settings,
-                                  self.upstreams, core.hits)
+                                  self.upstreams, core.hits.channel("dns"))
         self.server = DnsServer(self.service, settings.listen,
                                 idle_timeout=settings.tcp_idle_timeout, reuse_port=reuse_port)
         files = (WorkerFiles(config.state_path(), "dns", worker, workers)

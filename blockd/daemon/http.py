@@ -60,8 +60,8 @@ class HttpDaemon:
         self.site = NoticeSite(
             lambda: core.index, core.enforcement,
             tuple(d / "notices" for d in config.policy_dirs),
-            notice_settings(config, core.enforcement), hits=core.hits, past=core.store,
-            healthy=lambda: core.healthy, cnames=cnames)
+            notice_settings(config, core.enforcement), hits=core.hits.channel("http"),
+            past=core.store, healthy=lambda: core.healthy, cnames=cnames)
         self.server = NoticeServer(self.site, config.notice_listen, tls_endpoint(config))
         self.metrics = (MetricsServer(core.metrics, *config.notice_metrics)
                         if metrics and config.notice_metrics is not None else None)

@@ -73,7 +73,7 @@ class NftDaemon:
                 log.warning("nftables counters not read: %s", exc)
                 continue
             for reference, target, packets in found:
-                self.core.hits.add(reference, target, packets)
+                self.core.hits.add("nft", reference, target, packets)
 
     async def stop(self) -> None:
         """Stop reading counters and let a reconcile in flight finish (the rules stay)."""

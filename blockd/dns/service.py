@@ -173,7 +173,7 @@ class DnsService:
         if cell is not None:
             cell[0] += 1
             if self.hits is not None and hit is not None:
-                self.hits.add(*hit)
+                self.hits.add(hit[0], hit[1], 1, client)
         else:
             self.stats.cache_hits += 1
         return data[:2] + tail
@@ -211,7 +211,7 @@ class DnsService:
             decision = policy.decide_name(q.policy_name)
             if decision.matches:
                 match = decision.matches[0]
-                return self._remember(memo, self._blocked(q, match, tcp), 0.0,
+                return self._remember(memo, self._blocked(q, match, tcp, client), 0.0,
                                       (match.order.reference, match.target.spec),
                                       self.stats.cell(match.order.policy))
             zone = local.zone_of(q.name)
@@ -225,7 +225,7 @@ class DnsService:
         if entry is not None:
             blocked = self._chain_block(policy, entry.chain)
             if blocked is not None:
-                return self._blocked(q, blocked, tcp)
+                return self._blocked(q, blocked, tcp, client)
             self.stats.cache_hits += 1
             reply = self._fit(q, Cache.render(q, entry, now, limit=self._limit(q, tcp)), tcp)
             age = int(now - entry.stored)
@@ -233,21 +233,21 @@ class DnsService:
             return self._remember(memo, reply, until, None)
         if not q.rd:  # RD=0: the cache only, as Unbound does; never recurse for it
             return self._plain(q, wire.REFUSED)
-        return self._forward(q, key, tcp)
+        return self._forward(q, key, tcp, client)
 
     # -- forwarding --------------------------------------------------------------
 
     async def _forward(self, q: wire.Query, key: tuple[str, int, int, bool, bool],
-                       tcp: bool) -> bytes | None:
+                       tcp: bool, client: str) -> bytes | None:
         try:
-            return await self._forwarded(q, key, tcp)
+            return await self._forwarded(q, key, tcp, client)
         except Exception:  # as in handle(): count, log, SERVFAIL
             self.stats.errors += 1
             log.exception("error forwarding a query for %s", q.name)
             return self._servfail(q)
 
     async def _forwarded(self, q: wire.Query, key: tuple[str, int, int, bool, bool],
-                         tcp: bool) -> bytes | None:
+                         tcp: bool, client: str) -> bytes | None:
         try:
             response = await self.upstreams.resolve(q.question, q.do, q.cd)
         except OverflowError:
@@ -267,7 +267,7 @@ class DnsService:
         assert response is not None
         blocked = self._chain_block(self.index(), lay.chain)
         if blocked is not None:
-            return self._blocked(q, blocked, tcp)
+            return self._blocked(q, blocked, tcp, client)
         entry = Entry.from_layout(response, lay, now)
         if lay.rcode in (wire.NOERROR, wire.NXDOMAIN) and lay.ttl > 0:
             self.cache.put(key, entry)
@@ -292,10 +292,10 @@ class DnsService:
 
     # -- answers -----------------------------------------------------------------
 
-    def _blocked(self, q: wire.Query, match: Match, tcp: bool) -> bytes:
+    def _blocked(self, q: wire.Query, match: Match, tcp: bool, client: str) -> bytes:
         self.stats.cell(match.order.policy)[0] += 1
         if self.hits is not None:
-            self.hits.add(match.order.reference, match.target.spec)
+            self.hits.add(match.order.reference, match.target.spec, 1, client)
         return self._fit(q, self.answers.tail(q, match).render(q), tcp)
 
     @staticmethod

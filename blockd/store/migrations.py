@@ -43,8 +43,24 @@ def _v1_to_v2(conn: Connection) -> None:
                  "m": target.match.value, "ref": reference})
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """Hits per channel with a distinct-client sketch, a per-order rollup, and the
+    enforcement timeline. v2 counted every channel into one row per (day, order, target):
+    those counts are kept under channel ``any`` (and summed into the rollup)."""
+    conn.execute(text("ALTER TABLE hits RENAME TO hits_v2"))
+    SQLModel.metadata.create_all(conn, tables=[
+        SQLModel.metadata.tables[name] for name in ("hits", "hit_orders", "enforcements")])
+    conn.execute(text(
+        "INSERT INTO hits (reference, day, target, channel, count) "
+        "SELECT reference, day, target, 'any', count FROM hits_v2"))
+    conn.execute(text(
+        "INSERT INTO hit_orders (reference, day, channel, count) "
+        "SELECT reference, day, 'any', SUM(count) FROM hits_v2 GROUP BY reference, day"))
+    conn.execute(text("DROP TABLE hits_v2"))
+
+
 # STEPS[v] upgrades a schema at version v to v + 1. Version 1 is the first release.
-STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class SchemaError(BlockdError):

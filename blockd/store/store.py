@@ -25,7 +25,9 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col
 
+from blockd.core.hits import HitBucket, HitQuery
 from blockd.core.journal import (
+    HITS_PRUNE,
     ORDER_ADD,
     ORDER_STATUS,
     STORE_ADOPT,
@@ -46,6 +48,7 @@ from blockd.core.model import (
     check_transition,
 )
 from blockd.core.names import name_suffixes, parse_address, target_from_parts
+from blockd.core.sketch import Sketch
 from blockd.core.timeparse import iso, to_utc
 from blockd.store import migrations
 from blockd.store.engine import (
@@ -58,7 +61,14 @@ from blockd.store.engine import (
     explain,
     make_engine,
 )
-from blockd.store.tables import SCHEMA_VERSION, HitRow, JournalRow, OrderRow, TargetRow
+from blockd.store.tables import (
+    SCHEMA_VERSION,
+    EnforcementRow,
+    HitRow,
+    JournalRow,
+    OrderRow,
+    TargetRow,
+)
 
 INSERT_BATCH = 5000  # target rows per INSERT statement
 
@@ -512,30 +522,121 @@ class Store:
 
     # -- hits --------------------------------------------------------------------
 
-    def add_hits(self, counts: Mapping[tuple[date, str, str], int]) -> None:
-        """Add batched hit counts (one transaction per flush, never one per query)."""
-        if not counts:
+    def add_hits(self, buckets: Sequence[HitBucket]) -> None:
+        """Add batched hit buckets (one transaction per flush, never one per query):
+        counts add up, client sketches merge (read and written under the write lock)."""
+        if not buckets:
             return
+        orders: dict[tuple[str, date, str], HitBucket] = {}
+        for b in buckets:
+            key = (b.reference, b.day, b.channel)
+            was = orders.get(key)
+            orders[key] = b if was is None else replace(
+                was, target="", count=was.count + b.count,
+                clients=_merged(was.clients, b.clients))
         with self._write() as session:
-            session.execute(
-                text(
-                    "INSERT INTO hits (day, reference, target, count) "
-                    "VALUES (:day, :reference, :target, :count) "
-                    "ON CONFLICT (day, reference, target) "
-                    "DO UPDATE SET count = hits.count + excluded.count"
-                ),
-                [{"day": d, "reference": r, "target": t, "count": n}
-                 for (d, r, t), n in counts.items()],
-            )
+            _upsert(session, "hits", ("reference", "day", "target", "channel"), buckets)
+            _upsert(session, "hit_orders", ("reference", "day", "channel"),
+                    list(orders.values()))
 
     def hits(self, reference: str | None = None) -> list[tuple[date, str, str, int]]:
-        query = select(HitRow).order_by(col(HitRow.day), col(HitRow.reference),
-                                        col(HitRow.target))
+        """(day, order, target, count) over all channels: the raw buckets, for tests and
+        tools (``blockd hits`` reads through :meth:`hit_buckets`)."""
+        query = select(col(HitRow.day), col(HitRow.reference), col(HitRow.target),
+                       func.sum(col(HitRow.count))).group_by(
+            col(HitRow.day), col(HitRow.reference), col(HitRow.target)).order_by(
+            col(HitRow.day), col(HitRow.reference), col(HitRow.target))
         if reference is not None:
             query = query.where(col(HitRow.reference) == reference)
         with self._read() as session:
-            return [(h.day, h.reference, h.target, h.count)
-                    for h in session.execute(query).scalars()]
+            return [(d, r, t, int(n)) for d, r, t, n in session.execute(query)]
+
+    def hit_buckets(self, query: HitQuery) -> Iterator[HitBucket]:
+        """Stored buckets matching ``query``, from the per-order rollup unless the query
+        names or groups by targets."""
+        per_target = query.target is not None or query.by == "target"
+        table = "hits" if per_target else "hit_orders"
+        where, params = [], {}
+        for column, value in (("reference", query.reference), ("target", query.target),
+                              ("channel", query.channel)):
+            if value is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = value
+        if query.since is not None:
+            where.append("day >= :since")
+            params["since"] = query.since.isoformat()
+        if query.until is not None:
+            where.append("day <= :until")
+            params["until"] = query.until.isoformat()
+        target = "target" if per_target else "''"
+        clients = "clients" if query.clients else "NULL"
+        sql = (f"SELECT reference, day, {target}, channel, count, {clients} FROM {table}"
+               + (" WHERE " + " AND ".join(where) if where else ""))
+        with self._read() as session:
+            for ref, day, tgt, channel, count, sketch in session.execute(text(sql), params):
+                yield HitBucket(date.fromisoformat(day) if isinstance(day, str) else day,
+                                ref, tgt, channel, count, sketch)
+
+    def prune_hits(self, cutoffs: Mapping[str, date], default: date, *, actor: str,
+                   at: datetime) -> JournalEntry | None:
+        """Delete hit buckets older than each order's policy allows (``cutoffs``: policy
+        name -> first day kept; ``default`` for any other) and journal the run as one
+        entry (how many buckets, which days), or nothing if nothing was due."""
+        groups: list[tuple[str, dict[str, Any]]] = [
+            ("reference IN (SELECT reference FROM orders WHERE policy = :p) AND day < :d",
+             {"p": name, "d": cutoff.isoformat()}) for name, cutoff in cutoffs.items()]
+        marks = ", ".join(f":p{i}" for i in range(len(cutoffs))) or "''"
+        groups.append((f"reference NOT IN (SELECT reference FROM orders WHERE policy IN "
+                       f"({marks})) AND day < :d",
+                       {"d": default.isoformat(),
+                        **{f"p{i}": name for i, name in enumerate(cutoffs)}}))
+        with self._write() as session:
+            deleted, first, last = 0, None, None
+            for where, params in groups:
+                low, high, n = session.execute(text(
+                    f"SELECT MIN(day), MAX(day), COUNT(*) FROM hits WHERE {where}"),
+                    params).one()
+                if n:
+                    deleted += n
+                    first = low if first is None else min(first, low)
+                    last = high if last is None else max(last, high)
+                for table in ("hits", "hit_orders"):
+                    session.execute(text(f"DELETE FROM {table} WHERE {where}"), params)
+            if not deleted:
+                return None
+            payload = {"buckets": deleted, "from": str(first), "to": str(last),
+                       "kept_from": {name: d.isoformat() for name, d in sorted(cutoffs.items())}}
+            return self._append(session, self._head(session), at, actor, HITS_PRUNE, payload)
+
+    # -- enforcement timeline ------------------------------------------------------
+
+    def record_enforcements(self, rows: Sequence[tuple[int, str, str, datetime]]) -> None:
+        """(journal seq, channel, instance, when first enforced); a row already there
+        keeps its first time (a restarted daemon applies the same entries again)."""
+        if not rows:
+            return
+        with self._write() as session:
+            session.execute(text(
+                "INSERT INTO enforcements (seq, channel, instance, at) "
+                "VALUES (:seq, :channel, :instance, :at) ON CONFLICT DO NOTHING"),
+                [{"seq": seq, "channel": ch, "instance": inst, "at": _at_text(at)}
+                 for seq, ch, inst, at in rows])
+
+    def enforcements(self, seqs: Sequence[int]) -> list[tuple[int, str, str, datetime]]:
+        """The timeline rows of these journal entries, earliest first."""
+        query = select(EnforcementRow).where(col(EnforcementRow.seq).in_(list(seqs))) \
+            .order_by(col(EnforcementRow.at))
+        with self._read() as session:
+            return [(r.seq, r.channel, r.instance, to_utc(datetime.fromisoformat(r.at)))
+                    for r in session.execute(query).scalars()]
+
+    def last_enforced(self, channel: str, instance: str) -> int:
+        """The newest journal seq this instance recorded (0: none): where it resumes."""
+        with self._read() as session:
+            found = session.execute(text(
+                "SELECT MAX(seq) FROM enforcements WHERE channel = :c AND instance = :i"),
+                {"c": channel, "i": instance}).scalar()
+        return int(found or 0)
 
     # -- audit -------------------------------------------------------------------
 
@@ -609,6 +710,41 @@ class Store:
                  "match": t.match.value, "added_seq": seq, "forced": t in refused}
                 for t in targets[i : i + INSERT_BATCH]
             ])
+
+
+def _batched(items: Sequence[HitBucket], size: int) -> Iterator[Sequence[HitBucket]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _merged(a: bytes | None, b: bytes | None) -> bytes | None:
+    if a is None or b is None:
+        return a if b is None else b
+    sketch = Sketch.decode(a)
+    sketch.merge_bytes(b)
+    return sketch.encode()
+
+
+def _upsert(session: Session, table: str, key: tuple[str, ...],
+            buckets: Sequence[HitBucket]) -> None:
+    """Add counts to existing rows and merge sketches; insert the rest."""
+    columns = ", ".join(key)
+    match = " AND ".join(f"{c} = :{c}" for c in key)
+    for chunk in _batched(buckets, 500):
+        rows = []
+        for b in chunk:
+            row = {"reference": b.reference, "day": b.day.isoformat(), "target": b.target,
+                   "channel": b.channel, "count": b.count, "clients": b.clients}
+            if b.clients is not None:
+                stored = session.execute(text(f"SELECT clients FROM {table} WHERE {match}"),
+                                         row).scalar()
+                row["clients"] = _merged(stored, b.clients)
+            rows.append(row)
+        session.execute(text(
+            f"INSERT INTO {table} ({columns}, count, clients) "
+            f"VALUES ({', '.join(':' + c for c in key)}, :count, :clients) "
+            f"ON CONFLICT ({columns}) DO UPDATE SET count = {table}.count + excluded.count, "
+            "clients = COALESCE(excluded.clients, clients)"), rows)
 
 
 def _at_text(value: datetime) -> str:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2  # v2: targets.forced
-TABLES = ("meta", "orders", "targets", "journal", "hits")
+SCHEMA_VERSION = 3  # v2: targets.forced; v3: hits per channel with sketches, timeline
+TABLES = ("meta", "orders", "targets", "journal", "hits", "hit_orders", "enforcements")
 
 
 class Meta(SQLModel, table=True):
@@ -81,11 +81,47 @@ class JournalRow(SQLModel, table=True):
 
 
 class HitRow(SQLModel, table=True):
-    """Blocked answers served, per order, target and UTC day (no client data here)."""
+    """Blocked answers and notices served per order, target, channel and UTC day.
+
+    ``clients`` is a HyperLogLog sketch (``core/sketch.py``) of keyed hashes whose key
+    never leaves the daemon's memory: an estimate of distinct clients, never an address.
+    """
 
     __tablename__ = "hits"
+    __table_args__ = (Index("ix_hits_target", "target", "day"), Index("ix_hits_day", "day"))
 
-    day: date = Field(primary_key=True)
     reference: str = Field(primary_key=True)
+    day: date = Field(primary_key=True)
     target: str = Field(primary_key=True)
+    channel: str = Field(primary_key=True)
     count: int = 0
+    clients: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class HitOrderRow(SQLModel, table=True):
+    """The same per order (all its targets): what most questions ask, kept small enough
+    to answer over a year of thousands of orders at once."""
+
+    __tablename__ = "hit_orders"
+    __table_args__ = (Index("ix_hit_orders_day", "day"),)
+
+    reference: str = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    channel: str = Field(primary_key=True)
+    count: int = 0
+    clients: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class EnforcementRow(SQLModel, table=True):
+    """When each daemon instance first enforced a journal entry (the proof of timeliness).
+
+    One row per (entry, channel, instance), inserted once: a restart that applies the
+    entry again keeps the first time.
+    """
+
+    __tablename__ = "enforcements"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    channel: str = Field(primary_key=True)
+    instance: str = Field(primary_key=True)
+    at: str

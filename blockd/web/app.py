@@ -73,6 +73,8 @@ class Request:
     accept_language: str | None = None
     original: str | None = None
     """The address the connection was for before DNAT, or None if it was not redirected."""
+    client: str | None = None
+    """The peer address: feeds the hits' distinct-client estimate only, never stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +222,12 @@ class NoticeSite:
     # -- pages -----------------------------------------------------------------------
 
     def _notice(self, req: Request, subject: str, decision: Decision) -> Page:
-        lang, body = self._notice_body(subject, decision, req.accept_language, req.lang)
+        lang, body = self._notice_body(subject, decision, req.accept_language, req.lang,
+                                       req.client)
         return Page(451, self._headers(451, lang), body)
 
     def _notice_body(self, subject: str, decision: Decision, accept: str | None,
-                     override: str | None) -> tuple[str, bytes]:
+                     override: str | None, client: str | None) -> tuple[str, bytes]:
         """(language, page) for a blocked subject; rendered once per policy snapshot."""
         primary = decision.matches[0]
         policy = self.enforcement.get(primary.order.policy) or self.enforcement["default"]
@@ -243,11 +246,11 @@ class NoticeSite:
                 self._pages.clear()
             self._pages[key] = body
         if self.hits is not None:
-            self.hits.add(primary.order.reference, primary.target.spec)
+            self.hits.add(primary.order.reference, primary.target.spec, 1, client)
         return lang, body
 
-    def fast_notice(self, host: str, accept: str | None, override: str | None
-                    ) -> tuple[bytes, bytes] | None:
+    def fast_notice(self, host: str, accept: str | None, override: str | None,
+                    client: str | None = None) -> tuple[bytes, bytes] | None:
         """The 451 response head (without Date and the blank line) and body, or None.
 
         Used by the notice server's fast path (plain GET/HEAD with a Host name; ``host``
@@ -260,7 +263,7 @@ class NoticeSite:
         if memo is not None:
             head, body, hit = memo
             if self.hits is not None:
-                self.hits.add(*hit)
+                self.hits.add(hit[0], hit[1], 1, client)
             self.stats.notices_fast += 1
             return head, body
         try:
@@ -271,7 +274,7 @@ class NoticeSite:
         decision = policy.decide_name(subject)
         if not decision.blocked:
             return None
-        lang, body = self._notice_body(subject, decision, accept, override)
+        lang, body = self._notice_body(subject, decision, accept, override, client)
         built = self._heads.get((lang, len(body)))
         if built is None:
             headers = self._headers(451, lang)

@@ -80,7 +80,8 @@ def handler(site: NoticeSite) -> Callable[[web.BaseRequest], Awaitable[web.Strea
             method=request.method, path=request.path, lang=request.query.get("lang"),
             host=headers.get("Host"), accept_language=headers.get("Accept-Language"),
             original=original_destination(
-                transport.get_extra_info("socket") if transport is not None else None)))
+                transport.get_extra_info("socket") if transport is not None else None),
+            client=request.remote))
         return web.Response(status=page.status, body=page.body, headers=page.headers)
 
     return handle
@@ -126,8 +127,8 @@ def _date_header() -> bytes:
 class FastSite(Protocol):
     """What the fast path needs from the site (``NoticeSite.fast_notice``)."""
 
-    def fast_notice(self, host: str, accept: str | None, override: str | None
-                    ) -> tuple[bytes, bytes] | None: ...
+    def fast_notice(self, host: str, accept: str | None, override: str | None,
+                    client: str | None = None) -> tuple[bytes, bytes] | None: ...
 
 
 # A request head the fast path may answer (RFC 9112, as strict as h11 or stricter):
@@ -197,7 +198,8 @@ def parse_head(head: bytes) -> Head | None:
     return host, accept, lang, method == b"GET", close
 
 
-def fast_reply(site: FastSite, head: bytes) -> tuple[bytes, bool] | None:
+def fast_reply(site: FastSite, head: bytes, client: str | None = None
+               ) -> tuple[bytes, bool] | None:
     """The complete response to ``head`` and whether to close after it, or None.
 
     None (hand over) if ``parse_head`` refuses the head or the site has no cached
@@ -213,7 +215,7 @@ def fast_reply(site: FastSite, head: bytes) -> tuple[bytes, bool] | None:
                 _HEADS.clear()
             _HEADS[head] = parsed
     host, accept, lang, get, close = parsed
-    page = site.fast_notice(host, accept, lang)
+    page = site.fast_notice(host, accept, lang, client)
     if page is None:
         return None
     start, body = page
@@ -241,12 +243,14 @@ class FastProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.served = False
         self.conn: Conn | None = None
+        self.client: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Admitted, or closed at once when its client or the server is at its cap. The
         registry closes it if no (next) request is complete within the idle timeout."""
         peer = transport.get_extra_info("peername")
-        conn = self.connections.admit(str(peer[0]) if peer else "", transport.close)
+        self.client = str(peer[0]) if peer else None
+        conn = self.connections.admit(self.client or "", transport.close)
         if conn is None:
             transport.close()
             return
@@ -267,7 +271,7 @@ class FastProtocol(asyncio.Protocol):
                 if len(buffer) > MAX_HEAD or b"\n\n" in buffer or b"\n\r\n" in buffer:
                     self._hand_over()  # too long, or ended by a bare LF
                 return
-            reply = fast_reply(self.site, self.buffer[:end])
+            reply = fast_reply(self.site, self.buffer[:end], self.client)
             if reply is None:
                 self._hand_over()
                 return

@@ -1,0 +1,110 @@
+"""A HyperLogLog sketch: how many distinct clients hit a bucket, without storing any of them.
+
+The daemons feed it a keyed hash of each client address (``store/hits.py``); only the
+registers (the longest run of leading zero bits seen per register) are stored, so the
+stored data cannot name a client. 2**10 registers give a standard error of about 3.3%
+(1.04 / sqrt(1024)); small counts use linear counting and are nearly exact.
+
+Written here rather than taken from a library: the well-kept one (Apache DataSketches)
+pulls numpy into every daemon (+22 MB RSS each, measured), against a 300 MB budget at 1M
+targets. Sketches are stored sparse (index, value pairs) while few registers are set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+P = 10
+M = 1 << P  # registers
+_MASK = M - 1
+_ALPHA = 0.7213 / (1 + 1.079 / M)
+STANDARD_ERROR = 1.04 / math.sqrt(M)
+_SPARSE, _DENSE = 0x01, 0x02
+_SPARSE_MAX = M // 3  # beyond this many set registers the dense form is smaller
+
+
+class Sketch:
+    """Registers of one bucket; ``add`` takes a 64-bit hash value."""
+
+    __slots__ = ("registers",)
+
+    def __init__(self, registers: bytearray | None = None) -> None:
+        self.registers = registers if registers is not None else bytearray(M)
+
+    def add(self, hashed: int) -> None:
+        """Hot path: one register update from a uniformly distributed 64-bit value."""
+        index = hashed & _MASK
+        rest = hashed >> P  # 54 bits
+        rank = 55 - rest.bit_length()  # leading zeros of the 54-bit rest, plus one
+        if rank > self.registers[index]:
+            self.registers[index] = rank
+
+    def merge(self, other: Sketch) -> None:
+        """Union: the register-wise maximum."""
+        mine = self.registers
+        for index, value in enumerate(other.registers):
+            if value > mine[index]:
+                mine[index] = value
+
+    def merge_bytes(self, data: bytes) -> None:
+        """Union with a stored sketch without building a second register array."""
+        mine = self.registers
+        for index, value in _pairs(data):
+            if value > mine[index]:
+                mine[index] = value
+
+    def estimate(self) -> int:
+        """Distinct values added (HyperLogLog with the small-range correction)."""
+        registers = self.registers
+        zeros = registers.count(0)
+        if zeros == M:
+            return 0
+        raw = _ALPHA * M * M / sum(2.0 ** -r for r in registers)
+        if raw <= 2.5 * M and zeros:
+            return round(M * math.log(M / zeros))
+        return round(raw)
+
+    def encode(self) -> bytes:
+        """Stored form: sparse (index, value) triples while few registers are set."""
+        registers = self.registers
+        used = M - registers.count(0)
+        if used <= _SPARSE_MAX:
+            out = bytearray([_SPARSE])
+            for index, value in enumerate(registers):
+                if value:
+                    out += bytes((index >> 8, index & 0xFF, value))
+            return bytes(out)
+        return bytes([_DENSE]) + bytes(registers)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Sketch:
+        sketch = cls()
+        sketch.merge_bytes(data)
+        return sketch
+
+
+def _pairs(data: bytes) -> Iterable[tuple[int, int]]:
+    """(register, value) pairs of a stored sketch; ValueError on anything else."""
+    if not data:
+        return ()
+    tag, body = data[0], data[1:]
+    if tag == _DENSE and len(body) == M:
+        return enumerate(body)
+    if tag == _SPARSE and len(body) % 3 == 0:
+        pairs = [((body[i] << 8) | body[i + 1], body[i + 2]) for i in range(0, len(body), 3)]
+        if all(index < M for index, _ in pairs):
+            return pairs
+    raise ValueError("not a stored sketch")
+
+
+def union_estimate(stored: Iterable[bytes | None]) -> int | None:
+    """The distinct estimate over several stored sketches (None if none had one)."""
+    sketch: Sketch | None = None
+    for data in stored:
+        if data is None:
+            continue
+        if sketch is None:
+            sketch = Sketch()
+        sketch.merge_bytes(data)
+    return sketch.estimate() if sketch is not None else None
