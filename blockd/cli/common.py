@@ -22,7 +22,7 @@ from blockd.config import Config, load_config, load_policies
 from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.guard import Guard, load_guard
 from blockd.core.index import BlockIndex, IndexBuilder
-from blockd.core.journal import JournalEntry, order_payload
+from blockd.core.journal import ORDER_ADD, JournalEntry, order_payload
 from blockd.core.model import (
     BlockdError,
     InputError,
@@ -30,6 +30,7 @@ from blockd.core.model import (
     Target,
 )
 from blockd.core.names import parse_target
+from blockd.core.proof import OrderProof, prove
 from blockd.core.timeparse import iso
 from blockd.store.store import Forced, Store
 
@@ -303,6 +304,15 @@ def _summary(e: JournalEntry) -> str:
         what = f" -> {data['status']} ({data['reason']})"
     forced = " FORCED: " + data["forced"]["justification"] if "forced" in data else ""
     return printable(f"{e.seq:>6}  {e.at}  {e.actor:<20} {e.action:<14} {ref}{what}{forced}")
+
+
+def order_proof(store: Store, order: OrderRecord, policy: EnforcementPolicy | None,
+                history: Sequence[JournalEntry], at: datetime) -> OrderProof | None:
+    """Received -> in force per channel for an order, from the enforcement timeline."""
+    added = next((e.seq for e in history if e.action == ORDER_ADD), None)
+    if added is None:
+        return None
+    return prove(order, policy, added, store.enforcements([e.seq for e in history]), at)
 
 
 def _index_at(app: App, store: Store, at: datetime) -> BlockIndex:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -26,10 +27,12 @@ from blockd.cli.common import (
     force_options,
     json_option,
     now,
+    order_proof,
     pass_app,
 )
 from blockd.cli.root import cli
 from blockd.core.enforcement import EnforcementPolicy, through_chain
+from blockd.core.hits import HitQuery, summarise
 from blockd.core.index import Decision, IndexBuilder
 from blockd.core.model import (
     InputError,
@@ -38,6 +41,7 @@ from blockd.core.model import (
     TargetKind,
 )
 from blockd.core.names import parse_address, parse_target
+from blockd.core.proof import MET, MISSED, NO_DEADLINE, OVERDUE, PENDING, OrderProof, late
 from blockd.core.timeparse import iso, parse_date, parse_instant
 
 
@@ -122,6 +126,12 @@ def order_add(app: App, reference: str, targets: tuple[str, ...], authority: str
                               collateral=collateral)
     data = _order_dict(record, policy, at, parsed)
     data["journal_seq"] = entries[-1].seq
+    overdue = late(record, policy, at)
+    if overdue is not None:
+        data["late"] = True
+        click.echo(f"blockd: warning: order {ref} is added after its enforcement deadline "
+                   f"({iso(overdue)}, {policy.deadline} after receipt under policy "
+                   f"{policy.name}); `order show` and `report` will show the miss", err=True)
     emit(as_json, data, lambda: f"added order {ref} with {len(parsed)} target(s)"
          f"{' (FORCED past the guard)' if forced else ''}; journal seq {entries[-1].seq}"
          + ("" if record.in_force(at) else "; not yet in force"))
@@ -178,8 +188,42 @@ def order_show(app: App, reference: str, limit: int, db: str | None, as_json: bo
     data = _order_dict(record, app.policies.get(record.policy), now(), shown, len(targets))
     history = store.journal(reference=record.reference)
     data["history"] = [_entry_dict(e) for e in history]
-    emit(as_json, data, lambda: _fmt_order(data) + "\nHistory:\n"
-         + "\n".join(_summary(e) for e in history))
+    at = now()
+    proof = order_proof(store, record, app.policies.get(record.policy), history, at)
+    data["enforcement"] = proof.as_dict() if proof is not None else None
+    week = summarise(store.hit_buckets(HitQuery(
+        reference=record.reference, since=at.date() - timedelta(days=6))), "order")
+    everything = summarise(store.hit_buckets(HitQuery(reference=record.reference)), "order")
+    data["hits"] = {"last_7_days": week.total, "last_7_days_clients": week.clients,
+                    "total": everything.total, "clients": everything.clients,
+                    "since": everything.groups[0].first.isoformat()
+                    if everything.groups and everything.groups[0].first else None}
+    emit(as_json, data, lambda: _fmt_order(data) + "\n" + _fmt_proof(proof)
+         + _fmt_hits(data["hits"]) + "\nHistory:\n" + "\n".join(_summary(e) for e in history))
+
+
+def _fmt_proof(proof: OrderProof | None) -> str:
+    if proof is None:
+        return ""
+    marks = {MET: "deadline met", MISSED: "DEADLINE MISSED", PENDING: "not yet in force",
+             OVERDUE: "NOT IN FORCE, DEADLINE PASSED", NO_DEADLINE: "no deadline"}
+    lines = [f"{'Enforcement:':<17}received {iso(proof.received)}"
+             + (f", due {iso(proof.due)}" if proof.due else "")
+             + f": {marks[proof.verdict]}"]
+    for c in proof.channels:
+        since = f"in force since {iso(c.since)}" if c.since else "no record of enforcement"
+        lines.append(f"  {c.channel:<5} {since}  [{marks[c.verdict]}]"
+                     + (f"  ({', '.join(c.instances)})" if c.instances else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_hits(hits: dict[str, Any]) -> str:
+    def clients(n: int | None) -> str:
+        return f", ~{n} distinct clients" if n is not None else ""
+    return (f"{'Hits:':<17}{hits['last_7_days']} in the last 7 days"
+            f"{clients(hits['last_7_days_clients'])}; {hits['total']} in total"
+            f"{clients(hits['clients'])}" + (f" since {hits['since']}" if hits["since"] else "")
+            + "\n")
 
 
 @order.group("target")

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from blockd.config import Config, load_policies
@@ -25,6 +26,7 @@ from blockd.store.hits import HitCounter
 from blockd.store.retention import daemon_actor, prune
 from blockd.store.shared import SharedStore
 from blockd.store.snapshot import snapshot_path
+from blockd.store.timeline import Timeline
 
 log = logging.getLogger("blockd")
 
@@ -32,7 +34,7 @@ FOLLOW_INTERVAL = 0.2  # seconds between journal polls: a change is enforced wit
 SNAPSHOT_INTERVAL = 1.0  # seconds between looks at whether the snapshot on disk is behind
 CHECK_BUDGET = 10.0  # seconds an integrity check of the store may take at most
 PRUNE_INTERVAL = 3600.0  # seconds between hit retention runs
-PRUNE_FIRST = 5.0  # seconds after start: the first run (a daemon down for days catches up)
+PRUNE_FIRST = 0.5  # seconds after start: the first run (a daemon down for days catches up)
 
 
 def dns_actions(enforcement: Mapping[str, EnforcementPolicy]) -> dict[str, Action]:
@@ -63,6 +65,7 @@ class Core:
             policies=policy_record(self.enforcement))
         self.hits = HitCounter(self.store, self._anonymisation)
         self.follower.on_swap(lambda _index: self.hits.forget())
+        self.timeline = Timeline(self.store, instance)
         self.metrics = StatsCollector(self)
         self.follow_interval = follow_interval
         self._clock = clock
@@ -90,6 +93,22 @@ class Core:
         """Call ``listener`` on the event loop after each new index."""
         self.follower.on_swap(listener)
 
+    def now(self) -> datetime:
+        """The daemon's clock (a test's, or UTC now)."""
+        return self._clock()
+
+    def enforcing(self, channel: str) -> None:
+        """This process enforces each index on ``channel`` (dns, http) from the moment it
+        is swapped in: note it for the enforcement timeline, now and after every swap."""
+        self.timeline.enforced(channel, self.index.seq, self.now())
+        self.on_swap(lambda index: self.timeline.enforced(channel, index.seq, self.now()))
+
+    async def _flush(self) -> None:
+        """Hits and timeline notes, each in its own transaction (one failing keeps its
+        data for the next round without holding back the other)."""
+        await self.hits.flush()
+        await self.timeline.flush()
+
     def on_reload(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after :meth:`reload` installed a new configuration."""
         self._reload_listeners.append(listener)
@@ -112,7 +131,7 @@ class Core:
         self._started = True
         self._verifying = self.tasks.spawn(self._prove())  # serving meanwhile
         self.tasks.spawn(self._every(self.follow_interval, self.follower.poll))
-        self.tasks.spawn(self._every(self.config.hits_flush_interval, self.hits.flush))
+        self.tasks.spawn(self._every(self.config.hits_flush_interval, self._flush))
         self.tasks.spawn(self._every(SNAPSHOT_INTERVAL, self.follower.save_snapshot))
         self.tasks.spawn(self._every(self.config.store_check_interval, self._check))
         self.tasks.spawn(self._every(PRUNE_INTERVAL, self.prune_hits, first=PRUNE_FIRST))
@@ -123,7 +142,7 @@ class Core:
         if not self.healthy:
             return
         entry = await asyncio.to_thread(
-            prune, self.store.get(), self.enforcement, self._clock(),
+            prune, self.store.get(), self.enforcement, self.now(),
             daemon_actor(self.instance))
         if entry is not None:
             log.info("hits pruned buckets=%s days=%s..%s seq=%s", entry.data["buckets"],
@@ -141,7 +160,7 @@ class Core:
     async def stop(self) -> None:
         """Stop the loops, write the hits still in memory, close the store."""
         await self.tasks.cancel_all()
-        await self.hits.flush()
+        await self._flush()
         await asyncio.to_thread(self.store.close)
         self._started = False
 

@@ -76,6 +76,7 @@ class DnsDaemon:
         self._policy_counters()
         core.metrics.add("dns", dns_group(self.service, self.upstreams))
         self.bound = await self.server.start()
+        core.enforcing("dns")
         if self.files is not None:
             self._publishing = asyncio.get_running_loop().create_task(
                 publish(self.files, registry_for(core.metrics)))

@@ -74,6 +74,7 @@ class HttpDaemon:
         server = self.server
         self.core.metrics.add("http", http_group(self.site, lambda: server.connections))
         self.bound = await server.start()
+        self.core.enforcing("http")
         if self.metrics is not None:
             try:
                 self.metrics_bound = await self.metrics.start()

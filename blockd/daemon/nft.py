@@ -45,7 +45,7 @@ class NftDaemon:
         core = self.core
         await core.start()
         await self.reconciler.load()
-        await self.reconciler.reconcile(core.index)
+        await self._reconcile(core.index)
         core.on_swap(self._swapped)
         core.on_reload(self.reload)
         core.metrics.add("nft", nft_group(self.reconciler))
@@ -55,13 +55,19 @@ class NftDaemon:
         return []
 
     def _swapped(self, index: BlockIndex) -> None:
-        self.tasks.spawn(self.reconciler.reconcile(index))
+        self.tasks.spawn(self._reconcile(index))
+
+    async def _reconcile(self, index: BlockIndex) -> None:
+        """Make the kernel match ``index``; once it does, the timeline notes it."""
+        await self.reconciler.reconcile(index)
+        if self.reconciler.in_kernel == index.seq:
+            self.core.timeline.enforced("nft", index.seq, self.core.now())
 
     def reload(self) -> None:
         """New per-policy actions apply at the next change; the notice address and
         local_output need `blockd nft flush` and a restart (the skeleton is built once)."""
         self.reconciler.actions = nft_actions(self.core.enforcement)
-        self.tasks.spawn(self.reconciler.reconcile(self.core.index))
+        self.tasks.spawn(self._reconcile(self.core.index))
 
     async def _count_hits(self) -> None:
         interval = max(COUNTER_INTERVAL, self.core.config.hits_flush_interval)

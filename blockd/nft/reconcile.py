@@ -68,6 +68,7 @@ class Reconciler:
         self.local_output = local_output
         self.applied: dict[ruleset.Key, set[netlink.Network]] = {k: set() for k in ruleset.SETS}
         self.exists = False
+        self.in_kernel = -1  # journal seq of the index the kernel rules match (-1: none yet)
         self.stats = ReconcileStats()
         self._packets: dict[Element, int] = {}
         self._lock = asyncio.Lock()
@@ -98,6 +99,7 @@ class Reconciler:
             want = ruleset.desired(index, self.actions, refused=refuser(self.guard, forced))
             changes = ruleset.diff(self.applied, want)
             if self.exists and not any(c.add or c.remove for c in changes):
+                self.in_kernel = index.seq
                 return None
             batch = ruleset.plan(changes, self.exists, self.notice, self.local_output)
             try:
@@ -108,6 +110,7 @@ class Reconciler:
                 return None
             self.exists = True
             self.applied = want
+            self.in_kernel = index.seq
             added = sum(len(c.add) for c in changes)
             removed = sum(len(c.remove) for c in changes)
             self.stats.applies += 1

@@ -630,6 +630,14 @@ class Store:
             return [(r.seq, r.channel, r.instance, to_utc(datetime.fromisoformat(r.at)))
                     for r in session.execute(query).scalars()]
 
+    def journal_actions(self, after: int, upto: int) -> list[tuple[int, str]]:
+        """(seq, action) of the entries after ``after`` up to ``upto`` (no payloads)."""
+        query = select(col(JournalRow.seq), col(JournalRow.action)).where(
+            col(JournalRow.seq) > after, col(JournalRow.seq) <= upto).order_by(
+            col(JournalRow.seq))
+        with self._read() as session:
+            return [(int(seq), str(action)) for seq, action in session.execute(query)]
+
     def last_enforced(self, channel: str, instance: str) -> int:
         """The newest journal seq this instance recorded (0: none): where it resumes."""
         with self._read() as session:
