@@ -355,3 +355,8 @@ def test_summaries_sum_counts_and_order_busiest_first() -> None:
     by_day = summarise(buckets, "day")
     assert [g.key for g in by_day.groups] == ["2026-01-05", "2026-01-06"]
     assert [g.key for g in summarise(buckets, "order", top=1).groups] == ["B"]
+    sketch = Sketch()
+    sketch.add(hashed(1))
+    damaged = summarise([HitBucket(day, "A", "", "dns", 1, sketch.encode()),
+                         HitBucket(day, "A", "", "http", 1, b"\x07junk")], "order")
+    assert damaged.damaged == 1 and damaged.clients == 1 and damaged.total == 2

@@ -87,6 +87,8 @@ def _table(summary: HitSummary, by: str) -> str:
         lines.append(f"{g.key:<{width}}  {g.hits:>10}  {_clients(g.clients):>9}  "
                      f"{g.first}  {g.last}")
     lines.append(f"{'total':<{width}}  {summary.total:>10}  {_clients(summary.clients):>9}")
+    if summary.damaged:
+        lines.append(f"({summary.damaged} damaged client sketches left out of CLIENTS)")
     if not summary.estimated:
         lines.append(f"(distinct clients not estimated over {summary.sketches} buckets; "
                      "narrow with --order, --target or --since)")

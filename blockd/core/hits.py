@@ -68,12 +68,13 @@ class HitSummary:
     sketches: int  # buckets that carried a sketch
     estimated: bool  # False: too many sketches, distinct estimates left out
     clients: int | None = None  # distinct over everything summarised
+    damaged: int = 0  # stored sketches that could not be read (left out)
 
     def as_dict(self, by: str) -> dict[str, object]:
         return {
             "by": by, "total": self.total, "buckets": self.buckets,
             "clients_estimated": self.estimated, "clients": self.clients,
-            "clients_error": round(ERROR_3SIGMA, 3),
+            "clients_error": round(ERROR_3SIGMA, 3), "damaged_sketches": self.damaged,
             "rows": [{by: g.key, "hits": g.hits, "clients": g.clients,
                       "first": g.first.isoformat() if g.first else None,
                       "last": g.last.isoformat() if g.last else None}
@@ -98,7 +99,7 @@ def summarise(buckets: Iterable[HitBucket], by: str = "order", top: int | None =
     with_sketch = sum(1 for b in rows if b.clients is not None)
     estimate = with_sketch <= max_sketches
     overall: Sketch | None = None
-    total = 0
+    total = damaged = 0
     for b in rows:
         key = _key(b, by)
         group = groups.get(key)
@@ -112,7 +113,10 @@ def summarise(buckets: Iterable[HitBucket], by: str = "order", top: int | None =
         if estimate and b.clients is not None:
             if group.sketch is None:
                 group.sketch = Sketch()
-            group.sketch.merge_bytes(b.clients)
+            try:
+                group.sketch.merge_bytes(b.clients)
+            except ValueError:  # a damaged blob: counted, left out of the estimate
+                damaged += 1
     if estimate:
         for group in groups.values():
             if group.sketch is not None:
@@ -124,4 +128,4 @@ def summarise(buckets: Iterable[HitBucket], by: str = "order", top: int | None =
     if top is not None:
         ordered = ordered[:top]
     return HitSummary(ordered, total, len(rows), with_sketch, estimate,
-                      overall.estimate() if overall is not None else None)
+                      overall.estimate() if overall is not None else None, damaged)
