@@ -210,6 +210,21 @@ def test_sunset_takes_effect_without_a_command(daemon: Daemon) -> None:
     assert daemon.blocked_within("later.example", False) < 1.0
 
 
+def test_an_extended_order_stays_blocked_past_its_old_end(daemon: Daemon) -> None:
+    until = datetime.now(UTC) + timedelta(seconds=1.5)
+    assert cli(daemon.db, "order", "add", "UK-EXT-1", "--authority", "High Court",
+               "--issued", "2026-01-01", "--until", until.isoformat(), "extended.example") == 0
+    assert daemon.blocked_within("extended.example", True) < 1.0
+    assert cli(daemon.db, "order", "extend", "UK-EXT-1", "--until",
+               (until + timedelta(days=30)).isoformat(), "--reason", "extended by the court") == 0
+    time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.5)
+    assert daemon.blocked_within("extended.example", True) < 0.1  # still blocked
+    assert cli(daemon.db, "order", "amend", "UK-EXT-1", "--until",
+               (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat(), "--reason",
+               "varied on appeal") == 0
+    assert daemon.blocked_within("extended.example", False, limit=2.0) < 2.0
+
+
 def test_any_is_one_rrset_and_never_hides_a_denial(daemon: Daemon) -> None:
     """RFC 8482 as Unbound does it: the upstream's ANY answer cut to its first RRset; an
     NXDOMAIN stays NXDOMAIN and a CNAME owner gets its CNAME, not a synthesised record."""

@@ -136,7 +136,7 @@ def default_actor(actor: str | None) -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # and bidi overrides
 
 
 def _text(field: str, value: str, *, limit: int = MAX_TEXT, multiline: bool = False) -> str:
@@ -302,6 +302,11 @@ def _summary(e: JournalEntry) -> str:
         what = f" [{shown}{f', +{more}' if more > 0 else ''}]" if data["targets"] else ""
     if "status" in data:
         what = f" -> {data['status']} ({data['reason']})"
+    if "changes" in data:
+        what = " " + ", ".join(f"{k}: {data['previous'].get(k)} -> {v}"
+                               for k, v in data["changes"].items()) + f" ({data['reason']})"
+    if "buckets" in data:
+        what = f" {data['buckets']} hit buckets {data['from']} .. {data['to']}"
     forced = " FORCED: " + data["forced"]["justification"] if "forced" in data else ""
     return printable(f"{e.seq:>6}  {e.at}  {e.actor:<20} {e.action:<14} {ref}{what}{forced}")
 

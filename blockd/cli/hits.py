@@ -10,7 +10,7 @@ import click
 
 from blockd.cli.common import App, actor_option, db_option, default_actor, emit, now, pass_app
 from blockd.cli.root import cli
-from blockd.core.hits import CHANNELS, ERROR_3SIGMA, GROUPINGS, HitQuery, HitSummary, summarise
+from blockd.core.hits import CHANNELS, ERROR_3SIGMA, GROUPINGS, HitQuery, HitSummary, from_groups
 from blockd.core.model import InputError
 from blockd.core.timeparse import parse_day
 from blockd.store.retention import prune
@@ -61,11 +61,11 @@ def hits(ctx: click.Context, reference: str | None, target: str | None,
             store.get_order(query.reference, with_targets=False)
         except InputError as exc:
             raise InputError("--order", exc.reason) from None
-    summary = summarise(store.hit_buckets(query), by, top)
+    summary = from_groups(store.hit_groups(query, top), lambda: store.hit_sketches(query))
     if as_csv:
         click.echo(_csv(summary, by), nl=False)
         return
-    emit(as_json, summary.as_dict(by), lambda: _table(summary, by))
+    emit(as_json, summary.as_dict(by), lambda: _table(summary, by, top))
 
 
 def _nonempty(field: str, value: str | None) -> str | None:
@@ -78,7 +78,7 @@ def _clients(value: int | None) -> str:
     return "-" if value is None else f"~{value}"
 
 
-def _table(summary: HitSummary, by: str) -> str:
+def _table(summary: HitSummary, by: str, top: int | None) -> str:
     if not summary.groups:
         return "no hits"
     width = max(len(by), *(len(g.key) for g in summary.groups))
@@ -86,7 +86,8 @@ def _table(summary: HitSummary, by: str) -> str:
     for g in summary.groups:
         lines.append(f"{g.key:<{width}}  {g.hits:>10}  {_clients(g.clients):>9}  "
                      f"{g.first}  {g.last}")
-    lines.append(f"{'total':<{width}}  {summary.total:>10}  {_clients(summary.clients):>9}")
+    label = "total" if top is None else f"top {top}"
+    lines.append(f"{label:<{width}}  {summary.total:>10}  {_clients(summary.clients):>9}")
     if summary.damaged:
         lines.append(f"({summary.damaged} damaged client sketches left out of CLIENTS)")
     if not summary.estimated:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -34,6 +34,7 @@ from blockd.cli.root import cli
 from blockd.core.enforcement import EnforcementPolicy, through_chain
 from blockd.core.hits import HitQuery, summarise
 from blockd.core.index import Decision, IndexBuilder
+from blockd.core.journal import JournalEntry
 from blockd.core.model import (
     InputError,
     OrderRecord,
@@ -42,7 +43,7 @@ from blockd.core.model import (
 )
 from blockd.core.names import parse_address, parse_target
 from blockd.core.proof import MET, MISSED, NO_DEADLINE, OVERDUE, PENDING, OrderProof, late
-from blockd.core.timeparse import iso, parse_date, parse_instant
+from blockd.core.timeparse import iso, parse_date, parse_instant, to_utc
 
 
 @cli.group()
@@ -272,6 +273,107 @@ def target_remove(app: App, reference: str, targets: tuple[str, ...], actor: str
          f"order {ref}: removed {len(removed)} target(s)")
 
 
+def _amend(app: App, reference: str, changes: dict[str, Any], reason: str,
+           actor: str | None, db: str | None, as_json: bool, verb: str) -> None:
+    """Validate and journal ``changes`` (already parsed) with the reason."""
+    ref = _reference(reference)
+    why = _text("--reason", reason)
+    store = app.store(db)
+    order = store.get_order(ref, with_targets=False)
+    at = now()
+    if order.status is Status.LIFTED:
+        raise InputError("reference", f"order {ref} is lifted; add a new order instead")
+    until = changes.get("effective_until", order.effective_until)
+    if "effective_until" in changes and until is not None:
+        start = order.effective_from or order.received_at
+        if until <= start:
+            raise InputError("--until", "must be after the start of enforcement")
+        if until <= at:
+            raise InputError("--until", "is in the past (lift the order to end it now)")
+    changed = {k: v for k, v in changes.items() if getattr(order, k) != v}
+    if not changed:
+        first = next(iter(changes))
+        option = "--until" if first == "effective_until" else "--" + first.replace("_", "-")
+        raise InputError(option, f"order {ref} already says that; nothing to {verb}")
+    entry = store.amend(ref, changed, why, actor=default_actor(actor), at=at)
+    shown = {k: iso(v) if isinstance(v, datetime) else v for k, v in changed.items()}
+    emit(as_json, {"reference": ref, "changes": shown, "previous": entry.data["previous"],
+                   "reason": why, "journal_seq": entry.seq},
+         f"order {ref}: {', '.join(f'{k} -> {v}' for k, v in shown.items())} ({why}); "
+         f"journal seq {entry.seq}")
+
+
+@order.command("extend")
+@click.argument("reference")
+@click.option("--until", required=True, metavar="WHEN",
+              help="The new end of enforcement (a bare date covers that whole day; read in "
+                   "the order's policy time zone).")
+@click.option("--reason", required=True, help="Why, e.g. the court's extension (journaled).")
+@actor_option
+@db_option
+@json_option
+@pass_app
+def order_extend(app: App, reference: str, until: str, reason: str, actor: str | None,
+                 db: str | None, as_json: bool) -> None:
+    """Move the end of order REFERENCE to WHEN (UK orders are extended past their
+    sunset). Journaled with the previous end and the reason; the daemons follow."""
+    order = app.store(db).get_order(_reference(reference), with_targets=False)
+    tz = app.policies[order.policy].tz if order.policy in app.policies else None
+    end = parse_instant(until, "--until", tz, end_of_day=True, now=now())
+    if order.effective_until is not None and end <= order.effective_until:
+        raise InputError("--until", f"is not after the current end "
+                                    f"({iso(order.effective_until)}); use `order amend "
+                                    "--until` to shorten an order")
+    _amend(app, reference, {"effective_until": end}, reason, actor, db, as_json, "extend")
+
+
+@order.command("amend")
+@click.argument("reference")
+@click.option("--authority", metavar="TEXT", help="Court or regulator that issued the order.")
+@click.option("--jurisdiction", metavar="CC", help="ISO 3166 country code.")
+@click.option("--requested-by", metavar="TEXT", help="The applicant.")
+@click.option("--legal-basis", metavar="TEXT", help="Statute or provision.")
+@click.option("--notice", metavar="TEXT", help="Extra text shown on the notice page.")
+@click.option("--contact", metavar="TEXT", help="Where subscribers can ask about the block.")
+@click.option("--appeal", metavar="TEXT", help="How to apply to vary or discharge the order.")
+@click.option("--until", metavar="WHEN", help="A new end of enforcement (earlier or later).")
+@click.option("--reason", required=True, help="Why, e.g. the court's amending decision "
+              "(journaled).")
+@actor_option
+@db_option
+@json_option
+@pass_app
+def order_amend(app: App, reference: str, authority: str | None, jurisdiction: str | None,
+                requested_by: str | None, legal_basis: str | None, notice: str | None,
+                contact: str | None, appeal: str | None, until: str | None, reason: str,
+                actor: str | None, db: str | None, as_json: bool) -> None:
+    """Correct or change the facts of order REFERENCE as the court amends it.
+
+    Targets change with `order target add|remove`; the reference, the dates it was issued
+    and received and the policy cannot change (add a new order). Each change is
+    journaled with the previous value and the reason.
+    """
+    order = app.store(db).get_order(_reference(reference), with_targets=False)
+    policy = app.policies.get(order.policy)
+    changes: dict[str, Any] = {}
+    if authority is not None:
+        changes["authority"] = _text("--authority", authority)
+    if jurisdiction is not None and policy is not None:
+        changes["jurisdiction"] = _jurisdiction(jurisdiction, policy)
+    for field, value in (("requested_by", requested_by), ("legal_basis", legal_basis),
+                         ("contact", contact), ("appeal", appeal)):
+        if value is not None:
+            changes[field] = _text("--" + field.replace("_", "-"), value)
+    if notice is not None:
+        changes["notice"] = _text("--notice", notice, multiline=True)
+    if until is not None:
+        changes["effective_until"] = parse_instant(
+            until, "--until", policy.tz if policy else None, end_of_day=True, now=now())
+    if not changes:
+        raise InputError("amend", "name at least one field to change (see --help)")
+    _amend(app, reference, changes, reason, actor, db, as_json, "amend")
+
+
 def _status_command(name: str, new: Status, doc: str) -> None:
     @order.command(name, help=doc)
     @click.argument("reference")
@@ -333,7 +435,10 @@ def _cname_chain(app: App, name: str) -> tuple[str, ...]:
 
 @cli.command()
 @click.argument("subject", metavar="NAME_OR_IP")
-@click.option("--at", "at_text", metavar="WHEN", help="Decide as of this instant [default: now].")
+@click.option("--at", "at_text", metavar="WHEN",
+              help="What was enforced at this instant (UTC unless WHEN has an offset; HH:MM "
+                   "is today): the journal is replayed as it stood then, and the answer "
+                   "cites the last entry it relied on [default: now, from the tables].")
 @click.option("--resolve", is_flag=True,
               help="Also ask the configured upstream resolver ([dns] upstream) for the "
                    "name's CNAME chain: a name aliased to a blocked name is blocked by the "
@@ -348,44 +453,63 @@ def check(ctx: click.Context, subject: str, at_text: str | None, resolve: bool,
     Exit status: 0 blocked, 1 not blocked, 2 error.
     """
     app: App = ctx.obj
-    at = parse_instant(at_text, "--at") if at_text is not None else now()
+    at = parse_instant(at_text, "--at", now=now()) if at_text is not None else now()
     address = parse_address(subject, "NAME_OR_IP")
     if address is not None and address.kind is not TargetKind.IP:
         raise InputError("NAME_OR_IP", "give one address, not a prefix")
     target = address or parse_target(subject.lstrip("=").removeprefix("*."), "NAME_OR_IP")
     store = app.store(db)
-    builder = IndexBuilder(at, app.actions())
-    for order_record, targets in store.candidates(target):
-        builder.load(order_record, targets)
-    decision = builder.index().decide(target.value)
+    relied: JournalEntry | None = None
+    if at_text is not None:  # the journal as it stood then, not today's orders
+        past = IndexBuilder(at, app.actions())
+        for entry in store.journal():
+            if to_utc(datetime.fromisoformat(entry.at)) > at:
+                break
+            past.apply(entry)
+            relied = entry
+        past_index = past.index()
+        decision = past_index.decide(target.value)
+    else:
+        builder = IndexBuilder(at, app.actions())
+        for order_record, targets in store.candidates(target):
+            builder.load(order_record, targets)
+        decision = builder.index().decide(target.value)
     via: str | None = None
     if resolve and not decision.blocked and target.kind is TargetKind.DOMAIN:
         chain = _cname_chain(app, target.value)
-        chained = IndexBuilder(at, app.actions())  # only the orders that could cover it
-        for alias in chain:
-            for order_record, targets in store.candidates(parse_target(alias, "NAME_OR_IP")):
-                chained.load(order_record, targets)
-        through = through_chain(chained.index(), chain, app.policies)
+        if at_text is not None:
+            chained = past_index
+        else:
+            builder = IndexBuilder(at, app.actions())  # only the orders that could cover it
+            for alias in chain:
+                for order_record, targets in store.candidates(
+                        parse_target(alias, "NAME_OR_IP")):
+                    builder.load(order_record, targets)
+            chained = builder.index()
+        through = through_chain(chained, chain, app.policies)
         if through is not None:
             via = through[0]
             decision = replace(through[1], subject=decision.subject)
     data = _decision_dict(decision, app.policies)
     if via is not None:
         data["through_cname"] = via
+    cite = ""
+    if at_text is not None:
+        data["at"] = iso(at)
+        data["journal"] = {"seq": relied.seq if relied else 0,
+                           "hash": relied.hash if relied else None,
+                           "at": relied.at if relied else None}
+        cite = (f" (at {iso(at)}, from the journal up to seq {relied.seq}, hash "
+                f"{relied.hash[:16]}...)" if relied else
+                f" (at {iso(at)}: the journal holds no entry yet)")
 
     def text() -> str:
         if not decision.blocked:
-            return f"{decision.subject}: not blocked"
-        if via is not None:
-            lines = [f"{decision.subject}: BLOCKED ({decision.action}) through a CNAME to "
-                     f"{via}"]
-            lines += [f"  order {m.order.reference} of {m.order.authority} "
-                      f"via {m.target.spec} -> {m.action}" for m in decision.matches]
-            return "\n".join(lines)
-        lines = [f"{decision.subject}: BLOCKED ({decision.action})"]
-        for m in decision.matches:
-            lines.append(f"  order {m.order.reference} of {m.order.authority} "
-                         f"via {m.target.spec} -> {m.action}")
+            return f"{decision.subject}: not blocked{cite}"
+        through = f" through a CNAME to {via}" if via is not None else ""
+        lines = [f"{decision.subject}: BLOCKED ({decision.action}){through}{cite}"]
+        lines += [f"  order {m.order.reference} of {m.order.authority} "
+                  f"via {m.target.spec} -> {m.action}" for m in decision.matches]
         return "\n".join(lines)
 
     emit(as_json, data, text)

@@ -7,7 +7,7 @@ clients over several buckets come from merging their sketches (a union, not a su
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -79,6 +79,37 @@ class HitSummary:
                       "first": g.first.isoformat() if g.first else None,
                       "last": g.last.isoformat() if g.last else None}
                      for g in self.groups]}
+
+
+GroupRow = tuple[str, int, date, date, int, int]  # key, hits, first, last, buckets, sketched
+
+
+def from_groups(groups: list[GroupRow], sketches: Callable[[], Iterable[tuple[str, bytes]]],
+                max_sketches: int = MAX_SKETCHES) -> HitSummary:
+    """A summary from counts the database summed per group (``Store.hit_groups``);
+    ``sketches`` is read and merged per group only if there are at most ``max_sketches``
+    (beyond that the estimate is left out rather than making the answer slow)."""
+    rows = [HitGroup(key, hits, buckets, first, last)
+            for key, hits, first, last, buckets, _ in groups]
+    sketched = sum(g[5] for g in groups)
+    summary = HitSummary(rows, sum(g.hits for g in rows), sum(g.buckets for g in rows),
+                         sketched, sketched <= max_sketches)
+    if summary.estimated and sketched:
+        wanted = {g.key: g for g in rows}
+        overall = Sketch()
+        for key, data in sketches():
+            group = wanted.get(key)
+            if group is None:
+                continue  # beyond --top
+            if group.sketch is None:
+                group.sketch = Sketch()
+            try:
+                group.sketch.merge_bytes(data)
+                overall.merge_bytes(data)
+            except ValueError:  # a damaged blob: counted, left out of the estimate
+                summary.damaged += 1
+        summary.clients = overall.estimate()
+    return summary
 
 
 def _key(bucket: HitBucket, by: str) -> str:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 
 from blockd.core.journal import (
     ORDER_ADD,
+    ORDER_AMEND,
     ORDER_STATUS,
     TARGET_ADD,
     TARGET_REMOVE,
@@ -285,7 +286,7 @@ class IndexBuilder:
             self._index(ref, touched, add=True)
         elif action == TARGET_REMOVE and was:
             self._index(ref, touched, add=False)
-        elif action == ORDER_STATUS and was != now:
+        elif action in (ORDER_STATUS, ORDER_AMEND) and was != now:
             self._index(ref, self._all_targets(ref), add=now)
         if now:
             self._indexed.add(ref)

@@ -30,7 +30,15 @@ ORDER_STATUS = "order.status"
 STORE_ADOPT = "store.adopt"
 # hit buckets past their policy's retention were deleted: how many, and which days
 HITS_PRUNE = "hits.prune"
-ACTIONS = (ORDER_ADD, TARGET_ADD, TARGET_REMOVE, ORDER_STATUS, STORE_ADOPT, HITS_PRUNE)
+# an order's facts changed (extended past its end, the authority's text corrected...):
+# the payload holds the new values and the previous ones, and why
+ORDER_AMEND = "order.amend"
+ACTIONS = (ORDER_ADD, TARGET_ADD, TARGET_REMOVE, ORDER_STATUS, STORE_ADOPT, HITS_PRUNE,
+           ORDER_AMEND)
+# the order fields `order amend` may change (never the reference, the dates it was
+# issued and received, or the policy that decides how it is enforced)
+AMENDABLE = ("authority", "jurisdiction", "requested_by", "legal_basis", "notice",
+             "contact", "appeal", "effective_until")
 
 # Targets per journal entry: a 1M-target import becomes many entries of bounded size, so
 # followers apply it in steps and no single payload is huge.
@@ -155,6 +163,28 @@ def order_from_payload(data: Mapping[str, Any]) -> OrderRecord:
     )
 
 
+def amended(order: OrderRecord, changes: Mapping[str, Any]) -> OrderRecord:
+    """The order with an ``order.amend`` entry's changes (JSON values, as journaled)."""
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key not in AMENDABLE:
+            raise JournalError(f"{key!r} cannot be amended")
+        values[key] = datetime.fromisoformat(value) if key == "effective_until" and \
+            value is not None else value
+    return replace(order, **values)
+
+
+def amend_payload(order: OrderRecord, changes: Mapping[str, Any], reason: str
+                  ) -> dict[str, Any]:
+    """The ``order.amend`` payload: new and previous values, JSON-able, and why."""
+    def plain(key: str, value: Any) -> Any:
+        return iso(value) if key == "effective_until" else value
+    return {"reference": order.reference,
+            "changes": {k: plain(k, v) for k, v in changes.items()},
+            "previous": {k: plain(k, getattr(order, k)) for k in changes},
+            "reason": reason}
+
+
 def chunks(targets: list[Target]) -> Iterator[list[str]]:
     for i in range(0, len(targets), TARGETS_PER_ENTRY):
         yield [t.spec for t in targets[i : i + TARGETS_PER_ENTRY]]
@@ -208,6 +238,11 @@ class OrderBook:
             self.orders[ref] = replace(
                 self.orders[ref], status=Status(data["status"]), status_reason=data["reason"]
             )
+            touched = []
+        elif action == ORDER_AMEND:
+            ref = data["reference"]
+            self._targets_of(ref, entry.seq)
+            self.orders[ref] = amended(self.orders[ref], data["changes"])
             touched = []
         elif action in (STORE_ADOPT, HITS_PRUNE):
             ref, touched = "", []  # changes no order

@@ -49,7 +49,8 @@ def parse_instant(
     text: str, field: str, tz: ZoneInfo | None = None, *, end_of_day: bool = False,
     now: datetime | None = None,
 ) -> datetime:
-    """Parse ``now``, ``YYYY-MM-DD`` or an ISO 8601 date-time into an aware UTC datetime.
+    """Parse ``now``, ``YYYY-MM-DD``, ``HH:MM`` (today) or an ISO 8601 date-time into an
+    aware UTC datetime.
 
     A bare date is midnight in ``tz`` at its start, or at the end of that day when
     ``end_of_day`` (for "until" bounds, which are exclusive). A date-time without an
@@ -59,6 +60,13 @@ def parse_instant(
     raw = text.strip()
     if raw.lower() == "now":
         return (now or datetime.now(UTC)).astimezone(UTC)
+    if len(raw) in (5, 8) and raw[2] == ":":  # HH:MM[:SS]: today, in tz
+        try:
+            clock = time.fromisoformat(raw)
+        except ValueError:
+            raise InputError(field, f"{text!r} is not a time of day (HH:MM)") from None
+        today = (now or datetime.now(UTC)).astimezone(tz).date()
+        return datetime.combine(today, clock, tz).astimezone(UTC)
     if len(raw) == 10:
         day = parse_date(raw, field)
         if end_of_day:

@@ -25,16 +25,18 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col
 
-from blockd.core.hits import HitBucket, HitQuery
+from blockd.core.hits import GroupRow, HitBucket, HitQuery
 from blockd.core.journal import (
     HITS_PRUNE,
     ORDER_ADD,
+    ORDER_AMEND,
     ORDER_STATUS,
     STORE_ADOPT,
     TARGET_ADD,
     TARGET_REMOVE,
     JournalEntry,
     adopted_heads,
+    amend_payload,
     chunks,
     make_entry,
     order_payload,
@@ -363,6 +365,20 @@ class Store:
             session.add(row)
             return entry
 
+    def amend(self, reference: str, changes: Mapping[str, Any], reason: str, *, actor: str,
+              at: datetime) -> JournalEntry:
+        """Change an order's facts (``AMENDABLE`` fields), journaled with the previous
+        values and the reason."""
+        with self._write() as session:
+            row = self._require(session, reference)
+            payload = amend_payload(_record(row), changes, reason)
+            entry = self._append(session, self._head(session), at, actor, ORDER_AMEND, payload)
+            for key, value in changes.items():
+                setattr(row, key, value)
+            row.updated_seq = entry.seq
+            session.add(row)
+            return entry
+
     def adopt(
         self, replaces: Sequence[tuple[int, str]], *, reason: str, actor: str, at: datetime,
         source: str | None = None,
@@ -554,28 +570,35 @@ class Store:
     def hit_buckets(self, query: HitQuery) -> Iterator[HitBucket]:
         """Stored buckets matching ``query``, from the per-order rollup unless the query
         names or groups by targets."""
-        per_target = query.target is not None or query.by == "target"
-        table = "hits" if per_target else "hit_orders"
-        where, params = [], {}
-        for column, value in (("reference", query.reference), ("target", query.target),
-                              ("channel", query.channel)):
-            if value is not None:
-                where.append(f"{column} = :{column}")
-                params[column] = value
-        if query.since is not None:
-            where.append("day >= :since")
-            params["since"] = query.since.isoformat()
-        if query.until is not None:
-            where.append("day <= :until")
-            params["until"] = query.until.isoformat()
-        target = "target" if per_target else "''"
+        table, where, params = _hit_filter(query)
+        target = "target" if table == "hits" else "''"
         clients = "clients" if query.clients else "NULL"
-        sql = (f"SELECT reference, day, {target}, channel, count, {clients} FROM {table}"
-               + (" WHERE " + " AND ".join(where) if where else ""))
+        sql = f"SELECT reference, day, {target}, channel, count, {clients} FROM {table}{where}"
         with self._read() as session:
             for ref, day, tgt, channel, count, sketch in session.execute(text(sql), params):
-                yield HitBucket(date.fromisoformat(day) if isinstance(day, str) else day,
-                                ref, tgt, channel, count, sketch)
+                yield HitBucket(_day(day), ref, tgt, channel, count, sketch)
+
+    def hit_groups(self, query: HitQuery, top: int | None = None) -> list[GroupRow]:
+        """Counts summed by the database, one row per group, busiest first (by day: in
+        date order): (key, hits, first day, last day, buckets, buckets with a sketch)."""
+        table, where, params = _hit_filter(query)
+        key = _GROUP_KEYS[query.by]
+        order = "key" if query.by == "day" else "hits DESC, key"
+        limit = f" LIMIT {int(top)}" if top is not None else ""
+        sql = (f"SELECT {key} AS key, SUM(count) AS hits, MIN(day), MAX(day), COUNT(*), "
+               f"COUNT(clients) FROM {table}{where} GROUP BY key ORDER BY {order}{limit}")
+        with self._read() as session:
+            return [(str(k), int(n), _day(lo), _day(hi), int(b), int(c))
+                    for k, n, lo, hi, b, c in session.execute(text(sql), params)]
+
+    def hit_sketches(self, query: HitQuery) -> Iterator[tuple[str, bytes]]:
+        """(group key, stored sketch) of the buckets matching ``query`` that have one."""
+        table, where, params = _hit_filter(query)
+        where += (" AND" if where else " WHERE") + " clients IS NOT NULL"
+        sql = f"SELECT {_GROUP_KEYS[query.by]}, clients FROM {table}{where}"
+        with self._read() as session:
+            for key, sketch in session.execute(text(sql), params):
+                yield str(key), bytes(sketch)
 
     def prune_hits(self, cutoffs: Mapping[str, date], default: date, *, actor: str,
                    at: datetime) -> JournalEntry | None:
@@ -718,6 +741,32 @@ class Store:
                  "match": t.match.value, "added_seq": seq, "forced": t in refused}
                 for t in targets[i : i + INSERT_BATCH]
             ])
+
+
+_GROUP_KEYS = {"order": "reference", "target": "reference || ' ' || target", "day": "day",
+               "channel": "channel"}
+
+
+def _day(value: object) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[return-value]
+
+
+def _hit_filter(query: HitQuery) -> tuple[str, str, dict[str, Any]]:
+    """(table, WHERE clause, parameters): the per-order rollup unless targets matter."""
+    table = "hits" if query.target is not None or query.by == "target" else "hit_orders"
+    where, params = [], {}
+    for column, value in (("reference", query.reference), ("target", query.target),
+                          ("channel", query.channel)):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    if query.since is not None:
+        where.append("day >= :since")
+        params["since"] = query.since.isoformat()
+    if query.until is not None:
+        where.append("day <= :until")
+        params["until"] = query.until.isoformat()
+    return table, (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def _batched(items: Sequence[HitBucket], size: int) -> Iterator[Sequence[HitBucket]]:
