@@ -13,7 +13,6 @@ and the store query alone, for the questions an engineer asks. Goal: each under 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sqlite3
 import subprocess
@@ -23,7 +22,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from blockd.core.hits import HitQuery, from_groups
+from blockd.core.hits import HitQuery
 from blockd.core.model import OrderRecord
 from blockd.core.names import parse_target
 from blockd.core.sketch import Sketch
@@ -74,6 +73,11 @@ def build(db: Path, orders: int, days: int, per_day: int) -> tuple[int, int]:
                         "VALUES (?, ?, ?, ?, ?, ?)", fine)
         rollup += len(rows)
         targets += len(fine)
+    # the monthly totals the store keeps beside the days (store/hitsql.py)
+    con.execute("INSERT INTO hit_months (reference, month, channel, count, first_day, "
+                "last_day, buckets) SELECT reference, substr(day, 1, 7), channel, SUM(count), "
+                "MIN(day), MAX(day), COUNT(*) FROM hit_orders "
+                "GROUP BY reference, substr(day, 1, 7), channel")
     con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.execute("ANALYZE")
@@ -95,7 +99,7 @@ def query_time(store: Store, query: HitQuery, top: int | None) -> tuple[float, s
     best, clients = float("inf"), ""
     for _ in range(3):
         start = time.perf_counter()
-        summary = from_groups(store.hit_groups(query, top), lambda: store.hit_sketches(query))
+        summary = store.hit_summary(query, top)
         best = min(best, time.perf_counter() - start)
         clients = "estimated" if summary.estimated else "left out"
     return best, clients
@@ -107,15 +111,17 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--targets-per-day", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="Keep the store (prints its path).")
+    ap.add_argument("--store", type=Path, help="Query a store a --keep run built.")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hits-bench-"))
-    db = tmp / "hits.db"
-    start = time.perf_counter()
-    rollup, targets = build(db, args.orders, args.days, args.targets_per_day)
-    size = os.path.getsize(db) / 2**20
-    print(f"built {rollup:,} per-order buckets and {targets:,} target buckets "
-          f"({args.orders} orders x 100 targets, {args.days} days; {size:.0f} MiB) in "
-          f"{time.perf_counter() - start:.0f} s")
+    db = args.store or tmp / "hits.db"
+    if args.store is None:
+        start = time.perf_counter()
+        rollup, targets = build(db, args.orders, args.days, args.targets_per_day)
+        size = db.stat().st_size / 2**20
+        print(f"built {rollup:,} per-order buckets and {targets:,} target buckets "
+              f"({args.orders} orders x 100 targets, {args.days} days; {size:.0f} MiB) "
+              f"in {time.perf_counter() - start:.0f} s")
     today = datetime.now(UTC).date()
     month = (today - timedelta(days=29)).isoformat()
     middle = args.orders // 2
@@ -143,7 +149,7 @@ def main() -> None:
         print(f"{label:<40} {c:>8.3f} {q:>10.3f}  {clients:<9} "
               f"{'ok' if c < GOAL_S else 'MISSED'}")
     store.close()
-    if args.keep:
+    if args.keep or args.store:
         print(f"store kept at {db}")
     else:
         for p in tmp.iterdir():

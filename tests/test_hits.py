@@ -107,6 +107,18 @@ def site(tmp_path: Path, upstream: StubUpstream) -> tuple[Path, Path]:
     return config, db
 
 
+def add_buckets(db: Path, rows: list[tuple[str, str, str, str, int]]) -> None:
+    """Buckets written through the store, as the daemons' flushes write them."""
+    from blockd.store.store import Store
+
+    store = Store.open(str(db))
+    try:
+        store.add_hits([HitBucket(datetime.fromisoformat(day).date(), ref, target, channel, n)
+                        for ref, day, target, channel, n in rows])
+    finally:
+        store.close()
+
+
 def hits(config: Path, db: Path, *args: str) -> dict[str, object]:
     r = run_cli(config, db, "hits", *args, "--json")
     assert r.returncode == 0, r.stderr
@@ -128,15 +140,9 @@ def within(estimate: object, exact: int) -> bool:
 def test_hits_from_many_clients_are_counted_and_no_client_is_stored(
         site: tuple[Path, Path]) -> None:
     config, db = site
-    con = sqlite3.connect(db)  # buckets past retention, and recent ones that stay
-    con.executemany("INSERT INTO hits (reference, day, target, channel, count) "
-                    "VALUES (?, ?, ?, 'dns', 4)",
-                    [("DK-1", OLD, "allofmp3.com"), ("DK-1", RECENT, "allofmp3.com"),
-                     ("Q-1", RECENT, "quiet.example")])
-    con.executemany("INSERT INTO hit_orders (reference, day, channel, count) "
-                    "VALUES (?, ?, 'dns', 4)", [("DK-1", OLD), ("DK-1", RECENT), ("Q-1", RECENT)])
-    con.commit()
-    con.close()
+    add_buckets(db, [("DK-1", OLD, "allofmp3.com", "dns", 4),  # past retention
+                     ("DK-1", RECENT, "allofmp3.com", "dns", 4),
+                     ("Q-1", RECENT, "quiet.example", "dns", 4)])
     dns_proc, dns_port = start(config, db, "dns")
     http_proc, http_port = start(config, db, "http")
     try:
@@ -192,14 +198,8 @@ def test_hits_from_many_clients_are_counted_and_no_client_is_stored(
 
 def test_table_csv_and_top(site: tuple[Path, Path]) -> None:
     config, db = site
-    con = sqlite3.connect(db)
-    con.executemany("INSERT INTO hits (reference, day, target, channel, count) "
-                    "VALUES ('DK-1', ?, ?, 'dns', ?)",
-                    [(RECENT, "allofmp3.com", 5), (RECENT, "b.example", 9)])
-    con.execute("INSERT INTO hit_orders (reference, day, channel, count) "
-                "VALUES ('DK-1', ?, 'dns', 14)", (RECENT,))
-    con.commit()
-    con.close()
+    add_buckets(db, [("DK-1", RECENT, "allofmp3.com", "dns", 5),
+                     ("DK-1", RECENT, "b.example", "dns", 9)])
     table = run_cli(config, db, "hits")
     assert table.returncode == 0
     lines = table.stdout.splitlines()
@@ -234,20 +234,19 @@ def test_prune_by_command_journals_once_and_keeps_what_is_due(
         site: tuple[Path, Path]) -> None:
     config, db = site
     eleven = (datetime.now(UTC) - timedelta(days=11)).date().isoformat()
-    con = sqlite3.connect(db)
-    con.executemany("INSERT INTO hits (reference, day, target, channel, count) "
-                    "VALUES (?, ?, ?, 'http', 1)",
-                    [("Q-1", eleven, "quiet.example"),  # quiet keeps 10 days: pruned
-                     ("DK-1", eleven, "allofmp3.com"),  # dk keeps 90: stays
-                     ("DK-1", OLD, "allofmp3.com")])
-    con.commit()
-    con.close()
+    add_buckets(db, [("Q-1", eleven, "quiet.example", "http", 1),  # quiet keeps 10 days
+                     ("DK-1", eleven, "allofmp3.com", "http", 1),  # dk keeps 90: stays
+                     ("DK-1", OLD, "allofmp3.com", "http", 1)])
     r = run_cli(config, db, "hits", "prune", "--json")
     assert r.returncode == 0, r.stderr
     done = json.loads(r.stdout)
     assert done["deleted"] == 2 and done["from"] == OLD and done["to"] == eleven
     left = sqlite3.connect(db).execute("SELECT reference, day FROM hits").fetchall()
     assert left == [("DK-1", eleven)]
+    months = sqlite3.connect(db).execute(
+        "SELECT reference, month, count FROM hit_months").fetchall()
+    assert months == [("DK-1", eleven[:7], 1)]  # the monthly totals follow
+    assert hits(config, db, "--order", "DK-1")["total"] == 1
     assert json.loads(run_cli(config, db, "hits", "prune", "--json").stdout) == {"deleted": 0}
     log = json.loads(run_cli(config, db, "audit", "log", "--json").stdout)
     assert [e["action"] for e in log].count("hits.prune") == 1
@@ -360,3 +359,48 @@ def test_summaries_sum_counts_and_order_busiest_first() -> None:
     damaged = summarise([HitBucket(day, "A", "", "dns", 1, sketch.encode()),
                          HitBucket(day, "A", "", "http", 1, b"\x07junk")], "order")
     assert damaged.damaged == 1 and damaged.clients == 1 and damaged.total == 2
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A store with buckets over 150 days of three orders, written as daemons write."""
+    from blockd.store.store import Store
+
+    db = tmp_path_factory.mktemp("spread") / "blockd.db"
+    store = Store.open(str(db), create=True)
+    store.init()
+    start = datetime(2026, 1, 20, tzinfo=UTC).date()
+    batch = [HitBucket(start + timedelta(days=d), f"O-{o}", f"t{d % 3}.example", channel,
+                       1 + (d * 7 + o) % 11)
+             for d in range(0, 150, 2) for o in range(3) for channel in ("dns", "http")]
+    store.add_hits(batch[: len(batch) // 2])
+    store.add_hits(batch[len(batch) // 2 :])
+    store.add_hits(batch[:40])  # the same buckets again: counts add up
+    store.close()
+    yield db
+
+
+@given(st.integers(min_value=-5, max_value=160), st.integers(min_value=0, max_value=170),
+       st.sampled_from(["order", "channel", "day"]))
+@settings(max_examples=60, deadline=None)
+def test_sums_over_months_and_days_agree_with_the_daily_buckets(
+        spread: Path, since_day: int, length: int, by: str) -> None:
+    """Whole months come from the monthly totals, the ends from the days: the same sums
+    as adding up every daily bucket, for any range."""
+    from blockd.core.hits import HitQuery
+    from blockd.store.store import Store
+
+    start = datetime(2026, 1, 20, tzinfo=UTC).date()
+    since = start + timedelta(days=since_day)
+    query = HitQuery(since=since, until=since + timedelta(days=length), by=by)
+    store = Store.open(str(spread))
+    try:
+        fast = store.hit_summary(query)
+        slow = summarise(store.hit_buckets(query), by)
+        assert [(g.key, g.hits, g.first, g.last) for g in fast.groups] == \
+            [(g.key, g.hits, g.first, g.last) for g in slow.groups]
+        unbounded = HitQuery(by=by, until=query.until)
+        assert store.hit_summary(unbounded).total == \
+            summarise(store.hit_buckets(unbounded), by).total
+    finally:
+        store.close()

@@ -16,6 +16,7 @@ from blockd.cli import (  # noqa: F401 - registers commands
     orders,
     serve,
     store,
+    verify,
 )
 from blockd.cli.root import cli, main
 

@@ -10,7 +10,7 @@ import click
 
 from blockd.cli.common import App, actor_option, db_option, default_actor, emit, now, pass_app
 from blockd.cli.root import cli
-from blockd.core.hits import CHANNELS, ERROR_3SIGMA, GROUPINGS, HitQuery, HitSummary, from_groups
+from blockd.core.hits import CHANNELS, ERROR_3SIGMA, GROUPINGS, HitQuery, HitSummary
 from blockd.core.model import InputError
 from blockd.core.timeparse import parse_day
 from blockd.store.retention import prune
@@ -61,7 +61,7 @@ def hits(ctx: click.Context, reference: str | None, target: str | None,
             store.get_order(query.reference, with_targets=False)
         except InputError as exc:
             raise InputError("--order", exc.reason) from None
-    summary = from_groups(store.hit_groups(query, top), lambda: store.hit_sketches(query))
+    summary = store.hit_summary(query, top)
     if as_csv:
         click.echo(_csv(summary, by), nl=False)
         return

@@ -28,7 +28,7 @@ def serve() -> None:
     """Run a daemon in the foreground (systemd runs these)."""
 
 
-def _addresses(values: tuple[str, ...], field: str, default_port: int) -> tuple[Address, ...]:
+def cli_addresses(values: tuple[str, ...], field: str, default_port: int) -> tuple[Address, ...]:
     try:
         return tuple(parse_address_port(v, field, default_port) for v in values)
     except ValueError as exc:
@@ -61,9 +61,9 @@ def serve_dns_cmd(app: App, listen: tuple[str, ...], upstream: tuple[str, ...],
     from blockd.daemon.dns import DnsDaemon
     from blockd.daemon.process import run, setup_logging
 
-    listen_a = _addresses(listen, "--listen", 5353)
-    metrics_a = _addresses((metrics,), "--metrics", 9253)[0] if metrics else None
-    upstream_a = _addresses(upstream, "--upstream", 53)
+    listen_a = cli_addresses(listen, "--listen", 5353)
+    metrics_a = cli_addresses((metrics,), "--metrics", 9253)[0] if metrics else None
+    upstream_a = cli_addresses(upstream, "--upstream", 53)
     try:
         networks = tuple(str(ipaddress.ip_network(n, strict=False)) for n in allow)
     except ValueError as exc:
@@ -108,7 +108,7 @@ def serve_nft_cmd(app: App, metrics: str | None, verbose: bool, db: str | None) 
     from blockd.daemon.nft import NftDaemon
     from blockd.daemon.process import run, setup_logging
 
-    metrics_a = _addresses((metrics,), "--metrics", 9255)[0] if metrics else None
+    metrics_a = cli_addresses((metrics,), "--metrics", 9255)[0] if metrics else None
 
     def make_config() -> Config:
         config = load_config(app.config_path).with_db(db)
@@ -143,9 +143,9 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
     from blockd.daemon.http import HttpDaemon
     from blockd.daemon.process import run, setup_logging
 
-    listen_a = _addresses(listen, "--listen", 8080)
-    tls_a = _addresses((tls_listen,), "--tls-listen", 443)[0] if tls_listen else None
-    metrics_a = _addresses((metrics,), "--metrics", 9254)[0] if metrics else None
+    listen_a = cli_addresses(listen, "--listen", 8080)
+    tls_a = cli_addresses((tls_listen,), "--tls-listen", 443)[0] if tls_listen else None
+    metrics_a = cli_addresses((metrics,), "--metrics", 9254)[0] if metrics else None
 
     def make_config() -> Config:
         config = load_config(app.config_path).with_db(db)

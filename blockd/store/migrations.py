@@ -44,18 +44,23 @@ def _v1_to_v2(conn: Connection) -> None:
 
 
 def _v2_to_v3(conn: Connection) -> None:
-    """Hits per channel with a distinct-client sketch, a per-order rollup, and the
-    enforcement timeline. v2 counted every channel into one row per (day, order, target):
-    those counts are kept under channel ``any`` (and summed into the rollup)."""
+    """Hits per channel with a distinct-client sketch, a per-order rollup, the enforcement
+    timeline and `blockd verify` runs. v2 counted every channel into one row per (day,
+    order, target): those counts are kept under channel ``any`` (and in the rollup)."""
     conn.execute(text("ALTER TABLE hits RENAME TO hits_v2"))
     SQLModel.metadata.create_all(conn, tables=[
-        SQLModel.metadata.tables[name] for name in ("hits", "hit_orders", "enforcements")])
+        SQLModel.metadata.tables[name]
+        for name in ("hits", "hit_orders", "hit_months", "enforcements", "verify_runs")])
     conn.execute(text(
         "INSERT INTO hits (reference, day, target, channel, count) "
         "SELECT reference, day, target, 'any', count FROM hits_v2"))
     conn.execute(text(
         "INSERT INTO hit_orders (reference, day, channel, count) "
         "SELECT reference, day, 'any', SUM(count) FROM hits_v2 GROUP BY reference, day"))
+    conn.execute(text(
+        "INSERT INTO hit_months (reference, month, channel, count, first_day, last_day, "
+        "buckets) SELECT reference, substr(day, 1, 7), channel, SUM(count), MIN(day), "
+        "MAX(day), COUNT(*) FROM hit_orders GROUP BY reference, substr(day, 1, 7), channel"))
     conn.execute(text("DROP TABLE hits_v2"))
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col
 
-from blockd.core.hits import GroupRow, HitBucket, HitQuery
+from blockd.core.hits import HitBucket, HitQuery, HitSummary, from_groups
 from blockd.core.journal import (
     HITS_PRUNE,
     ORDER_ADD,
@@ -50,9 +50,8 @@ from blockd.core.model import (
     check_transition,
 )
 from blockd.core.names import name_suffixes, parse_address, target_from_parts
-from blockd.core.sketch import Sketch
 from blockd.core.timeparse import iso, to_utc
-from blockd.store import migrations
+from blockd.store import hitsql, migrations
 from blockd.store.engine import (
     BUSY_TIMEOUT_MS,
     FileProbe,
@@ -70,6 +69,7 @@ from blockd.store.tables import (
     JournalRow,
     OrderRow,
     TargetRow,
+    VerifyRunRow,
 )
 
 INSERT_BATCH = 5000  # target rows per INSERT statement
@@ -541,19 +541,9 @@ class Store:
     def add_hits(self, buckets: Sequence[HitBucket]) -> None:
         """Add batched hit buckets (one transaction per flush, never one per query):
         counts add up, client sketches merge (read and written under the write lock)."""
-        if not buckets:
-            return
-        orders: dict[tuple[str, date, str], HitBucket] = {}
-        for b in buckets:
-            key = (b.reference, b.day, b.channel)
-            was = orders.get(key)
-            orders[key] = b if was is None else replace(
-                was, target="", count=was.count + b.count,
-                clients=_merged(was.clients, b.clients))
-        with self._write() as session:
-            _upsert(session, "hits", ("reference", "day", "target", "channel"), buckets)
-            _upsert(session, "hit_orders", ("reference", "day", "channel"),
-                    list(orders.values()))
+        if buckets:
+            with self._write() as session:
+                hitsql.add(session, buckets)
 
     def hits(self, reference: str | None = None) -> list[tuple[date, str, str, int]]:
         """(day, order, target, count) over all channels: the raw buckets, for tests and
@@ -568,68 +558,58 @@ class Store:
             return [(d, r, t, int(n)) for d, r, t, n in session.execute(query)]
 
     def hit_buckets(self, query: HitQuery) -> Iterator[HitBucket]:
-        """Stored buckets matching ``query``, from the per-order rollup unless the query
-        names or groups by targets."""
-        table, where, params = _hit_filter(query)
-        target = "target" if table == "hits" else "''"
-        clients = "clients" if query.clients else "NULL"
-        sql = f"SELECT reference, day, {target}, channel, count, {clients} FROM {table}{where}"
+        """Stored daily buckets matching ``query``."""
         with self._read() as session:
-            for ref, day, tgt, channel, count, sketch in session.execute(text(sql), params):
-                yield HitBucket(_day(day), ref, tgt, channel, count, sketch)
+            yield from hitsql.buckets(session, query)
 
-    def hit_groups(self, query: HitQuery, top: int | None = None) -> list[GroupRow]:
-        """Counts summed by the database, one row per group, busiest first (by day: in
-        date order): (key, hits, first day, last day, buckets, buckets with a sketch)."""
-        table, where, params = _hit_filter(query)
-        key = _GROUP_KEYS[query.by]
-        order = "key" if query.by == "day" else "hits DESC, key"
-        limit = f" LIMIT {int(top)}" if top is not None else ""
-        sql = (f"SELECT {key} AS key, SUM(count) AS hits, MIN(day), MAX(day), COUNT(*), "
-               f"COUNT(clients) FROM {table}{where} GROUP BY key ORDER BY {order}{limit}")
+    def hit_summary(self, query: HitQuery, top: int | None = None) -> HitSummary:
+        """What `blockd hits` prints: counts summed by the database (whole months from
+        the monthly totals), client sketches merged for the groups shown."""
         with self._read() as session:
-            return [(str(k), int(n), _day(lo), _day(hi), int(b), int(c))
-                    for k, n, lo, hi, b, c in session.execute(text(sql), params)]
-
-    def hit_sketches(self, query: HitQuery) -> Iterator[tuple[str, bytes]]:
-        """(group key, stored sketch) of the buckets matching ``query`` that have one."""
-        table, where, params = _hit_filter(query)
-        where += (" AND" if where else " WHERE") + " clients IS NOT NULL"
-        sql = f"SELECT {_GROUP_KEYS[query.by]}, clients FROM {table}{where}"
-        with self._read() as session:
-            for key, sketch in session.execute(text(sql), params):
-                yield str(key), bytes(sketch)
+            groups = hitsql.groups(session, query, top)
+            keys = [g[0] for g in groups] if top is not None else None
+            return from_groups(groups, lambda: hitsql.sketches(session, query, keys))
 
     def prune_hits(self, cutoffs: Mapping[str, date], default: date, *, actor: str,
                    at: datetime) -> JournalEntry | None:
         """Delete hit buckets older than each order's policy allows (``cutoffs``: policy
         name -> first day kept; ``default`` for any other) and journal the run as one
         entry (how many buckets, which days), or nothing if nothing was due."""
-        groups: list[tuple[str, dict[str, Any]]] = [
-            ("reference IN (SELECT reference FROM orders WHERE policy = :p) AND day < :d",
-             {"p": name, "d": cutoff.isoformat()}) for name, cutoff in cutoffs.items()]
-        marks = ", ".join(f":p{i}" for i in range(len(cutoffs))) or "''"
-        groups.append((f"reference NOT IN (SELECT reference FROM orders WHERE policy IN "
-                       f"({marks})) AND day < :d",
-                       {"d": default.isoformat(),
-                        **{f"p{i}": name for i, name in enumerate(cutoffs)}}))
         with self._write() as session:
-            deleted, first, last = 0, None, None
-            for where, params in groups:
-                low, high, n = session.execute(text(
-                    f"SELECT MIN(day), MAX(day), COUNT(*) FROM hits WHERE {where}"),
-                    params).one()
-                if n:
-                    deleted += n
-                    first = low if first is None else min(first, low)
-                    last = high if last is None else max(last, high)
-                for table in ("hits", "hit_orders"):
-                    session.execute(text(f"DELETE FROM {table} WHERE {where}"), params)
+            deleted, first, last = hitsql.prune(session, cutoffs, default)
             if not deleted:
                 return None
-            payload = {"buckets": deleted, "from": str(first), "to": str(last),
+            payload = {"buckets": deleted, "from": first, "to": last,
                        "kept_from": {name: d.isoformat() for name, d in sorted(cutoffs.items())}}
             return self._append(session, self._head(session), at, actor, HITS_PRUNE, payload)
+
+    # -- verify runs -----------------------------------------------------------------
+
+    def record_verify(self, at: datetime, head: JournalEntry | None, checked: int,
+                      failed: int, sampled: bool, result: Mapping[str, Any]) -> int:
+        """Store one `blockd verify` run; its id."""
+        with self._write() as session:
+            row = VerifyRunRow(at=_at_text(at), head_seq=head.seq if head else 0,
+                               head_hash=head.hash if head else None, checked=checked,
+                               failed=failed, sampled=sampled,
+                               result=json.dumps(result, sort_keys=True))
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            return row.id
+
+    def last_verify(self, reference: str | None = None) -> dict[str, Any] | None:
+        """The newest run (that checked ``reference``, if given), as stored."""
+        query = select(VerifyRunRow).order_by(col(VerifyRunRow.id).desc())
+        with self._read() as session:
+            for row in session.execute(query).scalars():
+                result = json.loads(row.result)
+                if reference is not None and reference not in result.get("orders", {}):
+                    continue
+                return {"id": row.id, "at": row.at, "head_seq": row.head_seq,
+                        "head_hash": row.head_hash, "checked": row.checked,
+                        "failed": row.failed, "sampled": row.sampled, **result}
+        return None
 
     # -- enforcement timeline ------------------------------------------------------
 
@@ -741,67 +721,6 @@ class Store:
                  "match": t.match.value, "added_seq": seq, "forced": t in refused}
                 for t in targets[i : i + INSERT_BATCH]
             ])
-
-
-_GROUP_KEYS = {"order": "reference", "target": "reference || ' ' || target", "day": "day",
-               "channel": "channel"}
-
-
-def _day(value: object) -> date:
-    return date.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[return-value]
-
-
-def _hit_filter(query: HitQuery) -> tuple[str, str, dict[str, Any]]:
-    """(table, WHERE clause, parameters): the per-order rollup unless targets matter."""
-    table = "hits" if query.target is not None or query.by == "target" else "hit_orders"
-    where, params = [], {}
-    for column, value in (("reference", query.reference), ("target", query.target),
-                          ("channel", query.channel)):
-        if value is not None:
-            where.append(f"{column} = :{column}")
-            params[column] = value
-    if query.since is not None:
-        where.append("day >= :since")
-        params["since"] = query.since.isoformat()
-    if query.until is not None:
-        where.append("day <= :until")
-        params["until"] = query.until.isoformat()
-    return table, (" WHERE " + " AND ".join(where) if where else ""), params
-
-
-def _batched(items: Sequence[HitBucket], size: int) -> Iterator[Sequence[HitBucket]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _merged(a: bytes | None, b: bytes | None) -> bytes | None:
-    if a is None or b is None:
-        return a if b is None else b
-    sketch = Sketch.decode(a)
-    sketch.merge_bytes(b)
-    return sketch.encode()
-
-
-def _upsert(session: Session, table: str, key: tuple[str, ...],
-            buckets: Sequence[HitBucket]) -> None:
-    """Add counts to existing rows and merge sketches; insert the rest."""
-    columns = ", ".join(key)
-    match = " AND ".join(f"{c} = :{c}" for c in key)
-    for chunk in _batched(buckets, 500):
-        rows = []
-        for b in chunk:
-            row = {"reference": b.reference, "day": b.day.isoformat(), "target": b.target,
-                   "channel": b.channel, "count": b.count, "clients": b.clients}
-            if b.clients is not None:
-                stored = session.execute(text(f"SELECT clients FROM {table} WHERE {match}"),
-                                         row).scalar()
-                row["clients"] = _merged(stored, b.clients)
-            rows.append(row)
-        session.execute(text(
-            f"INSERT INTO {table} ({columns}, count, clients) "
-            f"VALUES ({', '.join(':' + c for c in key)}, :count, :clients) "
-            f"ON CONFLICT ({columns}) DO UPDATE SET count = {table}.count + excluded.count, "
-            "clients = COALESCE(excluded.clients, clients)"), rows)
 
 
 def _at_text(value: datetime) -> str:

@@ -11,8 +11,10 @@ from datetime import date, datetime
 from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3  # v2: targets.forced; v3: hits per channel with sketches, timeline
-TABLES = ("meta", "orders", "targets", "journal", "hits", "hit_orders", "enforcements")
+SCHEMA_VERSION = 3  # v2: targets.forced; v3: hits per channel with sketches, timeline,
+# verify runs
+TABLES = ("meta", "orders", "targets", "journal", "hits", "hit_orders", "hit_months",
+          "enforcements", "verify_runs")
 
 
 class Meta(SQLModel, table=True):
@@ -103,13 +105,29 @@ class HitOrderRow(SQLModel, table=True):
     to answer over a year of thousands of orders at once."""
 
     __tablename__ = "hit_orders"
-    __table_args__ = (Index("ix_hit_orders_day", "day"),)
+    # covering: a question by day sums counts without reading the rows (and their sketches)
+    __table_args__ = (Index("ix_hit_orders_day", "day", "reference", "channel", "count"),)
 
     reference: str = Field(primary_key=True)
     day: date = Field(primary_key=True)
     channel: str = Field(primary_key=True)
     count: int = 0
     clients: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class HitMonthRow(SQLModel, table=True):
+    """Per order, month (YYYY-MM) and channel: the sum of ``hit_orders`` (no sketch), so
+    a year of thousands of orders is summed from a few hundred thousand rows."""
+
+    __tablename__ = "hit_months"
+
+    reference: str = Field(primary_key=True)
+    month: str = Field(primary_key=True)
+    channel: str = Field(primary_key=True)
+    count: int = 0
+    first_day: str
+    last_day: str
+    buckets: int = 0  # daily rows summed here
 
 
 class EnforcementRow(SQLModel, table=True):
@@ -125,3 +143,20 @@ class EnforcementRow(SQLModel, table=True):
     channel: str = Field(primary_key=True)
     instance: str = Field(primary_key=True)
     at: str
+
+
+class VerifyRunRow(SQLModel, table=True):
+    """One `blockd verify` run: what it checked against which journal head, and how it
+    went (per order, so a report can cite the last run that covered its order)."""
+
+    __tablename__ = "verify_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: str = Field(index=True)
+    head_seq: int
+    head_hash: str | None = None
+    checked: int
+    failed: int
+    sampled: bool
+    # {"orders": {ref: [passed, failed]}, "failures": [first 50 as dicts]}
+    result: str = Field(sa_column=Column(Text, nullable=False))
