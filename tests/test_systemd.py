@@ -29,13 +29,14 @@ def units(tmp_path: Path) -> Path:
     here.mkdir()
     entry = Path(sys.prefix) / "bin" / "blockd"
     assert entry.exists()
-    for unit in [*SERVICES, "blockd.target"]:
+    for unit in [*SERVICES, "blockd-verify.service", "blockd-verify.timer", "blockd.target"]:
         text = (UNITS / unit).read_text().replace("/opt/blockd/bin/blockd", str(entry))
         (here / unit).write_text(text)
     return here
 
 
-@pytest.mark.parametrize("unit", [*SERVICES, "blockd.target"])
+@pytest.mark.parametrize("unit", [*SERVICES, "blockd-verify.service", "blockd-verify.timer",
+                                  "blockd.target"])
 def test_unit_verifies_without_a_warning(units: Path, unit: str) -> None:
     """`systemd-analyze verify` exits 0 even on an unknown key: any output is a failure."""
     r = subprocess.run(["systemd-analyze", "verify", str(units / unit)], capture_output=True,
@@ -53,13 +54,22 @@ def test_an_unknown_key_would_be_caught(units: Path) -> None:
     assert "Unknown key" in r.stderr
 
 
-@pytest.mark.parametrize("unit", SERVICES)
+@pytest.mark.parametrize("unit", [*SERVICES, "blockd-verify.service"])
 def test_unit_exposure_is_low(units: Path, unit: str) -> None:
     r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(units / unit)],
                        capture_output=True, text=True, timeout=60, check=False)
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout + r.stderr)
     assert found, r.stdout + r.stderr
     assert float(found.group(1)) <= MAX_EXPOSURE, r.stdout
+
+
+def test_the_verify_timer_runs_the_self_test_hourly() -> None:
+    timer = (UNITS / "blockd-verify.timer").read_text()
+    assert "OnCalendar=hourly" in timer and "Persistent=true" in timer
+    service = (UNITS / "blockd-verify.service").read_text()
+    assert "Type=oneshot" in service
+    assert "ExecStart=/opt/blockd/bin/blockd verify\n" in service
+    assert "blockd-verify.timer" in (UNITS / "blockd.target").read_text()
 
 
 def test_each_daemon_has_only_the_capability_it_needs() -> None:
