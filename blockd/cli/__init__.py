@@ -14,6 +14,7 @@ from blockd.cli import (  # noqa: F401 - registers commands
     hits,
     nft,
     orders,
+    report,
     serve,
     store,
     verify,

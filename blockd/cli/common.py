@@ -359,3 +359,16 @@ def read_input(file: Path) -> bytes:
     if len(raw) > MAX_IMPORT:
         raise InputError("FILE", f"{file} is larger than {MAX_IMPORT // 2**20} MiB")
     return raw
+
+
+def write_output(output: Path, content: str) -> None:
+    """Write a whole file atomically (a temporary file renamed over it): a reader never
+    sees half a report or export."""
+    if not str(output).strip() or not output.name:
+        raise InputError("--output", "must name a file")
+    try:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(content, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        raise InputError("--output", f"cannot write {output}: {exc.strerror}") from None

@@ -20,6 +20,7 @@ from blockd.cli.common import (
     now,
     pass_app,
     read_input,
+    write_output,
 )
 from blockd.cli.root import cli
 from blockd.core.model import (
@@ -113,13 +114,6 @@ def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: s
     if output is None:
         click.echo(content, nl=False)
         return
-    if not str(output).strip() or not output.name:
-        raise InputError("--output", "must name a file")
-    try:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(output)
-    except OSError as exc:
-        raise InputError("--output", f"cannot write {output}: {exc.strerror}") from None
+    write_output(output, content)
     click.echo(f"wrote {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} to {output}",
                err=True)
