@@ -94,7 +94,7 @@ def _what(entry: JournalEntry) -> str:
     if "status" in data:
         return f"status {data['status']}: {data.get('reason', '')}"
     if "changes" in data:
-        return "; ".join(f"{k.replace('_', ' ')}: {data['previous'].get(k)} -> {v}"
+        return "; ".join(f"{k.replace('_', ' ')}: {data['previous'].get(k) or '(none)'} -> {v}"
                          for k, v in data["changes"].items()) + f" ({data['reason']})"
     return entry.action
 

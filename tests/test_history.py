@@ -110,7 +110,7 @@ def test_extend_and_amend_are_journaled_with_the_previous_values(
     assert show["effective_until"] == "2099-06-30T23:00:00Z"
     assert [e["action"] for e in show["history"]] == ["order.add", "order.amend", "order.amend"]
     log = blockd("audit", "log").out
-    assert ("authority: High Court -> High Court of Justice, contact: None -> "
+    assert ("authority: High Court -> High Court of Justice, contact: (none) -> "
             "abuse@isp.example (names corrected)") in log
     assert blockd("audit", "verify").code == 0
 

@@ -303,7 +303,7 @@ def _summary(e: JournalEntry) -> str:
     if "status" in data:
         what = f" -> {data['status']} ({data['reason']})"
     if "changes" in data:
-        what = " " + ", ".join(f"{k}: {data['previous'].get(k)} -> {v}"
+        what = " " + ", ".join(f"{k}: {data['previous'].get(k) or '(none)'} -> {v}"
                                for k, v in data["changes"].items()) + f" ({data['reason']})"
     if "buckets" in data:
         what = f" {data['buckets']} hit buckets {data['from']} .. {data['to']}"
