@@ -106,11 +106,12 @@ class IndexFollower:
         """Why the follower is unhealthy, in one line (None when healthy)."""
         if self.refused:
             return f"store refused: {self.refused}"
+        source = "the snapshot on disk" if self.origin == "snapshot" else "memory"
+        if self.damaged:  # the more precise word when damage also makes reads fail
+            return f"store damaged: {self.damaged[0]}" + (
+                "" if self.readable else f"; enforcing the last good policy from {source}")
         if not self.readable:
-            source = "the snapshot on disk" if self.origin == "snapshot" else "memory"
             return f"store unreadable: enforcing the last good policy from {source}"
-        if self.damaged:
-            return f"store damaged: {self.damaged[0]}"
         if self.unproven:
             return "order tables do not match the journal: enforcing what it proves"
         return None
