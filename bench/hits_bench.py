@@ -78,6 +78,8 @@ def build(db: Path, orders: int, days: int, per_day: int) -> tuple[int, int]:
                 "last_day, buckets) SELECT reference, substr(day, 1, 7), channel, SUM(count), "
                 "MIN(day), MAX(day), COUNT(*) FROM hit_orders "
                 "GROUP BY reference, substr(day, 1, 7), channel")
+    con.execute("INSERT INTO hit_days (day, channel, count, buckets) SELECT day, channel, "
+                "SUM(count), COUNT(*) FROM hit_orders GROUP BY day, channel")
     con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.execute("ANALYZE")

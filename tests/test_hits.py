@@ -247,6 +247,7 @@ def test_prune_by_command_journals_once_and_keeps_what_is_due(
         "SELECT reference, month, count FROM hit_months").fetchall()
     assert months == [("DK-1", eleven[:7], 1)]  # the monthly totals follow
     assert hits(config, db, "--order", "DK-1")["total"] == 1
+    assert hits(config, db, "--by", "day")["total"] == 1  # and the totals per day
     assert json.loads(run_cli(config, db, "hits", "prune", "--json").stdout) == {"deleted": 0}
     log = json.loads(run_cli(config, db, "audit", "log", "--json").stdout)
     assert [e["action"] for e in log].count("hits.prune") == 1

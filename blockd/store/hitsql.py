@@ -5,7 +5,8 @@ level a question allows.
 - ``hit_orders``: per (order, day, channel), the same summed over targets, with a sketch;
 - ``hit_months``: per (order, month, channel), counts only, so a year of thousands of
   orders is a few hundred thousand rows to sum, not millions. A question over whole
-  months reads these; the days at either end of its range come from ``hit_orders``.
+  months reads these; the days at either end of its range come from ``hit_orders``;
+- ``hit_days``: per (day, channel) over all orders, for the questions by day.
 
 All three are kept in the transaction that adds a batch (and the one that prunes), so
 they always agree; ``blockd audit verify`` does not cover them (hits are not journaled).
@@ -38,6 +39,7 @@ def add(session: Session, buckets: Sequence[HitBucket]) -> None:
         orders[key] = b if was is None else replace(
             was, count=was.count + b.count, clients=merged(was.clients, b.clients))
     months: dict[tuple[str, str, str], list[Any]] = {}
+    days: dict[tuple[str, str], list[int]] = {}
     for (ref, day, channel), b in orders.items():
         new = session.execute(text(
             "SELECT 1 FROM hit_orders WHERE reference = :r AND day = :d AND channel = :c"),
@@ -46,6 +48,9 @@ def add(session: Session, buckets: Sequence[HitBucket]) -> None:
         row[0] += b.count
         row[1], row[2] = min(row[1], day), max(row[2], day)
         row[3] += int(new)
+        total = days.setdefault((day.isoformat(), channel), [0, 0])
+        total[0] += b.count
+        total[1] += int(new)
     _upsert(session, "hits", ("reference", "day", "target", "channel"), buckets)
     _upsert(session, "hit_orders", ("reference", "day", "channel"),
             [replace(b, target="") for b in orders.values()])
@@ -58,6 +63,11 @@ def add(session: Session, buckets: Sequence[HitBucket]) -> None:
         "buckets = hit_months.buckets + excluded.buckets"),
         [{"r": r, "m": m, "c": c, "n": n, "f": f.isoformat(), "l": last.isoformat(), "b": nb}
          for (r, m, c), (n, f, last, nb) in months.items()])
+    session.execute(text(
+        "INSERT INTO hit_days (day, channel, count, buckets) VALUES (:d, :c, :n, :b) "
+        "ON CONFLICT (day, channel) DO UPDATE SET count = hit_days.count + excluded.count, "
+        "buckets = hit_days.buckets + excluded.buckets"),
+        [{"d": d, "c": c, "n": n, "b": nb} for (d, c), (n, nb) in days.items()])
 
 
 def merged(a: bytes | None, b: bytes | None) -> bytes | None:
@@ -161,6 +171,10 @@ def groups(session: Session, query: HitQuery, top: int | None) -> list[GroupRow]
                 params.update(p)
         sql = (f"SELECT key, SUM(count) AS hits, MIN(lo), MAX(hi), SUM(buckets) FROM "
                f"({' UNION ALL '.join(parts)}) GROUP BY key ORDER BY {order}{limit}")
+    elif table == "hit_orders" and query.reference is None:  # by day, all orders
+        where, params = _filter(query, "hit_days", query.since, query.until)
+        sql = (f"SELECT day AS key, SUM(count) AS hits, day, day, SUM(buckets) "
+               f"FROM hit_days{where} GROUP BY key ORDER BY {order}{limit}")
     else:
         where, params = _filter(query, table, query.since, query.until)
         sql = (f"SELECT {key} AS key, SUM(count) AS hits, MIN(day), MAX(day), COUNT(*) "
@@ -241,4 +255,11 @@ def prune(session: Session, cutoffs: Mapping[str, date], default: date
             f"buckets) SELECT reference, :m, channel, SUM(count), MIN(day), MAX(day), "
             f"COUNT(*) FROM hit_orders WHERE {refs} AND day >= :d AND substr(day, 1, 7) = :m "
             "GROUP BY reference, channel"), params)
+    if deleted:  # the days before the latest cutoff, summed again from what is kept
+        latest = max(cutoff for _, _, cutoff in groups_).isoformat()
+        session.execute(text("DELETE FROM hit_days WHERE day < :d"), {"d": latest})
+        session.execute(text(
+            "INSERT INTO hit_days (day, channel, count, buckets) SELECT day, channel, "
+            "SUM(count), COUNT(*) FROM hit_orders WHERE day < :d GROUP BY day, channel"),
+            {"d": latest})
     return deleted, first, last

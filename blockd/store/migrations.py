@@ -50,7 +50,8 @@ def _v2_to_v3(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE hits RENAME TO hits_v2"))
     SQLModel.metadata.create_all(conn, tables=[
         SQLModel.metadata.tables[name]
-        for name in ("hits", "hit_orders", "hit_months", "enforcements", "verify_runs")])
+        for name in ("hits", "hit_orders", "hit_months", "hit_days", "enforcements",
+                     "verify_runs")])
     conn.execute(text(
         "INSERT INTO hits (reference, day, target, channel, count) "
         "SELECT reference, day, target, 'any', count FROM hits_v2"))
@@ -61,6 +62,9 @@ def _v2_to_v3(conn: Connection) -> None:
         "INSERT INTO hit_months (reference, month, channel, count, first_day, last_day, "
         "buckets) SELECT reference, substr(day, 1, 7), channel, SUM(count), MIN(day), "
         "MAX(day), COUNT(*) FROM hit_orders GROUP BY reference, substr(day, 1, 7), channel"))
+    conn.execute(text(
+        "INSERT INTO hit_days (day, channel, count, buckets) SELECT day, channel, "
+        "SUM(count), COUNT(*) FROM hit_orders GROUP BY day, channel"))
     conn.execute(text("DROP TABLE hits_v2"))
 
 

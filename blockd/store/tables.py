@@ -14,7 +14,7 @@ from sqlmodel import Field, SQLModel
 SCHEMA_VERSION = 3  # v2: targets.forced; v3: hits per channel with sketches, timeline,
 # verify runs
 TABLES = ("meta", "orders", "targets", "journal", "hits", "hit_orders", "hit_months",
-          "enforcements", "verify_runs")
+          "hit_days", "enforcements", "verify_runs")
 
 
 class Meta(SQLModel, table=True):
@@ -128,6 +128,18 @@ class HitMonthRow(SQLModel, table=True):
     first_day: str
     last_day: str
     buckets: int = 0  # daily rows summed here
+
+
+class HitDayRow(SQLModel, table=True):
+    """Per UTC day and channel over all orders: the questions by day, without reading
+    every order's row of every day."""
+
+    __tablename__ = "hit_days"
+
+    day: str = Field(primary_key=True)
+    channel: str = Field(primary_key=True)
+    count: int = 0
+    buckets: int = 0  # per-order daily rows summed here
 
 
 class EnforcementRow(SQLModel, table=True):
