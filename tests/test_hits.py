@@ -405,3 +405,25 @@ def test_sums_over_months_and_days_agree_with_the_daily_buckets(
             summarise(store.hit_buckets(unbounded), by).total
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("mode", "clients", "estimate"), [
+    ("hash", ["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2"], 4),
+    ("truncate", ["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2"], 2),  # /24, /48
+    ("none", ["192.0.2.1", "192.0.2.2"], None),
+    ("drop", ["192.0.2.1"], None),
+])
+def test_the_policy_decides_what_feeds_the_estimate(tmp_path: Path, mode: str,
+                                                    clients: list[str],
+                                                    estimate: int | None) -> None:
+    from blockd.core.enforcement import Anonymisation
+    from blockd.store.hits import HitCounter
+    from blockd.store.shared import SharedStore
+
+    counter = HitCounter(SharedStore(str(tmp_path / "unused.db")),
+                         lambda _ref: Anonymisation(mode))
+    for client in clients:
+        counter.channel("dns").add("REF-1", "a.example", 1, client)
+    assert sum(counter.pending.values()) == len(clients)  # counted either way
+    sketches = list(counter.sketches.values())
+    assert (sketches[0].estimate() if sketches else None) == estimate

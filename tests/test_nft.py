@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,13 @@ def test_serve_nft_follows_the_journal(blockd: Runner, db: Path, netns: str,
     assert proc.returncode == 0
     # enforcement survives the daemon: the rules stay until flushed deliberately
     assert oracle(netns)["sets"]["v4_reject"] == ["93.184.216.34"]
+    # the timeline holds when the kernel first matched each order, once
+    show = json.loads(blockd("order", "show", "ES-2", "--json").out)
+    [nft] = show["enforcement"]["channels"]
+    assert nft["channel"] == "nft" and nft["instances"] == ["nft"] and nft["since"]
+    assert nft["verdict"] == "none"  # the default policy sets no deadline
+    since = datetime.fromisoformat(nft["since"])
+    assert datetime.fromisoformat(show["received_at"]) <= since <= datetime.now(UTC)
 
 
 def sh(*cmd: str) -> None:
