@@ -10,8 +10,10 @@ of several rounds in ns per query; pin it to one CPU to compare two checkouts:
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import dns.message
 
@@ -22,6 +24,8 @@ from blockd.core.names import parse_target
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.service import DnsService
 from blockd.dns.upstream import Upstreams
+from blockd.store.hits import HitCounter
+from blockd.store.shared import SharedStore
 
 
 def main() -> None:
@@ -34,9 +38,12 @@ def main() -> None:
         "FI-15124/2006", "Copenhagen City Court", date(2006, 10, 25), now,
         targets=frozenset({parse_target("allofmp3.com")}))], now)
     settings = DnsSettings(upstream=(("127.0.0.1", 9),), rate_limit=1e12, rate_burst=1e12)
+    # hits counted as the daemon counts them (a dict increment and the client sketch)
+    counter = HitCounter(SharedStore(str(Path(tempfile.gettempdir()) / "unused.db")))
+    hits = counter.channel("dns") if hasattr(counter, "channel") else counter
     service = DnsService(lambda: policy,
                          BlockedAnswers({}, "127.0.0.80", "::80", "https://isp.example/"),
-                         settings, Upstreams(settings.upstream))
+                         settings, Upstreams(settings.upstream), hits)
     data = dns.message.make_query("www.allofmp3.com", "A", use_edns=0).to_wire()
     handle = service.handle
     for tcp in (False, True):
@@ -49,6 +56,7 @@ def main() -> None:
         label = "tcp (full path)" if tcp else "udp (replay memo)"
         print(f"{label}: {best * 1e9:.0f} ns/query")
     assert service.stats.blocked == 2 * args.rounds * args.queries
+    assert sum(counter.pending.values()) == 2 * args.rounds * args.queries
 
 
 if __name__ == "__main__":

@@ -33,12 +33,16 @@ class Sketch:
         self.registers = registers if registers is not None else bytearray(M)
 
     def add(self, hashed: int) -> None:
-        """Hot path: one register update from a uniformly distributed 64-bit value."""
-        index = hashed & _MASK
-        rest = hashed >> P  # 54 bits
-        rank = 55 - rest.bit_length()  # leading zeros of the 54-bit rest, plus one
+        """One register update from a uniformly distributed 64-bit value."""
+        index, rank = Sketch.slot(hashed)
         if rank > self.registers[index]:
             self.registers[index] = rank
+
+    @staticmethod
+    def slot(hashed: int) -> tuple[int, int]:
+        """(register, rank) of a 64-bit value: the low P bits pick the register, the
+        rank is one more than the leading zeros of the remaining 54 bits."""
+        return hashed & _MASK, 55 - (hashed >> P).bit_length()
 
     def merge(self, other: Sketch) -> None:
         """Union: the register-wise maximum."""

@@ -199,7 +199,7 @@ class StatsCollector(Collector):
         yield counter("blockd_hits_write_failures",
                       "Hit flushes that failed (the counts are kept)", hits.failures)
         yield gauge("blockd_hits_pending", "Hits counted, not yet written to the store",
-                    float(sum(hits.pending.values())))
+                    float(sum(entry[0] for entry in hits.entries.values())))
 
 
 # -- each daemon's group ----------------------------------------------------------------
