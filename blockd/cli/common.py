@@ -9,7 +9,7 @@ import re
 import socket
 import sys
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -32,6 +32,7 @@ from blockd.core.model import (
 from blockd.core.names import parse_target
 from blockd.core.proof import OrderProof, prove
 from blockd.core.timeparse import iso
+from blockd.formats import BREAKS
 from blockd.store.store import Forced, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -218,11 +219,11 @@ def _jurisdiction(value: str | None, policy: EnforcementPolicy) -> str | None:
 
 
 def _targets(app: App, texts: Sequence[str | Target], force: bool,
-             justification: str | None, field: str = "target",
+             justification: str | None, field: str = "target", *, unique: bool = False,
              ) -> tuple[list[Target], Forced | None, tuple[str, ...]]:
-    """Parse every target (an importer's are parsed already) and run the guard on all of
-    them before anything is written."""
-    targets = list(dict.fromkeys(
+    """Parse every target (an importer's are parsed already, and ``unique``: no second
+    million-entry dict) and run the guard on all of them before anything is written."""
+    targets = [t for t in texts if isinstance(t, Target)] if unique else list(dict.fromkeys(
         t if isinstance(t, Target) else parse_target(t, field) for t in texts))
     refusals = [r for t in targets for r in app.guard.check(t)]
     if justification is not None and not force:
@@ -359,6 +360,45 @@ def read_input(file: Path) -> bytes:
     if len(raw) > MAX_IMPORT:
         raise InputError("FILE", f"{file} is larger than {MAX_IMPORT // 2**20} MiB")
     return raw
+
+
+def input_lines(file: Path) -> Iterator[str]:
+    """The file's lines, decoded one at a time (``formats.lines`` semantics: CRLF, CR or
+    LF, a leading BOM dropped): a million-line list is parsed without holding its text.
+    The same checks as :func:`read_input` (regular file or ``-``, at most MAX_IMPORT,
+    UTF-8), raised when the offending line is reached."""
+    try:
+        if str(file) == "-":
+            yield from _lines_of(sys.stdin.buffer, file)
+            return
+        if file.exists() and not file.is_file():  # /dev/zero, a FIFO: no end
+            raise InputError("FILE", f"{file} is not a regular file")
+        with file.open("rb") as fh:
+            yield from _lines_of(fh, file)
+    except OSError as exc:
+        raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
+
+
+def _lines_of(stream: Any, file: Path) -> Iterator[str]:
+    offset, pending, first = 0, "", True
+    while True:
+        raw = stream.readline(MAX_IMPORT + 1 - offset)  # bounded: stdin may never end a line
+        if not raw:
+            break
+        if offset + len(raw) > MAX_IMPORT:
+            raise InputError("FILE", f"{file} is larger than {MAX_IMPORT // 2**20} MiB")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError("FILE", f"{file} is not UTF-8 (byte {offset + exc.start})"
+                             ) from None
+        offset += len(raw)
+        if first:
+            text, first = text.removeprefix("\ufeff"), False
+        parts = BREAKS.split(pending + text)
+        pending = parts.pop()  # after the last break: the start of the next line
+        yield from parts
+    yield pending
 
 
 def write_output(output: Path, content: str) -> None:

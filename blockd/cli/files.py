@@ -16,6 +16,7 @@ from blockd.cli.common import (
     default_actor,
     emit,
     force_options,
+    input_lines,
     json_option,
     now,
     pass_app,
@@ -28,7 +29,7 @@ from blockd.core.model import (
 )
 from blockd.core.names import parse_target
 from blockd.core.timeparse import parse_instant
-from blockd.formats import FORMATS, ExportEntry
+from blockd.formats import FORMATS, ExportEntry, FormatError, plainlist
 
 
 @cli.command("import")
@@ -47,19 +48,15 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
             as_json: bool) -> None:
     """Add the targets in FILE to an order. All or nothing: one bad line imports none."""
     ref = _reference(reference)
-    raw = read_input(file)
     try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError("FILE", f"{file} is not UTF-8 (byte {exc.start})") from None
-    del raw  # a million names: every copy held counts
-    try:
-        parsed_targets = FORMATS[fmt].parse(content)
-    except InputError as exc:  # FormatError: field is "line N"
+        if fmt == "list":  # line by line: the text of a million names is never held
+            parsed_targets = plainlist.parse_lines(input_lines(file))
+        else:
+            parsed_targets = FORMATS[fmt].parse(_decoded(file))
+    except FormatError as exc:  # field is "line N"
         raise InputError(str(file), f"{exc.field}: {exc.reason}") from None
-    del content
     targets, forced, collateral = _targets(app, parsed_targets, force, justification,
-                                           field=str(file))
+                                           field=str(file), unique=True)
     del parsed_targets
     store = app.store(db)
     if dry_run:
@@ -68,10 +65,18 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
              f"{file}: {len(targets)} valid target(s) for order {ref}; nothing written")
         return
     added, already = store.add_targets(ref, targets, actor=default_actor(actor), at=now(),
-                                       forced=forced, collateral=collateral)
+                                       forced=forced, collateral=collateral, unique=True)
     emit(as_json, {"reference": ref, "added": len(added), "already": len(already)},
          f"order {ref}: imported {len(added)} target(s) from {file}"
          + (f", {len(already)} already present" if already else ""))
+
+
+def _decoded(file: Path) -> str:
+    raw = read_input(file)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError("FILE", f"{file} is not UTF-8 (byte {exc.start})") from None
 
 
 @cli.command()

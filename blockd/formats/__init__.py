@@ -8,13 +8,14 @@ entries. Pure functions over ``str``: no files, no clock, no database.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
 from blockd.core.model import Action, InputError, Target
 from blockd.core.names import parse_target
 
-_BREAKS = re.compile(r"\r\n|\r|\n")
+BREAKS = re.compile(r"\r\n|\r|\n")  # line ends, as an editor counts them
 _QUOTE_MAX = 80
 
 
@@ -39,13 +40,18 @@ class ExportEntry:
     authority: str
 
 
-def lines(text: str) -> list[str]:
-    """Physical lines, numbered as an editor shows them (BOM dropped, CRLF/CR/LF breaks).
+def lines(text: str) -> Iterator[str]:
+    """Physical lines, numbered as an editor shows them (BOM dropped, CRLF/CR/LF breaks),
+    one at a time: a list of a million lines would cost more than the targets parsed.
 
     Not ``str.splitlines``: that also breaks on form feeds and U+2028, so its line numbers
     would disagree with the user's editor.
     """
-    return _BREAKS.split(text.removeprefix("\ufeff"))
+    start = 1 if text.startswith("\ufeff") else 0
+    for found in BREAKS.finditer(text, start):
+        yield text[start:found.start()]
+        start = found.end()
+    yield text[start:]
 
 
 def quote(text: str) -> str:

@@ -21,8 +21,13 @@ def parse(text: str) -> list[Target]:
     ``#`` starts a comment anywhere on a line (no target can contain ``#``); blank lines,
     a UTF-8 BOM and CRLF line ends are ignored.
     """
+    return parse_lines(lines(text))
+
+
+def parse_lines(source: Iterable[str]) -> list[Target]:
+    """:func:`parse` of lines read one at a time (``blockd import`` streams a file)."""
     out: dict[Target, None] = {}
-    for number, raw in enumerate(lines(text), 1):
+    for number, raw in enumerate(source, 1):
         entry = raw.split("#", 1)[0].strip()
         if entry:
             out.setdefault(target_at(number, entry), None)

@@ -288,16 +288,18 @@ class Store:
 
     def add_targets(
         self, reference: str, targets: Sequence[Target], *, actor: str, at: datetime,
-        forced: Forced | None = None, collateral: Sequence[str] = (),
+        forced: Forced | None = None, collateral: Sequence[str] = (), unique: bool = False,
     ) -> tuple[list[Target], list[Target]]:
-        """Add targets to an order; (added, already present). Lifted orders take none."""
+        """Add targets to an order; (added, already present). Lifted orders take none.
+        ``unique``: the caller dropped duplicates already (an importer of a million)."""
         with self._write() as session:
             row = self._require(session, reference)
             if row.status == Status.LIFTED.value:
                 raise InputError("reference", f"order {reference} is lifted; it takes no targets")
             assert row.id is not None
             present = self._present(session, row.id, targets)
-            added = [t for t in dict.fromkeys(targets) if t not in present]
+            added = [t for t in (targets if unique else dict.fromkeys(targets))
+                     if t not in present]
             already = [t for t in targets if t in present]
             if not added:
                 return [], already
