@@ -581,3 +581,22 @@ def test_live_unbound_enforces_the_exported_zone(unbound: int) -> None:
     assert addresses("pfx.example") == {NOTICE4}  # rpz-ip 203.0.113.0/24
     assert addresses("v6.example", "AAAA") == {NOTICE6}  # rpz-ip 2001:db8::/48
     assert ipaddress.ip_address(NOTICE6) not in ipaddress.ip_network("2001:db8::/48")
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "b", ".", "\r", "\n", "\ufeff", "é", "#", " "]),
+               max_size=200), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_streamed_lines_are_the_lines_of_the_whole_text(text: str, bom: bool) -> None:
+    """`blockd import` reads a list line by line from the file; the lines (and so the line
+    numbers in errors) are those of the whole text."""
+    import tempfile
+    from pathlib import Path
+
+    from blockd.cli.common import input_lines
+    from blockd.formats import lines
+
+    text = ("\ufeff" if bom else "") + text
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "list.txt"
+        path.write_bytes(text.encode("utf-8"))
+        assert list(input_lines(path)) == list(lines(text))

@@ -33,6 +33,8 @@ from blockd.store.engine import StoreDiverged, StoreError
 from blockd.store.shared import SharedStore
 from blockd.store.snapshot import SnapshotError, load_snapshot, read_head, write_snapshot
 
+JOURNAL_PAGE = 8  # journal entries read at once while following
+
 log = logging.getLogger("blockd.follow")
 
 COMPLAIN_EVERY = 60.0  # seconds between repeats of the same "unhealthy" log line
@@ -384,13 +386,17 @@ class IndexFollower:
             log.warning("order store adopted in place of journal seq %s; loading it", mine)
             loaded = self._load()
             return self._verify() or loaded
-        if head is not None and head.seq > mine:
-            entries = store.journal(mine)
+        while head is not None and head.seq > builder.book.seq:
+            # a page at a time: an import of a million is a hundred entries of 10,000
+            # targets, and holding them all at once was the follower's peak memory
+            entries = store.journal(builder.book.seq, limit=JOURNAL_PAGE)
             for entry in entries:
                 builder.apply(entry)
                 self._last_hash = entry.hash
             self.stats.entries_applied += len(entries)
-            changed = bool(entries)
+            changed = changed or bool(entries)
+            if len(entries) < JOURNAL_PAGE:
+                break
         if self._actions_changed:
             self._actions_changed = False
             builder.set_actions(self.actions)
