@@ -356,3 +356,29 @@ def test_console_script_runs(tmp_path: Path) -> None:
     r = subprocess.run([str(exe), "check", "allofmp3.com"], env=env, capture_output=True,
                        text=True)
     assert r.returncode == 1 and "not blocked" in r.stdout
+
+
+def test_help_lists_every_command_without_loading_them() -> None:
+    """`blockd --help` imports no command module, no store and no configuration models;
+    the short help it prints is each command's own first line."""
+    import importlib
+    import subprocess
+    import sys
+
+    from blockd.cli.root import LAZY, cli
+
+    probe = ("import sys; from blockd.cli import main; "
+             "sys.argv = ['blockd', '--help']; code = main(['--help']); "
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('sqlalchemy', 'sqlmodel', 'pydantic', 'aiohttp', 'dnslib') "
+             "or m.startswith('blockd.cli.') and m not in "
+             "('blockd.cli.root', 'blockd.cli.app')); print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.rstrip().endswith("HEAVY []"), out
+    for name in LAZY:
+        assert f"  {name} " in out
+    for name, (module, short) in LAZY.items():
+        importlib.import_module(module)
+        command = cli.commands[name]
+        assert " ".join((command.help or "").split("\n\n")[0].split()) == short, name

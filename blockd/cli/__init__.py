@@ -6,19 +6,6 @@ command leaves the database exactly as it was. ``blockd check`` exits 0 when the
 is blocked and 1 when it is not, for scripts.
 """
 
-from blockd.cli import (  # noqa: F401 - registers commands
-    audit,
-    config,
-    files,
-    guard,
-    hits,
-    nft,
-    orders,
-    report,
-    serve,
-    store,
-    verify,
-)
-from blockd.cli.root import cli, main
+from blockd.cli.root import cli, main  # the commands load when used (root.LAZY)
 
 __all__ = ["cli", "main"]

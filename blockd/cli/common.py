@@ -4,23 +4,27 @@ and output. The commands parse, call the core and the store, and print; no logic
 from __future__ import annotations
 
 import getpass
-import json
 import re
 import socket
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cached_property
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from blockd.config import Config, load_config, load_policies
+# the light part, re-exported: every command module takes its options from here
+from blockd.cli.app import EXIT_ERROR as EXIT_ERROR
+from blockd.cli.app import App as App
+from blockd.cli.app import F
+from blockd.cli.app import db_option as db_option
+from blockd.cli.app import emit as emit
+from blockd.cli.app import json_option as json_option
+from blockd.cli.app import now as now
+from blockd.cli.app import pass_app as pass_app
 from blockd.core.enforcement import EnforcementPolicy
-from blockd.core.guard import Guard, load_guard
 from blockd.core.index import BlockIndex, IndexBuilder
 from blockd.core.journal import ORDER_ADD, JournalEntry, order_payload
 from blockd.core.model import (
@@ -35,9 +39,6 @@ from blockd.core.timeparse import iso
 from blockd.formats import BREAKS
 from blockd.store.store import Forced, Store
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_ERROR = 2
 MAX_TEXT = 500
 
 
@@ -46,55 +47,6 @@ class CliError(BlockdError):
 
 
 # -- shared state and options -----------------------------------------------------------
-
-
-@dataclass
-class App:
-    """What every command needs, loaded lazily so `--help` never touches the disk."""
-
-    config_path: Path | None
-
-    @cached_property
-    def config(self) -> Config:
-        return load_config(self.config_path)
-
-    @cached_property
-    def policies(self) -> dict[str, EnforcementPolicy]:
-        return load_policies(self.config.policy_dirs)
-
-    @cached_property
-    def guard(self) -> Guard:
-        return load_guard(self.config.policy_dirs)
-
-    def store(self, db: str | None, *, create: bool = False) -> Store:
-        if db is not None and not db.strip():
-            raise InputError("--db", "must not be empty")
-        return Store.open(db or self.config.db, create=create)
-
-    def policy_named(self, name: str) -> EnforcementPolicy:
-        try:
-            return self.policies[name]
-        except KeyError:
-            known = ", ".join(sorted(self.policies))
-            raise InputError("--policy", f"no policy {name!r} (known: {known})") from None
-
-    def actions(self) -> dict[str, Any]:
-        return {name: p.dns_action for name, p in self.policies.items()}
-
-
-pass_app = click.make_pass_decorator(App)
-
-
-def db_option(f: F) -> F:
-    return click.option(
-        "--db", "db", envvar="BLOCKD_DB", metavar="URL_OR_PATH",
-        help="Order store: a SQLite file path or an SQLAlchemy URL "
-             "[env BLOCKD_DB; default from the configuration, else ./var/blockd.db].",
-    )(f)
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
 
 
 def actor_option(f: F) -> F:
@@ -114,17 +66,6 @@ def force_options(f: F) -> F:
         "--force", is_flag=True,
         help="Block even what the overblocking guard refuses (needs --justification).",
     )(f)
-
-
-def emit(as_json: bool, data: Any, text: str | Callable[[], str]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    else:
-        click.echo(text() if callable(text) else text)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_actor(actor: str | None) -> str:

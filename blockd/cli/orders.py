@@ -48,7 +48,7 @@ from blockd.core.timeparse import iso, parse_date, parse_instant, to_utc
 
 @cli.group()
 def order() -> None:
-    """Add, inspect, suspend, resume and lift court orders."""
+    """Add, inspect, change, suspend, resume and lift court orders."""
 
 
 @order.command("add")

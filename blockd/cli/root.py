@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -11,25 +12,70 @@ from typing import Any
 import click
 
 from blockd import __version__
-from blockd.cli.common import (
-    EXIT_ERROR,
-    App,
-    db_option,
-    emit,
-    json_option,
-    now,
-    pass_app,
-)
-from blockd.core.model import (
-    BlockdError,
-    InputError,
-    Status,
-)
+from blockd.cli.app import EXIT_ERROR, App, db_option, emit, json_option, now, pass_app
+from blockd.core.model import BlockdError, InputError, Status
+
+# Commands load their module only when run (or listed by name): `blockd --help` and a
+# command's own run never import the store, the daemons or the other commands. The short
+# help is kept here so the list needs no import; a test keeps it equal to each docstring.
+LAZY: dict[str, tuple[str, str]] = {
+    "audit": ("blockd.cli.audit", "Read and verify the hash-chained journal of every change."),
+    "check": ("blockd.cli.orders", "Say whether NAME_OR_IP is blocked, by which order(s) and why."),
+    "config": ("blockd.cli.config",
+               "Show the configuration in force, or check a file before using it."),
+    "export": ("blockd.cli.files",
+               "Export the targets of orders in force (RPZ loads into BIND, Unbound, PowerDNS)."),
+    "guard": ("blockd.cli.guard",
+              "The overblocking guard's lists (protected names, networks and providers)."),
+    "hits": ("blockd.cli.hits",
+             "Blocked answers, notices and packets per order, target, day or channel."),
+    "import": ("blockd.cli.files",
+               "Add the targets in FILE to an order. All or nothing: one bad line imports none."),
+    "nft": ("blockd.cli.nft",
+            "Put address and prefix orders into the kernel's nftables (table inet blockd)."),
+    "order": ("blockd.cli.orders", "Add, inspect, change, suspend, resume and lift court orders."),
+    "report": ("blockd.cli.report", "A self-contained compliance report for order REFERENCE."),
+    "serve": ("blockd.cli.serve", "Run a daemon in the foreground (systemd runs these)."),
+    "store": ("blockd.cli.store",
+              "Back up, restore, adopt and check the order store (safe while daemons run)."),
+    "verify": ("blockd.cli.verify",
+               "Prove that the running services enforce the orders in force (all, or REFs)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (see LAZY)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            importlib.import_module(LAZY[cmd_name][0])  # its decorators register it here
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from LAZY's short help, without importing the commands."""
+        rows = []
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        for name in self.list_commands(ctx):
+            if name in LAZY:
+                text = LAZY[name][1]
+            else:
+                command = self.commands[name]
+                if command.hidden:
+                    continue
+                text = command.get_short_help_str(limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 # -- commands -----------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="blockd")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="BLOCKD_CONFIG", help="Configuration file [env BLOCKD_CONFIG; default "
