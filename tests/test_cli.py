@@ -382,3 +382,28 @@ def test_help_lists_every_command_without_loading_them() -> None:
         importlib.import_module(module)
         command = cli.commands[name]
         assert " ".join((command.help or "").split("\n\n")[0].split()) == short, name
+
+
+def test_check_many_subjects_one_line_each(blockd: Runner, db: Path) -> None:
+    import subprocess
+    import sys
+
+    assert blockd("init").code == 0
+    assert blockd("order", "add", "FI-15124/2006", "--authority", "Court", "--issued",
+                  "2006-10-25", "allofmp3.com", "45.33.32.0/24").code == 0
+    r = blockd("check", "www.allofmp3.com", "example.org", "45.33.32.9")
+    assert r.code == 0
+    assert r.out.splitlines() == [
+        "www.allofmp3.com: BLOCKED (notice) by FI-15124/2006 via allofmp3.com",
+        "example.org: not blocked",
+        "45.33.32.9: BLOCKED (notice) by FI-15124/2006 via 45.33.32.0/24"]
+    assert blockd("check", "example.org", "example.net").code == 1
+    names = "allofmp3.com\n# a comment\n\nexample.org\nnot a name!\nм.allofmp3.com\n"
+    env = {"BLOCKD_DB": str(db), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "blockd", "check", "-", "--json"],
+                          input=names, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 2  # one line was not a name; the others are answered
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["subject"], r.get("blocked"), "error" in r) for r in rows] == [
+        ("allofmp3.com", True, False), ("example.org", False, False),
+        ("not a name!", None, True), ("xn--l1a.allofmp3.com", True, False)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,19 +30,15 @@ from blockd.cli.common import (
     pass_app,
 )
 from blockd.cli.root import cli
-from blockd.core.enforcement import EnforcementPolicy, through_chain
 from blockd.core.hits import HitQuery, summarise
-from blockd.core.index import Decision, IndexBuilder
-from blockd.core.journal import JournalEntry
 from blockd.core.model import (
     InputError,
     OrderRecord,
     Status,
-    TargetKind,
 )
-from blockd.core.names import parse_address, parse_target
+from blockd.core.names import parse_target
 from blockd.core.proof import MET, MISSED, NO_DEADLINE, OVERDUE, PENDING, OrderProof, late
-from blockd.core.timeparse import iso, parse_date, parse_instant, to_utc
+from blockd.core.timeparse import iso, parse_date, parse_instant
 
 
 @cli.group()
@@ -400,117 +395,3 @@ _status_command("lift", Status.LIFTED,
                 "Lift order REFERENCE for good (overturned, discharged or expired).")
 
 
-def _decision_dict(d: Decision, policies: dict[str, EnforcementPolicy]) -> dict[str, Any]:
-    return {
-        "subject": d.subject, "blocked": d.blocked,
-        "action": d.action.value if d.action else None,
-        "matches": [
-            {"reference": m.order.reference, "authority": m.order.authority,
-             "target": m.target.spec, "action": m.action.value, "policy": m.order.policy,
-             "effective_until": iso(m.order.effective_until)}
-            for m in d.matches
-        ],
-    }
-
-
-def _cname_chain(app: App, name: str) -> tuple[str, ...]:
-    """The CNAME targets of ``name`` as the configured upstream resolver answers them."""
-    import asyncio
-
-    from blockd.dns.chains import CnameChains
-    from blockd.dns.upstream import Upstreams
-
-    settings = app.config.dns
-
-    async def ask() -> tuple[str, ...] | None:
-        upstreams = Upstreams(settings.upstream, timeout=settings.upstream_timeout)
-        return await CnameChains(upstreams).chain(name)
-
-    chain = asyncio.run(ask())
-    if chain is None:
-        raise InputError("--resolve", "no upstream resolver answered "
-                                      f"({', '.join(f'{h}:{p}' for h, p in settings.upstream)})")
-    return chain
-
-
-@cli.command()
-@click.argument("subject", metavar="NAME_OR_IP")
-@click.option("--at", "at_text", metavar="WHEN",
-              help="What was enforced at this instant (UTC unless WHEN has an offset; HH:MM "
-                   "is today): the journal is replayed as it stood then, and the answer "
-                   "cites the last entry it relied on [default: now, from the tables].")
-@click.option("--resolve", is_flag=True,
-              help="Also ask the configured upstream resolver ([dns] upstream) for the "
-                   "name's CNAME chain: a name aliased to a blocked name is blocked by the "
-                   "resolver too, unless the order's policy sets block_cname_chains = false.")
-@db_option
-@json_option
-@click.pass_context
-def check(ctx: click.Context, subject: str, at_text: str | None, resolve: bool,
-          db: str | None, as_json: bool) -> None:
-    """Say whether NAME_OR_IP is blocked, by which order(s) and why.
-
-    Exit status: 0 blocked, 1 not blocked, 2 error.
-    """
-    app: App = ctx.obj
-    at = parse_instant(at_text, "--at", now=now()) if at_text is not None else now()
-    address = parse_address(subject, "NAME_OR_IP")
-    if address is not None and address.kind is not TargetKind.IP:
-        raise InputError("NAME_OR_IP", "give one address, not a prefix")
-    target = address or parse_target(subject.lstrip("=").removeprefix("*."), "NAME_OR_IP")
-    store = app.store(db)
-    relied: JournalEntry | None = None
-    if at_text is not None:  # the journal as it stood then, not today's orders
-        past = IndexBuilder(at, app.actions())
-        for entry in store.journal():
-            if to_utc(datetime.fromisoformat(entry.at)) > at:
-                break
-            past.apply(entry)
-            relied = entry
-        past_index = past.index()
-        decision = past_index.decide(target.value)
-    else:
-        builder = IndexBuilder(at, app.actions())
-        for order_record, targets in store.candidates(target):
-            builder.load(order_record, targets)
-        decision = builder.index().decide(target.value)
-    via: str | None = None
-    if resolve and not decision.blocked and target.kind is TargetKind.DOMAIN:
-        chain = _cname_chain(app, target.value)
-        if at_text is not None:
-            chained = past_index
-        else:
-            builder = IndexBuilder(at, app.actions())  # only the orders that could cover it
-            for alias in chain:
-                for order_record, targets in store.candidates(
-                        parse_target(alias, "NAME_OR_IP")):
-                    builder.load(order_record, targets)
-            chained = builder.index()
-        through = through_chain(chained, chain, app.policies)
-        if through is not None:
-            via = through[0]
-            decision = replace(through[1], subject=decision.subject)
-    data = _decision_dict(decision, app.policies)
-    if via is not None:
-        data["through_cname"] = via
-    cite = ""
-    if at_text is not None:
-        data["at"] = iso(at)
-        data["journal"] = {"seq": relied.seq if relied else 0,
-                           "hash": relied.hash if relied else None,
-                           "at": relied.at if relied else None}
-        cite = (f" (at {iso(at)}, from the journal up to seq {relied.seq}, hash "
-                f"{relied.hash[:16]}...)" if relied else
-                f" (at {iso(at)}: the journal holds no entry yet)")
-
-    def text() -> str:
-        if not decision.blocked:
-            return f"{decision.subject}: not blocked{cite}"
-        through = f" through a CNAME to {via}" if via is not None else ""
-        lines = [f"{decision.subject}: BLOCKED ({decision.action}){through}{cite}"]
-        lines += [f"  order {m.order.reference} of {m.order.authority} "
-                  f"via {m.target.spec} -> {m.action}" for m in decision.matches]
-        return "\n".join(lines)
-
-    emit(as_json, data, text)
-    ctx.exit(0 if decision.blocked else 1)

@@ -20,7 +20,8 @@ from blockd.core.model import BlockdError, InputError, Status
 # help is kept here so the list needs no import; a test keeps it equal to each docstring.
 LAZY: dict[str, tuple[str, str]] = {
     "audit": ("blockd.cli.audit", "Read and verify the hash-chained journal of every change."),
-    "check": ("blockd.cli.orders", "Say whether NAME_OR_IP is blocked, by which order(s) and why."),
+    "check": ("blockd.cli.check",
+              "Say whether names or addresses are blocked, by which order(s) and why."),
     "config": ("blockd.cli.config",
                "Show the configuration in force, or check a file before using it."),
     "export": ("blockd.cli.files",
