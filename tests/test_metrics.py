@@ -324,8 +324,14 @@ def test_alert_rules_use_only_metrics_that_exist(running: Scraped) -> None:
     rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {
         "BlockdStoreUnhealthy", "BlockdPolicyStale", "BlockdUpstreamsFailing",
-        "BlockdJournalVerifyFailing"}
-    have = sample_names(scrape(running.dns.metrics)) | GENERATED_BY_PROMETHEUS
+        "BlockdJournalVerifyFailing", "BlockdVerifyFailing", "BlockdVerifyNotRunning"}
+    from blockd.cli.verify import write_textfile
+
+    textfile = running.dns.db.parent / "blockd-verify.prom"  # what `verify --textfile` writes
+    write_textfile(textfile, 1.7e9, 12, 1, 0)
+    assert 'blockd_verify_checks{result="fail"} 1.0' in textfile.read_text()
+    have = sample_names(scrape(running.dns.metrics)) | sample_names(textfile.read_text()) | \
+        GENERATED_BY_PROMETHEUS
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical")
         assert rule["annotations"]["summary"]

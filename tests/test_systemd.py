@@ -68,7 +68,7 @@ def test_the_verify_timer_runs_the_self_test_hourly() -> None:
     assert "OnCalendar=hourly" in timer and "Persistent=true" in timer
     service = (UNITS / "blockd-verify.service").read_text()
     assert "Type=oneshot" in service
-    assert "ExecStart=/opt/blockd/bin/blockd verify\n" in service
+    assert "ExecStart=/opt/blockd/bin/blockd verify --textfile /var/lib/blockd/" in service
     assert "blockd-verify.timer" in (UNITS / "blockd.target").read_text()
 
 

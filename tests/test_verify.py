@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from conftest import db_digest
 from daemons import free_port
 from dnsstub import StubUpstream
+from prometheus_client.parser import text_string_to_metric_families
 from test_nft import blockd_ns, netns  # noqa: F401 - the namespace fixture
 
 from blockd.store.store import Store
@@ -102,8 +104,15 @@ def test_verify_passes_on_a_working_setup_and_is_stored(
     assert "NXDOMAIN" in checks[("dns", wild[0])]["detail"]  # the it policy's answer
     assert "127.0.0.80" in checks[("dns", "allofmp3.com")]["detail"]
     assert len(data["checks"]) == 2 * (2 + 1 + 1)  # dns and http for four names
-    text = run_cli(config, db, "verify", "DK-1")
+    prom = db.parent / "verify.prom"
+    text = run_cli(config, db, "verify", "DK-1", "--textfile", str(prom))
     assert text.returncode == 0
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(prom.read_text())
+               for s in family.samples}
+    assert samples[("blockd_verify_checks", (("result", "pass"),))] == 6
+    assert samples[("blockd_verify_checks", (("result", "fail"),))] == 0
+    assert abs(samples[("blockd_verify_last_run_timestamp_seconds", ())] - time.time()) < 60
     assert "PASS  dns  allofmp3.com  (DK-1): NOERROR 127.0.0.80, EDE 16 names DK-1" in text.stdout
     assert text.stdout.rstrip().endswith("6 passed, 0 failed: 2 targets in force")
     store = Store.open(str(db))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import click
@@ -38,11 +39,16 @@ FAILURES_KEPT = 50
 @click.option("--sample", type=click.IntRange(min=0), metavar="N",
               help=f"Check N random targets (0: all) [default: all up to {SAMPLE_DEFAULT}, "
                    f"else {SAMPLE_DEFAULT}].")
+@click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write the result as Prometheus metrics to FILE (atomically), for "
+                   "node_exporter's textfile collector: docs/prometheus-alerts.yml alerts "
+                   "on failures and on runs that stop.")
 @db_option
 @json_option
 @pass_app
 def verify(app: App, references: tuple[str, ...], dns_at: str | None, http_at: str | None,
-           nft_mode: bool | None, sample: int | None, db: str | None, as_json: bool) -> None:
+           nft_mode: bool | None, sample: int | None, textfile: Path | None, db: str | None,
+           as_json: bool) -> None:
     """Prove that the running services enforce the orders in force (all, or REFs).
 
     For each domain target (and one random subdomain of it) the resolver must give the
@@ -84,9 +90,34 @@ def verify(app: App, references: tuple[str, ...], dns_at: str | None, http_at: s
             "passed": len(checks) - len(failed), "failed": len(failed),
             "targets": len(pairs), "targets_in_force": total, "sampled": sampled,
             "nft_not_checked": skipped, "checks": [c.as_dict() for c in checks]}
+    if textfile is not None:
+        write_textfile(textfile, at.timestamp(), len(checks) - len(failed), len(failed),
+                       skipped)
     emit(as_json, data, lambda: _text(checks, len(pairs), total, sampled, skipped))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def write_textfile(path: Path, at: float, passed: int, failed: int, skipped: int) -> None:
+    """The run as Prometheus text (prometheus_client writes it atomically)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    Gauge("blockd_verify_last_run_timestamp_seconds", "When blockd verify last ran",
+          registry=registry).set(at)
+    checks = Gauge("blockd_verify_checks", "Checks of the last blockd verify run",
+                   ["result"], registry=registry)
+    checks.labels("pass").set(passed)
+    checks.labels("fail").set(failed)
+    Gauge("blockd_verify_targets_not_checked",
+          "Address targets the last run could not check (no nftables table)",
+          registry=registry).set(skipped)
+    if not str(path).strip() or not path.name:
+        raise InputError("--textfile", "must name a file")
+    try:
+        write_to_textfile(str(path), registry)
+    except OSError as exc:
+        raise InputError("--textfile", f"cannot write {path}: {exc.strerror}") from None
 
 
 def _run(app: App, store: Any, pairs: list[tuple[OrderRecord, Target]], dns_server: Address,
