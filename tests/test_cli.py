@@ -407,3 +407,59 @@ def test_check_many_subjects_one_line_each(blockd: Runner, db: Path) -> None:
     assert [(r["subject"], r.get("blocked"), "error" in r) for r in rows] == [
         ("allofmp3.com", True, False), ("example.org", False, False),
         ("not a name!", None, True), ("xn--l1a.allofmp3.com", True, False)]
+
+
+def test_import_shows_progress_on_a_terminal_only_and_ctrl_c_keeps_nothing(
+        tmp_path: Path) -> None:
+    import os
+    import pty
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import db_digest
+
+    db = tmp_path / "blockd.db"
+    env = {**os.environ, "BLOCKD_DB": str(db), "BLOCKD_ACTOR": "tester"}
+    env.pop("BLOCKD_CONFIG", None)
+    blockd = [sys.executable, "-m", "blockd"]
+    subprocess.run([*blockd, "init"], env=env, check=True, capture_output=True)
+    subprocess.run([*blockd, "order", "add", "BIG-1", "--authority", "Court", "--issued",
+                    "2026-01-02"], env=env, check=True, capture_output=True)
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"site{i}.example\n" for i in range(20_000)))
+    piped = subprocess.run([*blockd, "import", str(names), "--format", "list", "--order",
+                            "BIG-1"], env=env, capture_output=True, text=True, check=True)
+    assert piped.stderr == ""  # no bar when stderr is not a terminal
+    more = tmp_path / "more.txt"
+    more.write_text("".join(f"more{i}.example\n" for i in range(20_000)))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*blockd, "import", str(more), "--format", "list", "--order",
+                             "BIG-1"], env=env, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=60) == 0
+    os.close(master)
+    assert b"reading" in seen and b"writing" in seen and b"100%" in seen
+
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"big{i}.example\n" for i in range(400_000)))
+    before = db_digest(db)
+    proc = subprocess.Popen([*blockd, "import", str(big), "--format", "list", "--order",
+                             "BIG-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert db_digest(db) == before  # one transaction: nothing of the import remains

@@ -8,7 +8,7 @@ import re
 import socket
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -303,24 +303,25 @@ def read_input(file: Path) -> bytes:
     return raw
 
 
-def input_lines(file: Path) -> Iterator[str]:
+def input_lines(file: Path, read: Callable[[int], None] | None = None) -> Iterator[str]:
     """The file's lines, decoded one at a time (``formats.lines`` semantics: CRLF, CR or
     LF, a leading BOM dropped): a million-line list is parsed without holding its text.
     The same checks as :func:`read_input` (regular file or ``-``, at most MAX_IMPORT,
     UTF-8), raised when the offending line is reached."""
     try:
         if str(file) == "-":
-            yield from _lines_of(sys.stdin.buffer, file)
+            yield from _lines_of(sys.stdin.buffer, file, read)
             return
         if file.exists() and not file.is_file():  # /dev/zero, a FIFO: no end
             raise InputError("FILE", f"{file} is not a regular file")
         with file.open("rb") as fh:
-            yield from _lines_of(fh, file)
+            yield from _lines_of(fh, file, read)
     except OSError as exc:
         raise InputError("FILE", f"cannot read {file}: {exc.strerror}") from None
 
 
-def _lines_of(stream: Any, file: Path) -> Iterator[str]:
+def _lines_of(stream: Any, file: Path, read: Callable[[int], None] | None
+              ) -> Iterator[str]:
     offset, pending, first = 0, "", True
     while True:
         raw = stream.readline(MAX_IMPORT + 1 - offset)  # bounded: stdin may never end a line
@@ -334,6 +335,8 @@ def _lines_of(stream: Any, file: Path) -> Iterator[str]:
             raise InputError("FILE", f"{file} is not UTF-8 (byte {offset + exc.start})"
                              ) from None
         offset += len(raw)
+        if read is not None:
+            read(len(raw))
         if first:
             text, first = text.removeprefix("\ufeff"), False
         parts = BREAKS.split(pending + text)

@@ -23,6 +23,7 @@ from blockd.cli.common import (
     read_input,
     write_output,
 )
+from blockd.cli.progress import Progress
 from blockd.cli.root import cli
 from blockd.core.model import (
     InputError,
@@ -48,9 +49,11 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
             as_json: bool) -> None:
     """Add the targets in FILE to an order. All or nothing: one bad line imports none."""
     ref = _reference(reference)
+    size = file.stat().st_size if str(file) != "-" and file.is_file() else 0
     try:
         if fmt == "list":  # line by line: the text of a million names is never held
-            parsed_targets = plainlist.parse_lines(input_lines(file))
+            with Progress("reading", size) as reading:
+                parsed_targets = plainlist.parse_lines(input_lines(file, reading.update))
         else:
             parsed_targets = FORMATS[fmt].parse(_decoded(file))
     except FormatError as exc:  # field is "line N"
@@ -64,8 +67,10 @@ def import_(app: App, file: Path, fmt: str, reference: str, dry_run: bool, force
         emit(as_json, {"reference": ref, "parsed": len(targets), "dry_run": True},
              f"{file}: {len(targets)} valid target(s) for order {ref}; nothing written")
         return
-    added, already = store.add_targets(ref, targets, actor=default_actor(actor), at=now(),
-                                       forced=forced, collateral=collateral, unique=True)
+    with Progress("writing", len(targets)) as writing:  # one transaction: Ctrl-C keeps none
+        added, already = store.add_targets(ref, targets, actor=default_actor(actor), at=now(),
+                                           forced=forced, collateral=collateral, unique=True,
+                                           progress=writing.update)
     emit(as_json, {"reference": ref, "added": len(added), "already": len(already)},
          f"order {ref}: imported {len(added)} target(s) from {file}"
          + (f", {len(already)} already present" if already else ""))

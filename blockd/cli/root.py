@@ -233,13 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         click.echo(f"blockd: error: {exc.format_message()}{hint}", err=True)
         return EXIT_ERROR
-    except click.Abort:
-        click.echo("blockd: aborted", err=True)
-        return EXIT_ERROR
+    except click.Abort:  # click's name for Ctrl-C (KeyboardInterrupt) during a command
+        click.echo("blockd: interrupted (a change is written whole or not at all)", err=True)
+        return 130
     except (BlockdError, click.ClickException) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
         click.echo(f"blockd: error: {message}".replace("\n", " "), err=True)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # every write is one transaction: nothing was half done
+        click.echo("blockd: interrupted (a change is written whole or not at all)", err=True)
         return 130
     return result if isinstance(result, int) else 0

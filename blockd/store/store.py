@@ -289,6 +289,7 @@ class Store:
     def add_targets(
         self, reference: str, targets: Sequence[Target], *, actor: str, at: datetime,
         forced: Forced | None = None, collateral: Sequence[str] = (), unique: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[list[Target], list[Target]]:
         """Add targets to an order; (added, already present). Lifted orders take none.
         ``unique``: the caller dropped duplicates already (an importer of a million)."""
@@ -314,7 +315,7 @@ class Store:
                 prev = self._append(session, prev, at, actor, TARGET_ADD, payload)
                 first = first or prev
             assert first is not None and prev is not None
-            self._insert_targets(session, row.id, added, first.seq, forced)
+            self._insert_targets(session, row.id, added, first.seq, forced, progress)
             row.updated_seq = prev.seq
             session.add(row)
             return added, already
@@ -710,7 +711,7 @@ class Store:
 
     def _insert_targets(
         self, session: Session, order_id: int, targets: list[Target], seq: int,
-        forced: Forced | None = None,
+        forced: Forced | None = None, progress: Callable[[int], None] | None = None,
     ) -> None:
         if not targets:
             return
@@ -723,6 +724,8 @@ class Store:
                  "match": t.match.value, "added_seq": seq, "forced": t in refused}
                 for t in targets[i : i + INSERT_BATCH]
             ])
+            if progress is not None:
+                progress(min(INSERT_BATCH, len(targets) - i))
 
 
 def _at_text(value: datetime) -> str:
