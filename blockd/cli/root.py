@@ -20,6 +20,7 @@ from blockd.core.model import BlockdError, InputError, Status
 # help is kept here so the list needs no import; a test keeps it equal to each docstring.
 LAZY: dict[str, tuple[str, str]] = {
     "audit": ("blockd.cli.audit", "Read and verify the hash-chained journal of every change."),
+    "cache": ("blockd.cli.control", "The DNS daemons' answer caches."),
     "check": ("blockd.cli.check",
               "Say whether names or addresses are blocked, by which order(s) and why."),
     "config": ("blockd.cli.config",
@@ -35,10 +36,16 @@ LAZY: dict[str, tuple[str, str]] = {
     "nft": ("blockd.cli.nft",
             "Put address and prefix orders into the kernel's nftables (table inet blockd)."),
     "order": ("blockd.cli.orders", "Add, inspect, change, suspend, resume and lift court orders."),
+    "reload": ("blockd.cli.control",
+               "Make the running daemons re-read the configuration and the policies (as "
+               "SIGHUP does), and say how each went."),
     "report": ("blockd.cli.report", "A self-contained compliance report for order REFERENCE."),
     "serve": ("blockd.cli.serve", "Run a daemon in the foreground (systemd runs these)."),
     "store": ("blockd.cli.store",
               "Back up, restore, adopt and check the order store (safe while daemons run)."),
+    "tail": ("blockd.cli.control",
+             "A live line per blocked answer, notice served and packet count read (like "
+             "`pihole -t`): time, daemon, channel, order and target."),
     "verify": ("blockd.cli.verify",
                "Prove that the running services enforce the orders in force (all, or REFs)."),
 }

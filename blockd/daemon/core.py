@@ -66,6 +66,8 @@ class Core:
         self.hits = HitCounter(self.store, self._anonymisation)
         self.follower.on_swap(lambda _index: self.hits.forget())
         self.timeline = Timeline(self.store, instance)
+        # `blockd cache flush [NAME]`: each DNS service's cache (daemon/control.py)
+        self.cache_flushers: list[Callable[[str | None], int]] = []
         self.metrics = StatsCollector(self)
         self.follow_interval = follow_interval
         self._clock = clock

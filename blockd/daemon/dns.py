@@ -77,6 +77,7 @@ class DnsDaemon:
         core.metrics.add("dns", dns_group(self.service, self.upstreams))
         self.bound = await self.server.start()
         core.enforcing("dns")
+        core.cache_flushers.append(self.service.flush)
         if self.files is not None:
             self._publishing = asyncio.get_running_loop().create_task(
                 publish(self.files, registry_for(core.metrics)))

@@ -25,6 +25,7 @@ from typing import Protocol
 from blockd.config import Address, Config, load_policies
 from blockd.core.model import BlockdError
 from blockd.daemon import logs
+from blockd.daemon.control import ControlServer, socket_path
 from blockd.daemon.core import Core
 from blockd.daemon.notify import Notifier
 
@@ -130,12 +131,22 @@ async def serve(config: Config, make_config: Callable[[], Config], build: Build,
         notifier.ready(status_line(core))
 
     loop.add_signal_handler(signal.SIGHUP, hup)
+
+    def reload_now() -> bool:  # `blockd reload`, through the control socket
+        notifier.reloading()
+        ok = reload_core(core, make_config)
+        notifier.ready(status_line(core))
+        return ok
+
+    control = ControlServer(core, socket_path(config.state_path(), core.instance),
+                            reload_now)
     try:
         for daemon in build(core, worker):
             await daemon.start()
             started.append(daemon)
             sys.stdout.write(daemon.describe() + "\n")
             sys.stdout.flush()
+        await control.start()
         if worker == 0:  # the first worker speaks for the unit; every worker pings
             notifier.ready(status_line(core))
             core.tasks.spawn(report_status(core, notifier))
@@ -144,6 +155,7 @@ async def serve(config: Config, make_config: Callable[[], Config], build: Build,
         log.info("stopping")
         notifier.stopping()
     finally:
+        await control.stop()
         for daemon in reversed(started):
             await daemon.stop()
         await core.stop()

@@ -98,6 +98,17 @@ class Cache:
         self._entries.clear()
         self.bytes = 0
 
+    def flush(self, name: str | None = None) -> int:
+        """Drop every entry (``name`` None) or those of one name; how many."""
+        if name is None:
+            count = len(self._entries)
+            self.clear()
+            return count
+        gone = [key for key in self._entries if key[0] == name]
+        for key in gone:
+            self.bytes -= self._entries.pop(key).size
+        return len(gone)
+
     def put(self, key: Key, entry: Entry) -> None:
         """Keep an entry for its TTL, evicting the least recently used. TTLs are capped
         (like Unbound's cache-max-ttl and cache-max-negative-ttl; RFC 2308 5) in the entry

@@ -157,6 +157,12 @@ class DnsService:
         """Drop memoised answers (after a configuration reload)."""
         self._memo.clear()
 
+    def flush(self, name: str | None = None) -> int:
+        """`blockd cache flush [NAME]`: forget cached answers (all, or of one name) and
+        the replay memo; how many cached answers went."""
+        self._memo.clear()
+        return self.cache.flush(name)
+
     def _replay(self, data: bytes, client: str) -> bytes | None:
         policy = self.index()
         if policy is not self._memo_index:

@@ -74,6 +74,9 @@ class HitCounter:
         self.store = store
         self.modes = modes
         self.entries: dict[HitKey, list[Any]] = {}
+        # `blockd tail` readers (daemon/control.py): a line per hit while any listens
+        self.watchers: list[asyncio.Queue[tuple[float, str, str, str, int]]] = []
+        self.tail_dropped = 0
         self.flushed = 0
         self.failures = 0
         self._mode: dict[str, Anonymisation] = {}
@@ -116,6 +119,8 @@ class HitCounter:
         if entry is None:
             entry = self.entries[key] = [0, None]
         entry[0] += count
+        if self.watchers:
+            self._tell(now, channel, reference, target, count)
         if client is None:
             return
         mode = self._mode.get(reference)
@@ -138,6 +143,14 @@ class HitCounter:
         index, rank = slot
         if rank > registers[index]:
             registers[index] = rank
+
+    def _tell(self, now: float, channel: str, reference: str, target: str,
+              count: int) -> None:
+        for queue in self.watchers:
+            try:
+                queue.put_nowait((now, channel, reference, target, count))
+            except asyncio.QueueFull:  # a reader that does not keep up loses lines
+                self.tail_dropped += 1
 
     def _new_day(self, now: float) -> None:
         number = int(now // 86400)
