@@ -32,6 +32,7 @@ from blockd.core.model import (
     InputError,
     OrderRecord,
     Target,
+    TargetKind,
 )
 from blockd.core.names import parse_target
 from blockd.core.proof import OrderProof, prove
@@ -254,12 +255,14 @@ def _summary(e: JournalEntry) -> str:
 
 
 def order_proof(store: Store, order: OrderRecord, policy: EnforcementPolicy | None,
-                history: Sequence[JournalEntry], at: datetime) -> OrderProof | None:
+                history: Sequence[JournalEntry], at: datetime,
+                kinds: set[TargetKind] | None = None) -> OrderProof | None:
     """Received -> in force per channel for an order, from the enforcement timeline."""
     added = next((e.seq for e in history if e.action == ORDER_ADD), None)
     if added is None:
         return None
-    return prove(order, policy, added, store.enforcements([e.seq for e in history]), at)
+    return prove(order, policy, added, store.enforcements([e.seq for e in history]), at,
+                 kinds)
 
 
 def _index_at(app: App, store: Store, at: datetime) -> BlockIndex:

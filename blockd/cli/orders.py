@@ -30,11 +30,12 @@ from blockd.cli.common import (
     pass_app,
 )
 from blockd.cli.root import cli
-from blockd.core.hits import HitQuery, summarise
+from blockd.core.hits import HitQuery
 from blockd.core.model import (
     InputError,
     OrderRecord,
     Status,
+    TargetKind,
 )
 from blockd.core.names import parse_target
 from blockd.core.proof import MET, MISSED, NO_DEADLINE, OVERDUE, PENDING, OrderProof, late
@@ -178,18 +179,18 @@ def order_show(app: App, reference: str, limit: int, db: str | None, as_json: bo
     if limit < 0:
         raise InputError("--limit", "must be 0 or more")
     store = app.store(db)
-    record = store.get_order(_reference(reference))
-    targets = sorted(record.targets)
-    shown = targets if limit == 0 else targets[:limit]
-    data = _order_dict(record, app.policies.get(record.policy), now(), shown, len(targets))
+    record = store.get_order(_reference(reference), with_targets=False)
+    shown, total, kinds = store.some_targets(record.reference, limit)
+    data = _order_dict(record, app.policies.get(record.policy), now(), shown, total)
     history = store.journal(reference=record.reference)
     data["history"] = [_entry_dict(e) for e in history]
     at = now()
-    proof = order_proof(store, record, app.policies.get(record.policy), history, at)
+    proof = order_proof(store, record, app.policies.get(record.policy), history, at,
+                        {TargetKind(k) for k in kinds})
     data["enforcement"] = proof.as_dict() if proof is not None else None
-    week = summarise(store.hit_buckets(HitQuery(
-        reference=record.reference, since=at.date() - timedelta(days=6))), "order")
-    everything = summarise(store.hit_buckets(HitQuery(reference=record.reference)), "order")
+    week = store.hit_summary(HitQuery(reference=record.reference,
+                                      since=at.date() - timedelta(days=6)))
+    everything = store.hit_summary(HitQuery(reference=record.reference))
     data["hits"] = {"last_7_days": week.total, "last_7_days_clients": week.clients,
                     "total": everything.total, "clients": everything.clients,
                     "since": everything.groups[0].first.isoformat()

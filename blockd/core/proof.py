@@ -57,10 +57,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def expected_channels(order: OrderRecord) -> tuple[str, ...]:
-    """Where the order's targets are enforced: names by DNS and the notice server,
-    addresses by nftables."""
-    kinds = {t.kind for t in order.targets}
+def expected_channels(order: OrderRecord, kinds: set[TargetKind] | None = None
+                      ) -> tuple[str, ...]:
+    """Where the order's targets (of ``kinds``, else the order's own) are enforced:
+    names by DNS and the notice server, addresses by nftables."""
+    if kinds is None:
+        kinds = {t.kind for t in order.targets}
     channels: list[str] = []
     if not kinds or TargetKind.DOMAIN in kinds:
         channels += ["dns", "http"]
@@ -70,9 +72,12 @@ def expected_channels(order: OrderRecord) -> tuple[str, ...]:
 
 
 def prove(order: OrderRecord, policy: EnforcementPolicy | None, added_seq: int,
-          rows: Iterable[tuple[int, str, str, datetime]], now: datetime) -> OrderProof:
+          rows: Iterable[tuple[int, str, str, datetime]], now: datetime,
+          kinds: set[TargetKind] | None = None) -> OrderProof:
     """The proof for ``order``, whose ``order.add`` is journal entry ``added_seq``;
-    ``rows`` are the timeline rows (seq, channel, instance, at) of its entries."""
+    ``rows`` are the timeline rows (seq, channel, instance, at) of its entries; ``kinds``
+    the kinds of its targets when ``order`` is passed without them."""
+    expected = expected_channels(order, kinds)
     first: dict[str, datetime] = {}
     instances: dict[str, set[str]] = {}
     for seq, channel, instance, at in rows:
@@ -85,17 +90,15 @@ def prove(order: OrderRecord, policy: EnforcementPolicy | None, added_seq: int,
            if policy is not None and policy.deadline is not None else None)
     start = order.effective_from
     channels = []
-    for channel in (*expected_channels(order),
-                    *sorted(c for c in first if c not in expected_channels(order))):
+    for channel in (*expected, *sorted(c for c in first if c not in expected)):
         since = first.get(channel)
         if since is not None and start is not None and start > since:
             since = start  # recorded before its first day: in force from that day
         channels.append(ChannelProof(channel, since, tuple(sorted(instances.get(channel, ()))),
                                      _verdict(since, due, now)))
-    expected = [c.since for c in channels
-                if c.channel in expected_channels(order) and c.since is not None]
+    times = [c.since for c in channels if c.channel in expected and c.since is not None]
     return OrderProof(order.reference, order.received_at, due, tuple(channels),
-                      min(expected) if expected else None)
+                      min(times) if times else None)
 
 
 def _verdict(since: datetime | None, due: datetime | None, now: datetime) -> str:

@@ -430,6 +430,23 @@ class Store:
                 order = replace(order, targets=frozenset(self._targets_of(session, [row.id])))
             return order
 
+    def some_targets(self, reference: str, limit: int) -> tuple[list[Target], int, set[str]]:
+        """The first ``limit`` targets in sort order (0: all), how many there are, and
+        their kinds: `order show` of an order of 100,000 without loading them all."""
+        with self._read() as session:
+            row = self._require(session, reference)
+            where = col(TargetRow.order_id) == row.id
+            query = select(col(TargetRow.kind), col(TargetRow.value), col(TargetRow.match)) \
+                .where(where).order_by(col(TargetRow.kind), col(TargetRow.value),
+                                       col(TargetRow.match))
+            if limit:
+                query = query.limit(limit)
+            shown = [target_from_parts(k, v, m) for k, v, m in session.execute(query)]
+            total = int(session.scalar(select(func.count()).where(where)) or 0)
+            kinds = {str(k) for (k,) in session.execute(
+                select(col(TargetRow.kind)).where(where).distinct())}
+        return shown, total, kinds
+
     def count_targets(self, reference: str) -> int:
         with self._read() as session:
             row = self._require(session, reference)
