@@ -28,8 +28,7 @@ from typing import Any
 
 from blockd.core.enforcement import Anonymisation
 from blockd.core.hits import HitBucket
-from blockd.core.sketch import M as REGISTERS
-from blockd.core.sketch import Sketch
+from blockd.core.sketch import PENDING_SPARSE, Sketch
 from blockd.store.shared import SharedStore
 
 log = logging.getLogger("blockd.hits")
@@ -65,7 +64,10 @@ class HitCounter:
 
     ``modes`` says, for an order reference, what its policy feeds the client estimate;
     it is asked once per reference until :meth:`forget` (a new index or policy).
-    Each pending bucket is ``[count, registers or None]`` in one dict: one lookup per hit.
+    Each pending bucket is ``[count, slots]`` in one dict: one lookup per hit. ``slots``
+    holds the sketch's registers: None (no client fed), a dict of the few set (most
+    buckets: a name asked by one or two clients costs bytes, not a 1 KiB array), or the
+    dense array once more than PENDING_SPARSE are set.
     """
 
     def __init__(self, store: SharedStore,
@@ -96,7 +98,7 @@ class HitCounter:
     @property
     def sketches(self) -> dict[HitKey, Sketch]:
         """Client sketches not yet written (tests)."""
-        return {key: Sketch(entry[1]) for key, entry in self.entries.items()
+        return {key: Sketch.from_slots(entry[1]) for key, entry in self.entries.items()
                 if entry[1] is not None}
 
     def channel(self, name: str) -> ChannelHits:
@@ -137,12 +139,14 @@ class HitCounter:
             if value is None:
                 return
             slot = self._slot(value)
-        registers = entry[1]
-        if registers is None:
-            registers = entry[1] = bytearray(REGISTERS)
         index, rank = slot
-        if rank > registers[index]:
-            registers[index] = rank
+        slots = entry[1]
+        if slots is None:
+            entry[1] = {index: rank}
+        elif rank > slots.get(index, 0) if type(slots) is dict else rank > slots[index]:
+            slots[index] = rank
+            if type(slots) is dict and len(slots) > PENDING_SPARSE:
+                entry[1] = Sketch.from_slots(slots).registers
 
     def _tell(self, now: float, channel: str, reference: str, target: str,
               count: int) -> None:
@@ -175,22 +179,24 @@ class HitCounter:
             self.flushed += total
         except Exception as exc:  # keep counting; try again next round
             self.failures += 1
-            for key, (count, registers) in batch.items():
+            for key, (count, slots) in batch.items():
                 entry = self.entries.setdefault(key, [0, None])
                 entry[0] += count
-                if registers is not None:
+                if slots is not None:
                     if entry[1] is None:
-                        entry[1] = registers
+                        entry[1] = slots
                     else:
-                        Sketch(entry[1]).merge(Sketch(registers))
+                        mine = Sketch.from_slots(entry[1])
+                        mine.merge(Sketch.from_slots(slots))
+                        entry[1] = mine.registers
             log.warning("could not record %d hits: %s", total, exc)
 
     def _write(self, batch: dict[HitKey, list[Any]]) -> None:
         buckets = []
-        for (day, reference, target, channel), (count, registers) in batch.items():
+        for (day, reference, target, channel), (count, slots) in batch.items():
             buckets.append(HitBucket(day, reference, target, channel, count,
-                                     Sketch(registers).encode()
-                                     if registers is not None else None))
+                                     Sketch.encode_slots(slots)
+                                     if slots is not None else None))
         self.store.get().add_hits(buckets)
 
 
