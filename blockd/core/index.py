@@ -119,6 +119,9 @@ def _net_key(target: Target) -> tuple[NetKey, int]:
     return (net.version, net.prefixlen), int(net.network_address) >> shift
 
 
+MATCHES_KEPT = 200_000  # Match objects an index keeps for reuse (then it starts over)
+
+
 @dataclass(frozen=True)
 class BlockIndex:
     """An immutable block index for the instant ``at``.
@@ -136,6 +139,10 @@ class BlockIndex:
     _lengths: tuple[tuple[NetKey, ...], tuple[NetKey, ...]] = field(repr=False)
     _refs: tuple[str, ...] = field(repr=False)
     _actions: Mapping[str, Action] = field(repr=False)
+    # Match objects already built, per (order slot, key, mode): a blocked name asked again
+    # (or its www., m., cdn. siblings) costs a dict lookup, not two frozen objects
+    _made: dict[tuple[int, str, int], Match] = field(default_factory=dict, repr=False,
+                                                     compare=False)
 
     # -- decisions ---------------------------------------------------------------
 
@@ -165,8 +172,13 @@ class BlockIndex:
                 spec = labels * 4 + mode
                 best = found.get(idx)
                 if best is None or best.specificity < spec:
-                    target = Target(TargetKind.DOMAIN, key, _MATCH[mode])
-                    found[idx] = self._match(idx, target, spec)
+                    made = self._made.get((idx, key, mode))
+                    if made is None:
+                        if len(self._made) >= MATCHES_KEPT:
+                            self._made.clear()
+                        made = self._made[(idx, key, mode)] = self._match(
+                            idx, Target(TargetKind.DOMAIN, key, _MATCH[mode]), spec)
+                    found[idx] = made
         return Decision(name, self._sorted(found))
 
     def decide_ip(self, address: str) -> Decision:
@@ -193,6 +205,8 @@ class BlockIndex:
 
     @staticmethod
     def _sorted(found: dict[int, Match]) -> tuple[Match, ...]:
+        if len(found) < 2:  # nearly always: one order covers the name
+            return tuple(found.values())
         return tuple(
             sorted(found.values(), key=lambda m: (-m.specificity, m.order.reference))
         )
