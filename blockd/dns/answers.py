@@ -76,7 +76,7 @@ class BlockedAnswers:
         self.notice_v6 = ipaddress.IPv6Address(notice_ipv6).packed if notice_ipv6 else None
         self.notice_url = notice_url
         self.serial = serial
-        self._cache: dict[tuple[str, int, bool, bool], Tail] = {}
+        self._cache: dict[tuple[object, ...], Tail] = {}
 
     def clear(self, serial: int) -> None:
         self.serial = serial
@@ -97,7 +97,18 @@ class BlockedAnswers:
         return encoded.decode("utf-8", "ignore")
 
     def tail(self, query: wire.Query, match: Match) -> Tail:
-        key = (query.name, query.qtype, query.edns, query.do)
+        """The answer after the question, cached. A notice address answer points at the
+        question's name, so it is kept per (order, target, type, EDNS, DO): the www., m.,
+        cdn. names under one target share it; other answers carry an SOA placed by the
+        name, and are kept per name."""
+        qtype = query.qtype
+        if match.action is Action.NOTICE and (
+                (self.notice_v4 and qtype in (wire.T_A, wire.T_ANY))
+                or (self.notice_v6 and qtype == wire.T_AAAA)):
+            key: tuple[object, ...] = (match.order.reference, match.target.value,
+                                       match.specificity, qtype, query.edns, query.do)
+        else:
+            key = (query.name, qtype, query.edns, query.do)
         cached = self._cache.get(key)
         if cached is None:
             if len(self._cache) > 100_000:
