@@ -109,11 +109,12 @@ class IndexFollower:
         if self.refused:
             return f"store refused: {self.refused}"
         source = "the snapshot on disk" if self.origin == "snapshot" else "memory"
-        if self.damaged:  # the more precise word when damage also makes reads fail
-            return f"store damaged: {self.damaged[0]}" + (
-                "" if self.readable else f"; enforcing the last good policy from {source}")
-        if not self.readable:
-            return f"store unreadable: enforcing the last good policy from {source}"
+        damage = f"store damaged: {self.damaged[0]}" if self.damaged else None
+        if not self.readable:  # and say what the integrity check found, when it did
+            unreadable = f"store unreadable: enforcing the last good policy from {source}"
+            return unreadable if damage is None else f"{unreadable}; {damage}"
+        if damage is not None:
+            return damage
         if self.unproven:
             return "order tables do not match the journal: enforcing what it proves"
         return None
