@@ -20,10 +20,9 @@ from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
 from blockd.core.enforcement import EnforcementPolicy
 from blockd.core.model import Action, DomainMatch, OrderRecord, Target, TargetKind
+from blockd.dns.wire import EDE_CENSORED, EDE_OPTION
 
 Address = tuple[str, int]
-EDE_OPTION = 15
-EDE_CENSORED = 16
 TIMEOUT = 2.0
 
 

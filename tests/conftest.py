@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dnsstub import StubUpstream
 
 from blockd.cli import main
 from blockd.config import load_config
@@ -139,3 +140,11 @@ def notice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
         [(_, port)] = controller.bound["http"]
         yield Http(port, db)
         assert controller.running
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[StubUpstream]:
+    """A stub upstream resolver on loopback that knows ok.example (modules that need
+    other records define their own)."""
+    with StubUpstream(["ok.example. 300 IN A 192.0.2.1"]) as up:
+        yield up

@@ -77,12 +77,6 @@ def get(port: int, host: str, source: str) -> int:
         conn.close()
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[StubUpstream]:
-    with StubUpstream(["ok.example. 300 IN A 192.0.2.1"]) as up:
-        yield up
-
-
 @pytest.fixture
 def site(tmp_path: Path, upstream: StubUpstream) -> tuple[Path, Path]:
     """(config, db): a DK order, and an order under a policy that feeds no client data."""

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +35,6 @@ def run_cli(config: Path, db: Path, *args: str) -> subprocess.CompletedProcess[s
     env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "tester"}
     return subprocess.run([sys.executable, "-m", "blockd", *args, "--db", str(db)],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[StubUpstream]:
-    with StubUpstream(["ok.example. 300 IN A 192.0.2.1"]) as up:
-        yield up
 
 
 @pytest.fixture
