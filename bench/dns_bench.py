@@ -45,10 +45,17 @@ NOTICE = "127.0.0.80"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.bind((HOST, 0))
-        port = int(u.getsockname()[1])
-    return port
+    """A loopback port free for both UDP and TCP (the servers bind both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            u.bind((HOST, 0))
+            port = int(u.getsockname()[1])
+            try:
+                t.bind((HOST, port))
+            except OSError:
+                continue
+            return port
 
 
 def pin(cpu: int) -> list[str]:
