@@ -123,7 +123,7 @@ def test_each_bad_value_is_one_line(tmp_path: Path, section: str, key: str, valu
 
 def test_every_key_has_a_bad_value_case() -> None:
     """The table above covers the schema: a new key needs a case here."""
-    from blockd.config import _ConfigFile
+    from blockd.config_schema import _ConfigFile
 
     declared = {(section, field.alias or name)
                 for section, table in _ConfigFile.model_fields.items()

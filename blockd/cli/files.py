@@ -101,7 +101,7 @@ def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: s
         parse_target(zone.rstrip("."), "--zone").value + ".")
     store = app.store(db)
     head = store.head()
-    policy = _index_at(app, store, at)
+    policy = _index_at(app, store, at, progress=True)
     entries = sorted(
         (ExportEntry(t, policy.action_for(o), o.reference, o.authority)
          for o, t in policy.entries()),

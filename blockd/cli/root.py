@@ -129,7 +129,7 @@ def status(app: App, db: str | None, as_json: bool) -> int:
     from blockd.store.engine import StoreDamaged
 
     try:
-        store = app.store(db)
+        store = app.quick_store(db)
         stats = store.stats()
         damage = store.quick_check(5.0)
     except StoreDamaged as exc:
