@@ -570,3 +570,43 @@ def test_export_and_report_show_progress_on_a_terminal_only(tmp_path: Path) -> N
         seen = on_a_terminal([*blockd, *args], env)
         assert all(w in seen for w in words), seen
     assert out.read_text().count(" A 127.0.0.1\n") == 10_000  # each name and its *.
+
+
+def test_ctrl_c_during_an_export_leaves_no_file(tmp_path: Path) -> None:
+    """Interrupted while reading 100k targets: exit 130, no output and no half-written
+    temporary file beside it."""
+    import pty
+    import signal
+
+    env = {**os.environ, "BLOCKD_DB": str(tmp_path / "e.db"), "BLOCKD_ACTOR": "tester"}
+    env.pop("BLOCKD_CONFIG", None)
+    blockd = [sys.executable, "-m", "blockd"]
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"site{i}.example\n" for i in range(100_000)))
+    for args in (["init"], ["order", "add", "BIG-1", "--authority", "Court", "--issued",
+                            "2026-01-02"],
+                 ["import", str(names), "--format", "list", "--order", "BIG-1"]):
+        subprocess.run([*blockd, *args], env=env, check=True, capture_output=True)
+    out = tmp_path / "zone.rpz"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*blockd, "export", "--format", "rpz", "-o", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while b"reading orders" not in seen:
+        chunk = os.read(master, 4096)
+        assert chunk, seen
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=60) == 130, seen
+    os.close(master)
+    assert b"interrupted" in seen
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("zone")) == []

@@ -365,9 +365,13 @@ def write_output(output: Path, content: str) -> None:
     sees half a report or export."""
     if not str(output).strip() or not output.name:
         raise InputError("--output", "must name a file")
+    tmp = output.with_name(output.name + ".tmp")
     try:
-        tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(output)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise InputError("--output", f"cannot write {output}: {exc.strerror}") from None
+    except BaseException:  # Ctrl-C mid-write: no half file left beside the output
+        tmp.unlink(missing_ok=True)
+        raise
