@@ -81,6 +81,9 @@ class DnsSettings:
     rate_limit: float = 5000.0
     rate_burst: float = 10000.0
     cache_mb: int = 64
+    # the replay memo and the blocked answers' tails, in MB (see dns/service.py): what a
+    # query asked again costs is one lookup; names asked once only fill it
+    memo_mb: int = 16
     upstream_timeout: float = 1.5
     tcp_idle_timeout: float = 10.0
     stale_for: float = 86400.0
@@ -114,7 +117,10 @@ class Config:
     nft_local_output: bool = False
     nft_metrics: Address | None = None
     dns: DnsSettings = field(default_factory=DnsSettings)
-    hits_flush_interval: float = 5.0
+    # seconds between hit writes: a flush of 100k new buckets takes about 2 s of the
+    # process (a resolver thread holding the GIL), so it is not done every few seconds;
+    # a stopping daemon writes what it counted
+    hits_flush_interval: float = 30.0
     state_dir: Path | None = None  # snapshots of the policy in force; see state_path()
     store_check_interval: float = 300.0  # seconds between integrity checks of the store
     log_level: str = "info"  # debug, info, warning or error (daemons' stderr)

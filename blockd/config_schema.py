@@ -149,6 +149,7 @@ class _DnsTable(_Table):
     rate_limit: _PositiveFloat = _DNS.rate_limit
     rate_burst: _PositiveFloat = _DNS.rate_burst
     cache_mb: _PositiveInt = _DNS.cache_mb
+    memo_mb: _PositiveInt = _DNS.memo_mb
     upstream_timeout: _PositiveFloat = _DNS.upstream_timeout
     tcp_idle_timeout: _PositiveFloat = _DNS.tcp_idle_timeout
     stale_for: _PositiveFloat = _DNS.stale_for

@@ -82,6 +82,7 @@ BAD_VALUES = [
     ("dns", "rate_limit", "0", "must be a positive number, got 0"),
     ("dns", "rate_burst", "-1.5", "must be a positive number, got -1.5"),
     ("dns", "cache_mb", "1.5", "must be a positive integer, got 1.5"),
+    ("dns", "memo_mb", "0", "must be a positive integer, got 0"),
     ("dns", "upstream_timeout", "'1s'", "must be a positive number, got '1s'"),
     ("dns", "tcp_idle_timeout", "0.0", "must be a positive number, got 0.0"),
     ("dns", "stale_for", "-86400", "must be a positive number, got -86400"),
