@@ -29,7 +29,6 @@ from blockd.core.journal import (
 )
 from blockd.core.model import Action, DomainMatch, OrderRecord, Target, TargetKind
 from blockd.core.names import (
-    name_suffixes,
     normalise_name,
     parse_address,
     target_from_parts,
@@ -157,29 +156,48 @@ class BlockIndex:
 
     def decide_name(self, name: str) -> Decision:
         """Decide for a normalised (lower-case punycode, no trailing dot) name."""
+        return Decision(name, self._sorted(self._found(name)))
+
+    def first_match(self, name: str) -> Match | None:
+        """``decide_name(name).primary`` without building the Decision: the resolver asks
+        this once per query."""
+        found = self._found(name)
+        if not found:
+            return None
+        if len(found) == 1:
+            return next(iter(found.values()))
+        return self._sorted(found)[0]
+
+    def _found(self, name: str) -> dict[int, Match]:
+        """The most specific match of each order covering ``name``, by order slot."""
         names = self._names
         found: dict[int, Match] = {}
-        for depth, key in enumerate(name_suffixes(name)):
+        depth, start, key = 0, 0, name
+        while True:  # the name, then each parent (name_suffixes, without the list)
             value = names.get(key)
-            if value is None:
-                continue
-            labels = key.count(".") + 1
-            for code in _codes(value):
-                mode = code & 3
-                if (mode == _EXACT and depth) or (mode == _WILDCARD and not depth):
-                    continue
-                idx = code >> 2
-                spec = labels * 4 + mode
-                best = found.get(idx)
-                if best is None or best.specificity < spec:
-                    made = self._made.get((idx, key, mode))
-                    if made is None:
-                        if len(self._made) >= MATCHES_KEPT:
-                            self._made.clear()
-                        made = self._made[(idx, key, mode)] = self._match(
-                            idx, Target(TargetKind.DOMAIN, key, _MATCH[mode]), spec)
-                    found[idx] = made
-        return Decision(name, self._sorted(found))
+            if value is not None:
+                labels = key.count(".") + 1
+                for code in (value,) if type(value) is int else value:  # type: ignore[union-attr]
+                    mode = code & 3
+                    if (mode == _EXACT and depth) or (mode == _WILDCARD and not depth):
+                        continue
+                    idx = code >> 2
+                    spec = labels * 4 + mode
+                    best = found.get(idx)
+                    if best is None or best.specificity < spec:
+                        made = self._made.get((idx, key, mode))
+                        if made is None:
+                            if len(self._made) >= MATCHES_KEPT:
+                                self._made.clear()
+                            made = self._made[(idx, key, mode)] = self._match(
+                                idx, Target(TargetKind.DOMAIN, key, _MATCH[mode]), spec)
+                        found[idx] = made
+            dot = name.find(".", start)
+            if dot == -1:
+                return found
+            start = dot + 1
+            key = name[start:]
+            depth += 1
 
     def decide_ip(self, address: str) -> Decision:
         ip = ipaddress.ip_address(address)

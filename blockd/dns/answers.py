@@ -106,15 +106,15 @@ class BlockedAnswers:
 
     def tail(self, query: wire.Query, match: Match) -> Tail:
         """The answer after the question, cached. A notice address answer points at the
-        question's name, so it is kept per (order, target, type, EDNS, DO): the www., m.,
-        cdn. names under one target share it; other answers carry an SOA placed by the
-        name, and are kept per name."""
+        question's name and carries the order's EDE text, so it is kept per (order, type,
+        EDNS, DO): every name of every target of an order shares one (an order of 100k
+        targets, each name asked once, builds a handful); other answers carry an SOA
+        placed by the name, and are kept per name."""
         qtype = query.qtype
         if match.action is Action.NOTICE and (
                 (self.notice_v4 and qtype in (wire.T_A, wire.T_ANY))
                 or (self.notice_v6 and qtype == wire.T_AAAA)):
-            key: tuple[object, ...] = (match.order.reference, match.target.value,
-                                       match.specificity, qtype, query.edns, query.do)
+            key: tuple[object, ...] = (match.order.reference, qtype, query.edns, query.do)
         else:
             key = (query.name, qtype, query.edns, query.do)
         cached = self._cache.get(key)

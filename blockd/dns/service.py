@@ -230,9 +230,8 @@ class DnsService:
         memo = None if tcp else data
         policy = self.index()
         if q.name:
-            decision = policy.decide_name(q.policy_name)
-            if decision.matches:
-                match = decision.matches[0]
+            match = policy.first_match(q.policy_name)
+            if match is not None:
                 return self._remember(memo, self._blocked(q, match, tcp, client), 0.0,
                                       (match.order.reference, match.target.spec),
                                       self.stats.cell(match.order.policy))
