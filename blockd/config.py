@@ -124,6 +124,12 @@ class Config:
     notice_ipv6: str | None = None
     notice_url: str = "http://127.0.0.1:8080/"
     rpz_zone: str = "rpz.blockd."
+    # `blockd serve rpz`: where the primary answers (UDP and TCP), the secondaries it
+    # sends NOTIFY to, who may transfer the zone, and the TSIG key file (tsig-keygen's)
+    rpz_listen: tuple[Address, ...] = (("127.0.0.1", 5354),)
+    rpz_notify: tuple[Address, ...] = ()
+    rpz_allow_transfer: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    rpz_tsig_key: Path | None = None
     notice_listen: tuple[Address, ...] = (("127.0.0.1", 8080),)
     isp_name: str = "Your internet provider"
     isp_contact: str = ""
@@ -310,8 +316,24 @@ class _NoticeTable(_Table):
         _CONFIG.notice_metrics, alias="metrics")
 
 
+def _addresses_or_none(port: int) -> BeforeValidator:
+    """A TOML list of address strings (may be empty), ``port`` where one gives none."""
+    def parse(value: Any) -> tuple[Address, ...]:
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f'must be a list of "ADDRESS:PORT" strings, got {value!r}')
+        return tuple(_address(v, port) for v in value)
+    return BeforeValidator(parse)
+
+
 class _RpzTable(_Table):
     rpz_zone: Annotated[str, AfterValidator(_zone)] = Field(_CONFIG.rpz_zone, alias="zone")
+    rpz_listen: Annotated[tuple[Address, ...], _addresses(53)] = Field(
+        _CONFIG.rpz_listen, alias="listen")
+    rpz_notify: Annotated[tuple[Address, ...], _addresses_or_none(53)] = Field(
+        _CONFIG.rpz_notify, alias="notify")
+    rpz_allow_transfer: Annotated[tuple[str, ...], BeforeValidator(_networks)] = Field(
+        _CONFIG.rpz_allow_transfer, alias="allow_transfer")
+    rpz_tsig_key: _Path | None = Field(_CONFIG.rpz_tsig_key, alias="tsig_key")
 
 
 class _HitsTable(_Table):

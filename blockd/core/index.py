@@ -228,7 +228,7 @@ class BlockIndex:
                 for code in _codes(value):
                     yield self.orders[self._refs[code >> 2]], target
 
-    def keys(self) -> Iterator[SlotKey]:
+    def slots(self) -> Iterator[SlotKey]:
         """Every slot in force, in table order, without building the (order, target)s:
         the RPZ primary streams a zone of a million slots from this."""
         yield from self._names
