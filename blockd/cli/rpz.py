@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blockd.cli.common import App, emit, json_option, pass_app
+from blockd.cli.common import App, db_option, emit, json_option, pass_app
 from blockd.cli.root import cli
 from blockd.core.model import BlockdError
 
@@ -21,15 +21,16 @@ def _serial(item: Any) -> str:
 
 
 @rpz.command("status")
+@db_option
 @json_option
 @pass_app
-def rpz_status(app: App, as_json: bool) -> None:
+def rpz_status(app: App, db: str | None, as_json: bool) -> None:
     """The zone's serial, and for each secondary the serial it last fetched (IXFR or
     AXFR) and last asked about (SOA), and when; and the NOTIFYs sent. Read from the
     status file `blockd serve rpz` keeps in the state directory."""
     from blockd.daemon.rpz import read_state, state_file
 
-    path = state_file(app.config.state_path())
+    path = state_file(app.config.with_db(db).state_path())  # beside the store by default
     data = read_state(path)
     if data is None:
         raise BlockdError(f"no RPZ status in {path}: is `blockd serve rpz` running with "

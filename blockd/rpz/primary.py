@@ -485,8 +485,8 @@ def notify_message(zone: Zone, qid: int, key: TsigKey | None = None
     message is kept to check the reply's TSIG against its MAC."""
     apex = dns.name.from_text(zone.settings.apex)
     m = dns.message.Message(qid)
+    m.flags = dns.flags.AA  # the opcode lives in the flags word: set it after
     m.set_opcode(dns.opcode.NOTIFY)
-    m.flags = dns.flags.AA
     m.question = [dns.rrset.RRset(apex, dns.rdataclass.IN, dns.rdatatype.SOA)]
     soa = zone.current.soa
     m.answer = [dns.rrset.from_text(apex, zone.settings.ttl, "IN", "SOA", soa[2])]
