@@ -317,7 +317,18 @@ class Primary:
         try:
             query = dns.message.from_wire(data, keyring=self._keyring)
         except Exception as exc:  # any parse or TSIG failure of hostile bytes
-            return Reply(_error_header(data, _parse_rcode(exc)))
+            rcode = _parse_rcode(exc)
+            if rcode == NOTAUTH:  # RFC 8945 5.2: NOTAUTH, with the question, unsigned
+                try:
+                    # a keyring function answering False: read the TSIG, check nothing
+                    unsigned = dns.message.from_wire(data, keyring=_unchecked)
+                    if not unsigned.flags & dns.flags.QR and len(unsigned.question) == 1:
+                        response = dns.message.make_response(unsigned)
+                        response.set_rcode(dns.rcode.NOTAUTH)
+                        return Reply([response.to_wire()])
+                except Exception:  # fall back to the bare header
+                    pass
+            return Reply(_error_header(data, rcode))
         try:
             return self._answer(query, host, tcp)
         except Exception:  # a bug must cost this query, not the server
@@ -455,6 +466,10 @@ def _pack(qid: int, flags: int, question: bytes, records: Iterable[bytes]
         chunk.append(rr)
         size += len(rr)
     yield struct.pack("!6H", qid, flags, 1, len(chunk), 0, 0) + question + b"".join(chunk)
+
+
+def _unchecked(_message: dns.message.Message, _name: dns.name.Name) -> bool:
+    return False
 
 
 def _parse_rcode(exc: Exception) -> int:
