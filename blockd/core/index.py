@@ -251,6 +251,21 @@ class BlockIndex:
         target = _network(version, netint, plen)
         return [(self.orders[self._refs[c >> 2]], target) for c in _codes(codes)]
 
+    def name_slots(self) -> Iterator[tuple[str, Codes]]:
+        """(name, codes) of every domain slot: the raw table, for the RPZ primary's
+        fast path (:meth:`code_entry` says what a code means)."""
+        return iter(self._names.items())
+
+    def code_entry(self, code: int) -> tuple[OrderRecord, DomainMatch]:
+        """The order and match mode a domain slot's code stands for."""
+        return self.orders[self._refs[code >> 2]], _MATCH[code & 3]
+
+    def net_slots(self) -> Iterator[SlotKey]:
+        """Every address slot in force, as :meth:`slots` gives them."""
+        for (version, plen), table in self._nets.items():
+            for netint in table:
+                yield (version, plen, netint)
+
     def changed_keys(self, older: BlockIndex) -> set[SlotKey] | None:
         """The slots whose entries may differ from ``older``'s; None when every slot may
         (another builder numbered the orders, or an action or a policy changed).

@@ -278,3 +278,69 @@ class WireCache:
             if len(self._tails) > 1024:  # SOA and TXT change with every version
                 self._tails.clear()
         return owner_wire(owner) + tail
+
+
+_PLACEHOLDER = "placeholder.invalid"
+
+
+class SlotWire:
+    """The wire records of a whole index, fast: a domain slot held by one order (nearly
+    all of them) is its name's labels in front of a template, and the template of each
+    (order, match mode) is what :func:`policy_records` yields for a placeholder name, so
+    the records are the shared path's. Every other slot (several orders on one name,
+    addresses, names RPZ cannot carry) goes through :func:`slot_records` itself."""
+
+    def __init__(self, index: BlockIndex, settings: ZoneSettings) -> None:
+        self.index = index
+        self.settings = settings
+        self.cache = WireCache(settings.ttl)
+        self._templates: dict[int, list[tuple[bytes, bytes]] | None] = {}
+
+    def _template(self, code: int) -> list[tuple[bytes, bytes]] | None:
+        from blockd.formats import ExportEntry
+
+        order, match = self.index.code_entry(code)
+        entry = ExportEntry(Target(TargetKind.DOMAIN, _PLACEHOLDER, match),
+                            self.index.action_for(order), order.reference, order.authority)
+        out = []
+        for item in policy_records([entry], self.settings):
+            if not isinstance(item, tuple):
+                continue
+            owner, rtype, text = item
+            prefix = {_PLACEHOLDER: b"", "*." + _PLACEHOLDER: b"\x01*"}.get(owner)
+            if prefix is None:
+                return None
+            tail = self.cache.record(("", rtype, text))[len(APEX_POINTER):]
+            out.append((prefix, tail))
+        return out
+
+    def records(self) -> Iterator[bytes]:
+        """Every policy record of the index (no apex records), as wire bytes."""
+        index, settings, templates = self.index, self.settings, self._templates
+        limit = MAX_OWNER - 3 - len(settings.apex)
+        pointer = APEX_POINTER
+        for name, codes in index.name_slots():
+            template = None
+            if isinstance(codes, int) and len(name) <= limit and "rpz-" not in name:
+                if codes in templates:
+                    template = templates[codes]
+                else:
+                    template = templates[codes] = self._template(codes)
+            if template is None:  # the shared path, record by record
+                yield from self._slow(name)
+                continue
+            labels = name.encode("ascii").split(b".")
+            if max(map(len, labels)) > 63:
+                continue  # never normalised into the index; never a broken zone either
+            wire = b"".join([bytes((len(label),)) + label for label in labels]) + pointer
+            for prefix, tail in template:
+                yield prefix + wire + tail
+        for key in index.net_slots():
+            yield from self._slow(key)
+
+    def _slow(self, key: SlotKey) -> Iterator[bytes]:
+        for rec in slot_records(self.index, key, self.settings):
+            try:
+                yield self.cache.record(rec)
+            except (ValueError, UnicodeError):  # a name the wire cannot carry: left out
+                continue
