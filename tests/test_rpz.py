@@ -23,6 +23,7 @@ import dns.name
 import dns.opcode
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
 import dns.rrset
 import dns.tsig
@@ -370,7 +371,7 @@ def _wait(condition: Callable[[], bool], limit: float = 10.0) -> None:
 
 
 def test_notify_after_every_change_with_retries(serve: Callable[..., Served],
-                                                store: Path) -> None:
+                                                store: Path, blockd: Runner) -> None:
     sec = Secondary(answer_from=2)  # the first NOTIFY is lost
     try:
         s = serve(rpz_notify=(("127.0.0.1", sec.port),))
@@ -383,6 +384,8 @@ def test_notify_after_every_change_with_retries(serve: Callable[..., Served],
         cli(store, "order", "lift", "IT-1", "--reason", "set aside")
         new = s.wait_serial_after(old)
         _wait(lambda: any(m.answer and m.answer[0][0].serial == new for m in sec.got))
+        _wait(lambda: f"notify 127.0.0.1:{sec.port}: serial {new} acknowledged" in blockd(
+            "rpz", "status", "--db", str(store)).out)
     finally:
         sec.close()
 
@@ -496,3 +499,42 @@ def _records(m: dns.message.Message) -> list[tuple[str, str, str]]:
     return [(rrset.name.relativize(dns.name.from_text(ZONE)).to_text(),
              dns.rdatatype.to_text(rrset.rdtype), rr.to_text())
             for rrset in m.answer for rr in rrset]
+
+
+def test_the_wire_fast_path_writes_the_shared_records() -> None:
+    """SlotWire's templates give exactly what slot_records gives, also where it falls
+    back: several orders on one name, rpz- labels, names too long, addresses."""
+    from blockd.core.index import compile_index
+    from blockd.core.model import Action, OrderRecord
+    from blockd.core.names import parse_target
+    from blockd.rpz.primary import Zone, _pack
+    from blockd.rpz.zone import SlotWire, ZoneSettings
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    long = ".".join(["a" * 60] * 4)[:230] + ".example"
+
+    def order(ref: str, policy: str, *specs: str) -> OrderRecord:
+        return OrderRecord(ref, "Court", datetime(2024, 1, 1).date(), now, policy=policy,
+                           targets=frozenset(parse_target(s) for s in specs))
+
+    orders = [order("A", "default", "a.example", "=b.example", "*.c.example", "both.example",
+                    "x.rpz-ip.example", long, "45.33.32.0/24", "2a01:4f8::/48"),
+              order("B", "it", "=both.example", "d.example", "45.33.32.0/24"),
+              order("C", "nodata", "e.example")]
+    actions = {"default": Action.NOTICE, "it": Action.NXDOMAIN, "nodata": Action.NODATA}
+    index = compile_index(orders, now, actions)
+    settings = ZoneSettings(apex="rpz.isp.example", notice_ipv4=NOTICE,
+                            notice_ipv6="2001:db8::80")
+    shared = {r for r in Zone(settings, index, None, 1).records()
+              if r[0] != "" and r[1] != "SOA"}
+    question = dns.name.from_text(ZONE).to_wire() + b"\x00\xfc\x00\x01"
+    got = set()
+    for wire in _pack(1, 0x8400, question, SlotWire(index, settings).records()):
+        got.update(_records(dns.message.from_wire(wire, one_rr_per_rrset=True)))
+    want = {(o, t, d if t != "AAAA" else str(dns.rdata.from_text("IN", "AAAA", d)))
+            for o, t, d in shared}
+    assert got == want
+    assert ("both.example", "A", NOTICE) in got or ("both.example", "CNAME", ".") in got
+    assert ("e.example", "CNAME", "*.") in got
+    assert ("x.rpz-ip.example", "A", NOTICE) in got  # only a last rpz- label is reserved
+    assert not any(o.endswith(long) for o, _, _ in got)  # too long under the apex

@@ -48,8 +48,9 @@ def rpz_status(app: App, db: str | None, as_json: bool) -> None:
                          f"; asked {_serial(info.get('soa'))}")
         for target, info in sorted((data.get("notify") or {}).items()):
             state = "acknowledged" if info.get("acked") else "no answer"
+            tries = info.get("attempts")
             lines.append(f"  notify {target}: serial {info.get('serial')} {state} at "
-                         f"{info.get('at')} ({info.get('attempts')} tries)")
+                         f"{info.get('at')} ({tries} {'try' if tries == 1 else 'tries'})")
         if len(lines) == 1:
             lines.append("  no secondary has asked yet")
         return "\n".join(lines)
