@@ -127,16 +127,19 @@ def main() -> None:
             print(f"AXFR: {records:,} records in {messages:,} messages, {seconds:.2f} s "
                   f"(goal < {GOAL_AXFR_S:.0f} s: {ok}); daemon peak RSS {peak:.0f} MB")
 
-            before = soa_serial(port)
-            t = time.monotonic()
-            blockd("order", "target", "add", "B-1", "one-more.example", "--db", str(db))
-            committed = time.monotonic()
-            while soa_serial(port) == before:
-                time.sleep(0.01)
-            done = time.monotonic()
-            print(f"new serial {done - t:.2f} s after the CLI started ({committed - t:.2f} s "
-                  f"of it the CLI process itself; then the journal poll and the difference "
-                  f"of {n:,} slots)")
+            # the first change after a start may wait for the daemon's background proof
+            # of the tables (a replay of the journal); the second is the steady state
+            for label, target in (("first", "one-more.example"), ("second", "two-more.example")):
+                before = soa_serial(port)
+                t = time.monotonic()
+                blockd("order", "target", "add", "B-1", target, "--db", str(db))
+                committed = time.monotonic()
+                while soa_serial(port) == before:
+                    time.sleep(0.01)
+                done = time.monotonic()
+                print(f"{label} change: new serial {done - committed:.2f} s after the CLI "
+                      f"returned (the CLI itself {committed - t:.2f} s); RSS "
+                      f"{vm(proc.pid, 'VmRSS'):.0f} MB")
             q = dns.message.make_query(ZONE, "IXFR")
             q.authority = [dns.rrset.from_text(ZONE, 0, "IN", "SOA",
                                                f"localhost. h. {before} 1 1 1 1")]

@@ -538,3 +538,10 @@ def test_the_wire_fast_path_writes_the_shared_records() -> None:
     assert ("e.example", "CNAME", "*.") in got
     assert ("x.rpz-ip.example", "A", NOTICE) in got  # only a last rpz- label is reserved
     assert not any(o.endswith(long) for o, _, _ in got)  # too long under the apex
+
+
+def test_reload_applies_allow_transfer(serve: Callable[..., Served], store: Path) -> None:
+    s = serve()
+    assert s.ask(ZONE, "SOA").rcode() == dns.rcode.NOERROR
+    s.controller.reload(config_for(store, rpz_allow_transfer=("10.0.0.0/8",)))
+    assert s.ask(ZONE, "SOA").rcode() == dns.rcode.REFUSED

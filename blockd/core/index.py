@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import TypeVar
 
 from blockd.core.journal import (
     ORDER_ADD,
@@ -104,6 +105,20 @@ def _drop(table: dict[object, Codes], key: object, code: int) -> None:
 
 def _codes(value: Codes) -> tuple[int, ...]:
     return (value,) if isinstance(value, int) else value
+
+
+_K = TypeVar("_K")
+
+
+def _changed(old: Mapping[_K, Codes], new: Mapping[_K, Codes]) -> Iterator[_K]:
+    """Keys whose codes differ between two tables (added, removed or changed)."""
+    missing = object()
+    for key, value in new.items():
+        if old.get(key, missing) != value:
+            yield key
+    for key in old:
+        if key not in new:
+            yield key
 
 
 def _network(version: int, netint: int, plen: int) -> Target:
@@ -270,8 +285,9 @@ class BlockIndex:
         """The slots whose entries may differ from ``older``'s; None when every slot may
         (another builder numbered the orders, or an action or a policy changed).
 
-        Compares the tables' items in C (a million keys in a fraction of a second), so the
-        RPZ primary can send the difference of a change instead of the zone.
+        A pass over both tables without copying either (a million keys in a fraction of
+        a second, no set of a million items), so the RPZ primary can send the difference
+        of a change instead of the zone.
         """
         if self._refs[: len(older._refs)] != older._refs or self._actions != older._actions:
             return None
@@ -279,10 +295,11 @@ class BlockIndex:
             new = self.orders.get(ref)
             if new is not None and new.policy != order.policy:
                 return None
-        out: set[SlotKey] = {k for k, _ in older._names.items() ^ self._names.items()}
+        names: set[str] = set(_changed(older._names, self._names))
+        out: set[SlotKey] = set(names)
         for nk in older._nets.keys() | self._nets.keys():
             a, b = older._nets.get(nk, {}), self._nets.get(nk, {})
-            out.update((nk[0], nk[1], n) for n, _ in a.items() ^ b.items())
+            out.update((nk[0], nk[1], n) for n in _changed(a, b))
         return out
 
     def snapshot(self) -> frozenset[tuple[str, str]]:

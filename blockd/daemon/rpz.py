@@ -160,8 +160,11 @@ class RpzDaemon:
         self.bound.append((host, port))
 
     def reload(self) -> None:
-        """Allowed networks and NOTIFY targets change only on restart (logged)."""
+        """Apply a new configuration: the allowed networks at once; listen and NOTIFY
+        addresses, zone and key only on restart (logged)."""
         config = self.core.config
+        if self.zone is not None:
+            self.primary = Primary(self.zone, config.rpz_allow_transfer, self.key)
         if config.rpz_listen != self.listen or list(config.rpz_notify) != self.notify_to:
             log.warning("reload: rpz listen and notify addresses change only on restart")
         self._changed.set()  # new policies may change the actions: recompute
