@@ -96,3 +96,56 @@ def test_the_seeds_are_answered() -> None:
     """The unmutated queries get real answers (so the fuzzing starts from valid ones)."""
     for data in SEEDS[:12]:
         assert list(PLAIN.answer(data, "127.0.0.1", True).messages)
+
+
+POOL = ["a.example", "=a.example", "*.a.example", "b.example", "=c.example",
+        "45.33.32.0/24", "45.33.32.7", "2a01:4f8::/48", "d.example"]
+HOURS = [None, 1, 2, 3]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[OrderRecord]:
+    from datetime import timedelta
+
+    orders = []
+    for i in range(draw(st.integers(1, 4))):
+        start, end = draw(st.sampled_from(HOURS)), draw(st.sampled_from(HOURS))
+        orders.append(OrderRecord(
+            f"R-{i}", "Court", date(2024, 1, 1), NOW,
+            policy=draw(st.sampled_from(["default", "it", "nodata"])),
+            effective_from=NOW + timedelta(hours=start) if start else None,
+            effective_until=NOW + timedelta(hours=end) if end else None,
+            targets=frozenset(parse_target(t) for t in draw(
+                st.lists(st.sampled_from(POOL), min_size=1, max_size=4)))))
+    return orders
+
+
+@settings(max_examples=200, deadline=None)
+@given(orders=histories(), hours=st.integers(0, 4))
+def test_differences_turn_one_version_into_the_next(orders: list[OrderRecord],
+                                                    hours: int) -> None:
+    """The old zone minus the removed records plus the added ones is the new zone, for
+    the clock moving orders in and out of force over overlapping targets."""
+    from datetime import timedelta
+
+    from blockd.core.index import IndexBuilder
+    from blockd.core.model import Action
+
+    actions = {"default": Action.NOTICE, "it": Action.NXDOMAIN, "nodata": Action.NODATA}
+    builder = IndexBuilder(NOW, actions)
+    for o in orders:
+        builder.load(o)
+    old = builder.index()
+    builder.advance(NOW + timedelta(hours=hours, minutes=30))
+    new = builder.index()
+    settings_ = ZoneSettings(apex=APEX, notice_ipv4="127.0.0.80", notice_ipv6="2001:db8::80")
+    zone = Zone(settings_, old, None, 1)
+    change = zone.prepare(new, None)
+    before = {r for r in zone.records() if r[1] != "SOA"}
+    delta = zone.install(change, 2) if change is not None else None
+    after = {r for r in zone.records() if r[1] != "SOA"}
+    if delta is None:
+        assert before == after
+        return
+    assert (before - set(delta.removed)) | set(delta.added) == after
+    assert not set(delta.removed) & set(delta.added)
