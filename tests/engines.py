@@ -165,11 +165,18 @@ rpz:
 
 class Bind(Engine):
     kind = "named"
+    key: tuple[str, str] | None = None  # (name, base64 secret): sign transfers with it
 
     def command(self) -> list[str]:
         zone = self.zone.rstrip(".")
         conf = self.dir / "named.conf"
-        conf.write_text(f"""
+        keys = signed = ""
+        if self.key is not None:  # on the primary only: the stub shares its address
+            name, secret = self.key
+            keys = f'key "{name}" {{ algorithm hmac-sha256; secret "{secret}"; }};\n'
+            signed = f' key "{name}"'
+
+        conf.write_text(keys + f"""
 options {{
     directory "{self.dir}";
     pid-file none;
@@ -190,7 +197,7 @@ options {{
 controls {{ }};
 zone "{zone}" {{
     type secondary;
-    primaries {{ 127.0.0.1 port {self.primary}; }};
+    primaries {{ 127.0.0.1 port {self.primary}{signed}; }};
     file "{self.dir}/rpz.db";
     allow-notify {{ 127.0.0.1; }};
 }};

@@ -310,6 +310,15 @@ def test_tsig_on_transfers(serve: Callable[..., Served], store: Path, tmp_path: 
         s.axfr(keyring=wrong, keyname="blockd-xfr.", keyalgorithm=dns.tsig.HMAC_SHA256)
     assert exc.value.rcode == dns.rcode.NOTAUTH  # RFC 8945 5.2
     assert s.ask(ZONE, "SOA").rcode() == dns.rcode.NOERROR  # plain queries need no key
+    # a signed IXFR in one message keeps its four SOAs (signing must not merge them)
+    old = s.serial
+    cli(store, "order", "target", "add", "R-1", "signed.example")
+    new = s.wait_serial_after(old)
+    q, _ = dns.xfr.make_query(zone, keyring=ring, keyname="blockd-xfr.",
+                              keyalgorithm=dns.tsig.HMAC_SHA256)
+    dns.query.inbound_xfr("127.0.0.1", zone, query=q, port=s.port)
+    assert zone.find_rdataset("@", "SOA")[0].serial == new
+    assert ("signed.example", "A", NOTICE) in rrs(zone)
 
 
 @pytest.mark.parametrize(("text", "problem"), [

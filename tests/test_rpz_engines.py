@@ -4,6 +4,7 @@ IXFR), and unblock an order that ends by the clock without any command."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -96,7 +97,42 @@ def test_engine_follows_the_primary(kind: type[Engine], internet: StubUpstream,
             assert fetched["serial"] == data["serial"]
             notify = data["notify"][f"127.0.0.1:{engine_port}"]  # type: ignore[index]
             assert notify["acked"] is True
+            deadline = time.monotonic() + 5  # the engine logs it once it has applied it
+            while engine.serial() != data["serial"] and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert engine.serial() == data["serial"] != before
+    finally:
+        engine.stop()
+        err = primary.stop()
+    assert "Traceback" not in err, err
+
+
+def test_bind_transfers_with_tsig(internet: StubUpstream, tmp_path: Path) -> None:
+    """named signs its SOA queries and transfers with the key (``key`` in its primaries);
+    the primary requires it, and signs every message of the answer and its NOTIFYs."""
+    secret = base64.b64encode(bytes(range(1, 33))).decode()
+    key = tmp_path / "xfr.key"
+    key.write_text(f'key "blockd-xfr" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n')
+    db = tmp_path / "blockd.db"
+    config = tmp_path / "blockd.toml"
+    config.write_text(f'[notice]\nipv4 = "{NOTICE}"\n[rpz]\nzone = "{ZONE}"\n'
+                      f'tsig_key = "{key}"\n')
+    cli(db, "init")
+    cli(db, "order", "add", "R-1", "--authority", "Court", "--issued", "2024-01-01",
+        "blocked.example")
+    engine_port = free_port()
+    primary = Primary(db, config, "--notify", f"127.0.0.1:{engine_port}")
+    engine = Bind(tmp_path, ZONE, primary.port, internet.port)
+    engine.key = ("blockd-xfr", secret)
+    engine.port = engine_port
+    try:
+        with engine:
+            engine.wait_blocked("www.blocked.example", True)
+            cli(db, "order", "add", "R-2", "--authority", "Court", "--issued", "2024-01-01",
+                "added.example")
+            engine.wait_blocked("www.added.example", True)
+            data = status(db, config)
+            assert data["notify"][f"127.0.0.1:{engine_port}"]["acked"] is True  # type: ignore[index]
     finally:
         engine.stop()
         err = primary.stop()

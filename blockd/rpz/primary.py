@@ -444,7 +444,8 @@ class Primary:
         assert self._keyring is not None and query.keyname is not None
         ctx = None
         for i, wire in enumerate(messages):
-            m = dns.message.from_wire(wire)
+            # one RR per RRset: the closing SOA repeats the opening one and must stay
+            m = dns.message.from_wire(wire, one_rr_per_rrset=True)
             m.use_tsig(self._keyring, query.keyname, algorithm=dns.tsig.HMAC_SHA256)
             if i == 0:
                 m.request_mac = query.mac or b""
