@@ -554,3 +554,12 @@ def test_reload_applies_allow_transfer(serve: Callable[..., Served], store: Path
     assert s.ask(ZONE, "SOA").rcode() == dns.rcode.NOERROR
     s.controller.reload(config_for(store, rpz_allow_transfer=("10.0.0.0/8",)))
     assert s.ask(ZONE, "SOA").rcode() == dns.rcode.REFUSED
+
+
+def test_serves_on_ipv6_loopback(serve: Callable[..., Served]) -> None:
+    s = serve(rpz_listen=(("::1", 0),))
+    assert s.daemon.bound[0][0] == "::1"
+    q = dns.message.make_query(ZONE, "SOA")
+    assert dns.query.udp(q, "::1", port=s.port, timeout=3).answer[0][0].serial == s.serial
+    zone = dns.zone.from_xfr(dns.query.xfr("::1", ZONE, port=s.port))
+    assert ("allofmp3.com", "A", NOTICE) in rrs(zone)
