@@ -104,7 +104,7 @@ def test_engine_follows_the_primary(kind: type[Engine], internet: StubUpstream,
     finally:
         engine.stop()
         err = primary.stop()
-    assert "Traceback" not in err, err
+    assert primary.proc.returncode == 0 and "Traceback" not in err, err
 
 
 def test_bind_transfers_with_tsig(internet: StubUpstream, tmp_path: Path) -> None:
@@ -136,4 +136,4 @@ def test_bind_transfers_with_tsig(internet: StubUpstream, tmp_path: Path) -> Non
     finally:
         engine.stop()
         err = primary.stop()
-    assert "Traceback" not in err, err
+    assert primary.proc.returncode == 0 and "Traceback" not in err, err
