@@ -284,6 +284,27 @@ def test_protocol_errors(serve: Callable[..., Served]) -> None:
     assert s.ask(ZONE, "SOA").rcode() == dns.rcode.NOERROR  # still serving
 
 
+def test_hostile_tcp_clients(store: Path, serve: Callable[..., Served]) -> None:
+    """Empty and garbage messages get no answer but keep the connection; a client that
+    hangs up in the middle of a large transfer costs nothing else."""
+    names = [f"n{i}.clone.example" for i in range(3000)]
+    (store.parent / "names.txt").write_text("\n".join(names) + "\n")
+    cli(store, "import", "--format", "list", "--order", "R-1", str(store.parent / "names.txt"))
+    s = serve()
+    soa = dns.message.make_query(ZONE, "SOA").to_wire()
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+        sock.sendall(b"\x00\x00" + b"\x00\x05hello" + struct.pack("!H", len(soa)) + soa)
+        (length,) = struct.unpack("!H", _read(sock, 2))
+        reply = dns.message.from_wire(_read(sock, length))
+        assert reply.rcode() == dns.rcode.NOERROR and reply.answer[0].rdtype == 6
+    for _ in range(3):  # ask for the zone, read one message, hang up
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+            axfr = dns.message.make_query(ZONE, "AXFR").to_wire()
+            sock.sendall(struct.pack("!H", len(axfr)) + axfr)
+            _read(sock, 2)
+    assert ("n2999.clone.example", "A", NOTICE) in rrs(s.axfr())
+
+
 # -- TSIG ------------------------------------------------------------------------------
 
 
