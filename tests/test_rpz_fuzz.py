@@ -149,3 +149,41 @@ def test_differences_turn_one_version_into_the_next(orders: list[OrderRecord],
         return
     assert (before - set(delta.removed)) | set(delta.added) == after
     assert not set(delta.removed) & set(delta.added)
+
+
+def test_serials_only_grow() -> None:
+    from blockd.rpz.primary import serial_after, serial_gt
+
+    assert serial_after(100, 5000) == 5000  # the clock, when it is ahead
+    assert serial_after(5000, 5000) == 5001  # two versions in one second
+    assert serial_after(5001, 4000) == 5002  # a clock behind the last serial
+    assert serial_after(2**32 - 1, 10) == 10 and serial_gt(10, 2**32 - 1)  # RFC 1982 wrap
+    assert serial_after(2**32 - 1, 2**32 - 1) == 0 and serial_gt(0, 2**32 - 1)
+
+
+def test_history_is_bounded_then_the_whole_zone() -> None:
+    """Past the kept records an old serial has no differences (the primary then sends
+    the whole zone); the newer ones still do."""
+    from datetime import timedelta
+
+    from blockd.core.index import IndexBuilder
+
+    names = [f"n{i}.example" for i in range(6)]
+    orders = [OrderRecord(f"R-{i}", "Court", date(2024, 1, 1), NOW,
+                          effective_until=NOW + timedelta(hours=i + 1),
+                          targets=frozenset({parse_target(n)})) for i, n in enumerate(names)]
+    builder = IndexBuilder(NOW)
+    for o in orders:
+        builder.load(o)
+    zone = Zone(ZoneSettings(apex=APEX), builder.index(), None, 1000, history_records=5)
+    serials = [zone.serial]
+    for hour in range(1, 5):  # each hour one order ends: two records removed
+        builder.advance(NOW + timedelta(hours=hour, minutes=1))
+        change = zone.prepare(builder.index(), None)
+        assert change is not None and zone.install(change, 0) is not None
+        serials.append(zone.serial)
+    assert serials == [1000, 1001, 1002, 1003, 1004]
+    assert zone.since(serials[0]) is None and zone.since(serials[1]) is None
+    kept = zone.since(serials[2])
+    assert kept is not None and [d.new_serial for d in kept] == serials[3:]
+    assert zone.since(zone.serial) == []
