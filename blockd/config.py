@@ -103,6 +103,12 @@ class Config:
     notice_ipv6: str | None = None
     notice_url: str = "http://127.0.0.1:8080/"
     rpz_zone: str = "rpz.blockd."
+    # `blockd serve rpz`: where the primary answers (UDP and TCP), the secondaries it
+    # sends NOTIFY to, who may transfer the zone, and the TSIG key file (tsig-keygen's)
+    rpz_listen: tuple[Address, ...] = (("127.0.0.1", 5354),)
+    rpz_notify: tuple[Address, ...] = ()
+    rpz_allow_transfer: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    rpz_tsig_key: Path | None = None
     notice_listen: tuple[Address, ...] = (("127.0.0.1", 8080),)
     isp_name: str = "Your internet provider"
     isp_contact: str = ""

@@ -192,8 +192,24 @@ class _NoticeTable(_Table):
         _CONFIG.notice_metrics, alias="metrics")
 
 
+def _addresses_or_none(port: int) -> BeforeValidator:
+    """A TOML list of address strings (may be empty), ``port`` where one gives none."""
+    def parse(value: Any) -> tuple[Address, ...]:
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f'must be a list of "ADDRESS:PORT" strings, got {value!r}')
+        return tuple(_address(v, port) for v in value)
+    return BeforeValidator(parse)
+
+
 class _RpzTable(_Table):
     rpz_zone: Annotated[str, AfterValidator(_zone)] = Field(_CONFIG.rpz_zone, alias="zone")
+    rpz_listen: Annotated[tuple[Address, ...], _addresses(53)] = Field(
+        _CONFIG.rpz_listen, alias="listen")
+    rpz_notify: Annotated[tuple[Address, ...], _addresses_or_none(53)] = Field(
+        _CONFIG.rpz_notify, alias="notify")
+    rpz_allow_transfer: Annotated[tuple[str, ...], BeforeValidator(_networks)] = Field(
+        _CONFIG.rpz_allow_transfer, alias="allow_transfer")
+    rpz_tsig_key: _Path | None = Field(_CONFIG.rpz_tsig_key, alias="tsig_key")
 
 
 class _HitsTable(_Table):

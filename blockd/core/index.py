@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import TypeVar
 
 from blockd.core.journal import (
     ORDER_ADD,
@@ -43,6 +44,9 @@ _MATCH = {v: k for k, v in _MODE.items()}
 # code = order_index << 2 | mode. Plain ints keep a million keys well under the memory goal.
 Codes = int | tuple[int, ...]
 NetKey = tuple[int, int]  # (IP version, prefix length)
+# One slot of the index: a domain key (the target name), or (IP version, prefix length,
+# network as an int) for an address. All the targets of a slot share their RPZ owners.
+SlotKey = str | tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,20 @@ def _drop(table: dict[object, Codes], key: object, code: int) -> None:
 
 def _codes(value: Codes) -> tuple[int, ...]:
     return (value,) if isinstance(value, int) else value
+
+
+_K = TypeVar("_K")
+
+
+def _changed(old: Mapping[_K, Codes], new: Mapping[_K, Codes]) -> Iterator[_K]:
+    """Keys whose codes differ between two tables (added, removed or changed)."""
+    missing = object()
+    for key, value in new.items():
+        if old.get(key, missing) != value:
+            yield key
+    for key in old:
+        if key not in new:
+            yield key
 
 
 def _network(version: int, netint: int, plen: int) -> Target:
@@ -242,6 +260,65 @@ class BlockIndex:
                 target = _network(version, netint, plen)
                 for code in _codes(value):
                     yield self.orders[self._refs[code >> 2]], target
+
+    def slots(self) -> Iterator[SlotKey]:
+        """Every slot in force, in table order, without building the (order, target)s:
+        the RPZ primary streams a zone of a million slots from this."""
+        yield from self._names
+        for (version, plen), table in self._nets.items():
+            for netint in table:
+                yield (version, plen, netint)
+
+    def entries_at(self, key: SlotKey) -> list[tuple[OrderRecord, Target]]:
+        """The (order, target) pairs of one slot (empty when nothing is in force there)."""
+        if isinstance(key, str):
+            value = self._names.get(key)
+            if value is None:
+                return []
+            return [(self.orders[self._refs[c >> 2]],
+                     Target(TargetKind.DOMAIN, key, _MATCH[c & 3])) for c in _codes(value)]
+        version, plen, netint = key
+        codes = self._nets.get((version, plen), {}).get(netint)
+        if codes is None:
+            return []
+        target = _network(version, netint, plen)
+        return [(self.orders[self._refs[c >> 2]], target) for c in _codes(codes)]
+
+    def name_slots(self) -> Iterator[tuple[str, Codes]]:
+        """(name, codes) of every domain slot: the raw table, for the RPZ primary's
+        fast path (:meth:`code_entry` says what a code means)."""
+        return iter(self._names.items())
+
+    def code_entry(self, code: int) -> tuple[OrderRecord, DomainMatch]:
+        """The order and match mode a domain slot's code stands for."""
+        return self.orders[self._refs[code >> 2]], _MATCH[code & 3]
+
+    def net_slots(self) -> Iterator[SlotKey]:
+        """Every address slot in force, as :meth:`slots` gives them."""
+        for (version, plen), table in self._nets.items():
+            for netint in table:
+                yield (version, plen, netint)
+
+    def changed_keys(self, older: BlockIndex) -> set[SlotKey] | None:
+        """The slots whose entries may differ from ``older``'s; None when every slot may
+        (another builder numbered the orders, or an action or a policy changed).
+
+        A pass over both tables without copying either (a million keys in a fraction of
+        a second, no set of a million items), so the RPZ primary can send the difference
+        of a change instead of the zone.
+        """
+        if self._refs[: len(older._refs)] != older._refs or self._actions != older._actions:
+            return None
+        for ref, order in older.orders.items():
+            new = self.orders.get(ref)
+            if new is not None and new.policy != order.policy:
+                return None
+        names: set[str] = set(_changed(older._names, self._names))
+        out: set[SlotKey] = set(names)
+        for nk in older._nets.keys() | self._nets.keys():
+            a, b = older._nets.get(nk, {}), self._nets.get(nk, {})
+            out.update((nk[0], nk[1], n) for n in _changed(a, b))
+        return out
 
     def snapshot(self) -> frozenset[tuple[str, str]]:
         """(reference, target spec) pairs in force: equal for equal policies."""
