@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Result, Runner, db_digest
+from conftest import Result, Runner, db_digest, on_a_terminal
 
 REF = "FI-15124/2006"
 ADD = ["order", "add", REF, "--authority", "Copenhagen City Court", "--issued", "2006-10-25",
@@ -413,7 +413,6 @@ def test_check_many_subjects_one_line_each(blockd: Runner, db: Path) -> None:
 def test_import_shows_progress_on_a_terminal_only_and_ctrl_c_keeps_nothing(
         tmp_path: Path) -> None:
     import os
-    import pty
     import signal
     import subprocess
     import sys
@@ -435,21 +434,8 @@ def test_import_shows_progress_on_a_terminal_only_and_ctrl_c_keeps_nothing(
     assert piped.stderr == ""  # no bar when stderr is not a terminal
     more = tmp_path / "more.txt"
     more.write_text("".join(f"more{i}.example\n" for i in range(20_000)))
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([*blockd, "import", str(more), "--format", "list", "--order",
-                             "BIG-1"], env=env, stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    assert proc.wait(timeout=60) == 0
-    os.close(master)
+    seen = on_a_terminal([*blockd, "import", str(more), "--format", "list", "--order",
+                          "BIG-1"], env)
     assert b"reading" in seen and b"writing" in seen and b"100%" in seen
 
     big = tmp_path / "big.txt"
@@ -548,18 +534,23 @@ def test_a_memo_others_could_write_is_not_read(tmp_path: Path,
     assert configmemo.cache_dir() == cache / "blockd"
 
 
-def test_export_and_report_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
-    from conftest import on_a_terminal
-
+def _imported_store(tmp_path: Path, names: int) -> tuple[dict[str, str], list[str]]:
+    """(environment, command) for the real CLI on a fresh store whose order BIG-1 holds
+    ``names`` imported names."""
     env = {**os.environ, "BLOCKD_DB": str(tmp_path / "p.db"), "BLOCKD_ACTOR": "tester"}
     env.pop("BLOCKD_CONFIG", None)
     blockd = [sys.executable, "-m", "blockd"]
-    names = tmp_path / "names.txt"
-    names.write_text("".join(f"site{i}.example\n" for i in range(5_000)))
+    listed = tmp_path / "names.txt"
+    listed.write_text("".join(f"site{i}.example\n" for i in range(names)))
     for args in (["init"], ["order", "add", "BIG-1", "--authority", "Court", "--issued",
                             "2026-01-02"],
-                 ["import", str(names), "--format", "list", "--order", "BIG-1"]):
+                 ["import", str(listed), "--format", "list", "--order", "BIG-1"]):
         subprocess.run([*blockd, *args], env=env, check=True, capture_output=True)
+    return env, blockd
+
+
+def test_export_and_report_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    env, blockd = _imported_store(tmp_path, 5_000)
     out = tmp_path / "out.rpz"
     for args, words in ((["export", "--format", "rpz", "-o", str(out)],
                          [b"reading orders", b"100%"]),
@@ -578,15 +569,7 @@ def test_ctrl_c_during_an_export_leaves_no_file(tmp_path: Path) -> None:
     import pty
     import signal
 
-    env = {**os.environ, "BLOCKD_DB": str(tmp_path / "e.db"), "BLOCKD_ACTOR": "tester"}
-    env.pop("BLOCKD_CONFIG", None)
-    blockd = [sys.executable, "-m", "blockd"]
-    names = tmp_path / "names.txt"
-    names.write_text("".join(f"site{i}.example\n" for i in range(100_000)))
-    for args in (["init"], ["order", "add", "BIG-1", "--authority", "Court", "--issued",
-                            "2026-01-02"],
-                 ["import", str(names), "--format", "list", "--order", "BIG-1"]):
-        subprocess.run([*blockd, *args], env=env, check=True, capture_output=True)
+    env, blockd = _imported_store(tmp_path, 100_000)
     out = tmp_path / "zone.rpz"
     master, slave = pty.openpty()
     proc = subprocess.Popen([*blockd, "export", "--format", "rpz", "-o", str(out)], env=env,

@@ -352,8 +352,9 @@ def test_element_counters_become_hits(blockd: Runner, db: Path, network: dict[st
                                       tmp_path: Path) -> None:
     assert blockd("init").code == 0
     add_order(blockd, "DE-1", "93.184.216.34", "--policy", "de")
-    env = {**os.environ, "BLOCKD_DB": str(db)}
-    env.pop("BLOCKD_CONFIG", None)
+    config = tmp_path / "blockd.toml"  # hits written every second, not every 30
+    config.write_text("[hits]\nflush_interval = 1.0\n")
+    env = {**os.environ, "BLOCKD_DB": str(db), "BLOCKD_CONFIG": str(config)}
     log = (tmp_path / "nft.log").open("w+")
     daemon = subprocess.Popen(["ip", "netns", "exec", network["app"], sys.executable, "-m",
                                "blockd", "serve", "nft", "--metrics", "127.0.0.1:0"],
