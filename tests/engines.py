@@ -1,5 +1,6 @@
 """Real resolvers from Debian packages as secondaries of `blockd serve rpz`: Unbound with
-an ``rpz:`` clause and BIND 9 ``named`` with ``response-policy``, each a subprocess on a
+an ``rpz:`` clause, BIND 9 ``named`` with ``response-policy`` and PowerDNS Recursor with
+``rpzPrimary``, each a subprocess on a
 free loopback port in a temp dir, forwarding everything to an in-process stub (the
 test's "internet"), never to the real one. Stopped (killed if need be) on exit."""
 
@@ -26,6 +27,7 @@ class Engine:
     """A resolver process consuming the policy zone ``zone`` from ``primary``."""
 
     kind = "engine"
+    takes_notify = True  # does it fetch the zone when the primary sends NOTIFY?
 
     def __init__(self, workdir: Path, zone: str, primary: int, stub: int) -> None:
         self.dir = workdir
@@ -212,6 +214,43 @@ zone "{zone}" {{
         for line in self.log().splitlines():
             if "Transfer completed" in line and "serial " in line:
                 found = int(line.rsplit("serial ", 1)[1].split(")")[0])
+        return found
+
+
+class PowerDns(Engine):
+    """PowerDNS Recursor 4.8 with ``rpzPrimary``. It does not act on NOTIFY for a policy
+    zone (it asks for the SOA on its refresh timer), so the test sets the refresh to 1 s:
+    the primary's IXFR reaches it within the same 5 s."""
+
+    kind = "pdns_recursor"
+    takes_notify = False
+
+    def command(self) -> list[str]:
+        lua = self.dir / "rpz.lua"
+        lua.write_text(f'rpzPrimary("127.0.0.1:{self.primary}", "{self.zone}", '
+                       '{refresh=1, policyName="blockd"})\n')
+        (self.dir / "recursor.conf").write_text("")
+        return ["pdns_recursor", f"--config-dir={self.dir}", f"--socket-dir={self.dir}",
+                "--local-address=127.0.0.1", f"--local-port={self.port}", "--daemon=no",
+                "--write-pid=no", f"--forward-zones-recurse=.=127.0.0.1:{self.stub}",
+                f"--lua-config-file={lua}", "--loglevel=6", "--disable-syslog",
+                "--log-timestamp=no", "--dnssec=off", "--setuid=", "--setgid=",
+                "--allow-notify-from=127.0.0.1",
+                # its packet cache answers a name asked before an RPZ update as it was
+                # answered then, for up to the record's TTL: off, as an operator would
+                # set it (or a short packetcache-ttl) under a policy zone that changes
+                "--disable-packetcache"]
+
+    def serial(self) -> int | None:
+        """The serial the recursor logged last for the zone (load, then each IXFR)."""
+        found = None
+        for line in self.log().splitlines():
+            if 'zone="' + self.zone.rstrip(".") not in line:
+                continue
+            if "newserial=" in line:
+                found = int(line.split('newserial="', 1)[1].split('"', 1)[0])
+            elif "RPZ load completed" in line and 'soa="' in line:
+                found = int(line.split('soa="', 1)[1].split()[2])
         return found
 
 

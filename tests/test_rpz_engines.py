@@ -1,6 +1,7 @@
-"""Unbound and BIND 9 as secondaries of a real `blockd serve rpz` process: they block
-what is in force, pick up an order added or lifted with the CLI within 5 s (NOTIFY, then
-IXFR), and unblock an order that ends by the clock without any command."""
+"""Unbound, BIND 9 and PowerDNS Recursor as secondaries of a real `blockd serve rpz`
+process: they block what is in force, pick up an order added or lifted with the CLI within
+5 s (NOTIFY then IXFR; PowerDNS Recursor 4.8 polls the SOA every second instead), and
+unblock an order that ends by the clock without any command."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from daemons import free_port
 from dnsstub import StubUpstream
-from engines import NOTICE, Bind, Engine, Primary, Unbound
+from engines import NOTICE, Bind, Engine, PowerDns, Primary, Unbound
 
 from blockd.cli import main
 
@@ -45,7 +46,7 @@ def internet() -> Iterator[StubUpstream]:
         yield up
 
 
-@pytest.mark.parametrize("kind", [Unbound, Bind], ids=["unbound", "bind"])
+@pytest.mark.parametrize("kind", [Unbound, Bind, PowerDns], ids=["unbound", "bind", "pdns"])
 def test_engine_follows_the_primary(kind: type[Engine], internet: StubUpstream,
                                     tmp_path: Path) -> None:
     db = tmp_path / "blockd.db"
@@ -93,10 +94,13 @@ def test_engine_follows_the_primary(kind: type[Engine], internet: StubUpstream,
                 time.sleep(0.2)
                 data = status(db, config)
                 fetched = data["secondaries"]["127.0.0.1"]["transfer"]  # type: ignore[index]
-            assert fetched["kind"] == "ixfr", fetched
+            # (a poller's last fetch may be an IXFR that found it up to date)
+            assert fetched["kind"] in (("ixfr",) if engine.takes_notify
+                                       else ("ixfr", "ixfr-none")), fetched
             assert fetched["serial"] == data["serial"]
-            notify = data["notify"][f"127.0.0.1:{engine_port}"]  # type: ignore[index]
-            assert notify["acked"] is True
+            if engine.takes_notify:
+                notify = data["notify"][f"127.0.0.1:{engine_port}"]  # type: ignore[index]
+                assert notify["acked"] is True
             deadline = time.monotonic() + 5  # the engine logs it once it has applied it
             while engine.serial() != data["serial"] and time.monotonic() < deadline:
                 time.sleep(0.1)
