@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite file per test and an in-process runner for the real CLI."""
+"""Shared fixtures: a real SQLite file per test, a real PostgreSQL server (one per session,
+a fresh database per test) and an in-process runner for the real CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dnsstub import StubUpstream
+from pgserver import STORES, PgServer
 
 from blockd.cli import main
 from blockd.config import load_config
@@ -34,6 +36,35 @@ Runner = Callable[..., Result]
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "var" / "blockd.db"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL cluster for the session, always stopped and removed at the end. A
+    server that cannot start fails the tests that need it (never skips them)."""
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server (dropped afterwards)."""
+    name = pg_server.new_database()
+    yield pg_server.url(name)
+    pg_server.start() if not (pg_server.data / "postmaster.pid").exists() else None
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=STORES)
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store of a test that runs on both: a SQLite file path or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "var" / "blockd.db")
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

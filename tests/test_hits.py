@@ -25,6 +25,7 @@ from conftest import db_digest
 from dnsstub import StubUpstream
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pgserver import STORES, PgServer
 
 from blockd.core.hits import ERROR_3SIGMA, HitBucket, summarise
 from blockd.core.sketch import Sketch, union_estimate
@@ -356,13 +357,19 @@ def test_summaries_sum_counts_and_order_busiest_first() -> None:
     assert damaged.damaged == 1 and damaged.clients == 1 and damaged.total == 2
 
 
-@pytest.fixture(scope="module")
-def spread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A store with buckets over 150 days of three orders, written as daemons write."""
+@pytest.fixture(scope="module", params=STORES)
+def spread(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[str]:
+    """A store with buckets over 150 days of three orders, written as daemons write (on
+    SQLite and on PostgreSQL, whose SQL for the sums differs)."""
     from blockd.store.store import Store
 
-    db = tmp_path_factory.mktemp("spread") / "blockd.db"
-    store = Store.open(str(db), create=True)
+    if request.param == "sqlite":
+        db = str(tmp_path_factory.mktemp("spread") / "blockd.db")
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        db = server.url(server.new_database())
+    store = Store.open(db, create=True)
     store.init()
     start = datetime(2026, 1, 20, tzinfo=UTC).date()
     batch = [HitBucket(start + timedelta(days=d), f"O-{o}", f"t{d % 3}.example", channel,
@@ -379,7 +386,7 @@ def spread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
        st.sampled_from(["order", "channel", "day"]))
 @settings(max_examples=60, deadline=None)
 def test_sums_over_months_and_days_agree_with_the_daily_buckets(
-        spread: Path, since_day: int, length: int, by: str) -> None:
+        spread: str, since_day: int, length: int, by: str) -> None:
     """Whole months come from the monthly totals, the ends from the days: the same sums
     as adding up every daily bucket, for any range."""
     from blockd.core.hits import HitQuery
@@ -388,7 +395,7 @@ def test_sums_over_months_and_days_agree_with_the_daily_buckets(
     start = datetime(2026, 1, 20, tzinfo=UTC).date()
     since = start + timedelta(days=since_day)
     query = HitQuery(since=since, until=since + timedelta(days=length), by=by)
-    store = Store.open(str(spread))
+    store = Store.open(spread)
     try:
         fast = store.hit_summary(query)
         slow = summarise(store.hit_buckets(query), by)

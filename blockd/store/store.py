@@ -1,9 +1,14 @@
-"""Read and write orders through the journal (SQLite by default, any SQLAlchemy URL).
+"""Read and write orders through the journal (SQLite by default, or PostgreSQL).
 
 Every write is one transaction that appends journal entries and updates the materialised
 ``orders``/``targets`` tables together, so a crash or a refused input never leaves them
 apart. SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` for writers: one writing CLI and
 any number of reading daemons at once, and sequence numbers allocated without races.
+On PostgreSQL (several appliances sharing one store) every write transaction first takes
+one transaction-level advisory lock, so writers on different machines are serialised
+the same way and the hash chain never forks (the primary key on ``journal.seq`` would
+refuse a fork anyway); each read is one REPEATABLE READ snapshot, and a write that
+appended to the journal sends a NOTIFY on :data:`NOTIFY_CHANNEL` when it commits.
 """
 
 from __future__ import annotations
@@ -60,7 +65,9 @@ from blockd.store.engine import (
     StoreSchemaError,
     database_url,
     explain,
+    is_postgres,
     make_engine,
+    redact,
 )
 from blockd.store.tables import (
     SCHEMA_VERSION,
@@ -73,6 +80,8 @@ from blockd.store.tables import (
 )
 
 INSERT_BATCH = 5000  # target rows per INSERT statement
+WRITE_LOCK = 0x626C6F636B64  # "blockd": the advisory lock that serialises writers
+NOTIFY_CHANNEL = "blockd_journal"  # payload: the new journal head's seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,8 @@ class Store:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreMissing(f"cannot create {path.parent}: {exc.strerror}") from None
+        if is_postgres(db):
+            where = redact(db)
         store = cls(make_engine(db, url), where, path)
         if not create:
             version = store.schema_version()
@@ -187,24 +198,42 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
     @contextmanager
     def _read(self) -> Iterator[Session]:
+        """One consistent snapshot (a follower reads the head and the rows together)."""
         try:
             with Session(self.engine) as session:
                 if self.engine.dialect.name == "sqlite":
-                    session.connection().exec_driver_sql("BEGIN")  # one consistent snapshot
+                    session.connection().exec_driver_sql("BEGIN")
+                elif self.postgres:
+                    session.connection().exec_driver_sql(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield session
         except DBAPIError as exc:
             raise explain(exc, self.where) from None
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        """One atomic write: BEGIN IMMEDIATE on SQLite, rolled back on any error."""
+        """One atomic write, rolled back on any error, serialised with every other writer:
+        BEGIN IMMEDIATE on SQLite, the advisory lock on PostgreSQL (given up after the
+        busy timeout, as SQLite does)."""
         try:
             with Session(self.engine) as session:
+                conn = session.connection()
                 if self.engine.dialect.name == "sqlite":
-                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                elif self.postgres:
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {BUSY_TIMEOUT_MS}")
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
                 yield session
+                head = session.info.get("journal_head")
+                if self.postgres and head is not None:  # delivered at commit, not before
+                    conn.execute(text("SELECT pg_notify(:c, :p)"),
+                                 {"c": NOTIFY_CHANNEL, "p": str(head)})
                 session.commit()
         except IntegrityError as exc:
             raise StoreConflict(f"database {self.where}: conflicting change: {exc.orig}") \
@@ -219,6 +248,7 @@ class Store:
         action: str, payload: dict[str, Any],
     ) -> JournalEntry:
         entry = make_entry(prev, at, actor, action, payload)
+        session.info["journal_head"] = entry.seq
         session.add(JournalRow(
             seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action,
             payload=entry.payload, prev_hash=entry.prev_hash, hash=entry.hash,
