@@ -1,9 +1,11 @@
-"""The store on a real SQLite file: schema versions, WAL, locking, atomic writes."""
+"""The store on a real SQLite file and a real PostgreSQL server: schema versions, WAL,
+locking, atomic writes, typed errors."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,16 @@ def order(ref: str = "R-1") -> OrderRecord:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(store_db: str) -> Iterator[Store]:
+    """An initialised store: SQLite, then PostgreSQL."""
+    s = Store.open(store_db, create=True)
+    s.init()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
     s = Store.open(str(tmp_path / "b.db"), create=True)
     s.init()
     return s
@@ -173,9 +184,9 @@ def test_store_compile_equals_journal_replay(store: Store) -> None:
 
 
 def test_readers_see_committed_state_while_a_writer_holds_the_lock(
-    store: Store, tmp_path: Path
+    sqlite_store: Store, tmp_path: Path
 ) -> None:
-    store.add_order(order(), [parse_target("a.example")], actor="t", at=NOW)
+    sqlite_store.add_order(order(), [parse_target("a.example")], actor="t", at=NOW)
     con = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
     con.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
     con.execute("DELETE FROM targets")
@@ -184,7 +195,7 @@ def test_readers_see_committed_state_while_a_writer_holds_the_lock(
     con.execute("ROLLBACK")
 
 
-def test_locked_database_gives_a_clear_error(store: Store, tmp_path: Path,
+def test_locked_database_gives_a_clear_error(sqlite_store: Store, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import blockd.store.engine as mod
 
@@ -200,10 +211,12 @@ def test_locked_database_gives_a_clear_error(store: Store, tmp_path: Path,
     locked.add_order(order("L"), [], actor="t", at=NOW)
 
 
-def test_concurrent_writers_keep_the_chain(tmp_path: Path) -> None:
+def test_concurrent_writers_keep_the_chain(store_db: str) -> None:
     """Two writers racing: sequence numbers stay gapless and the chain verifies."""
-    path = str(tmp_path / "race.db")
-    Store.open(path, create=True).init()
+    path = store_db
+    first = Store.open(path, create=True)
+    first.init()
+    first.close()
     errors: list[BaseException] = []
 
     def writer(prefix: str) -> None:
@@ -214,6 +227,8 @@ def test_concurrent_writers_keep_the_chain(tmp_path: Path) -> None:
                             actor=prefix, at=NOW)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
+        finally:
+            s.close()
 
     threads = [threading.Thread(target=writer, args=(p,)) for p in ("x", "y")]
     for t in threads:
@@ -224,3 +239,4 @@ def test_concurrent_writers_keep_the_chain(tmp_path: Path) -> None:
     s = Store.open(path)
     assert [e.seq for e in s.journal()] == list(range(1, 31))
     assert s.verify() == []
+    s.close()

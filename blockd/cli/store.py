@@ -175,6 +175,29 @@ def adopt_cmd(app: App, extra: tuple[str, ...], reason: str, yes: bool, actor: s
          + ", ".join(f"seq {s} ({h[:16]})" for s, h in replaced))
 
 
+@store_group.command("migrate")
+@click.option("--from", "source", metavar="DB", required=True,
+              help="The store to copy (a SQLite path or a URL).")
+@click.option("--to", "destination", metavar="DB", required=True,
+              help="An empty database to copy it into, e.g. postgresql://user@host/blockd.")
+@json_option
+def migrate_cmd(source: str, destination: str, as_json: bool) -> None:
+    """Copy a whole store (orders, targets, journal, hits, enforcement timeline, verify
+    runs) into an empty database, in one transaction, and prove the copy (journal chain,
+    tables == replay). The source is only read; a destination that holds any table is
+    refused. Stop the writers first: entries appended to the source afterwards are not
+    copied."""
+    from blockd.store.copy import migrate
+
+    copied = migrate(source, destination)
+    emit(as_json, {"from": copied.source, "to": copied.destination, "rows": copied.rows,
+                   "seq": copied.seq, "head": copied.head},
+         f"copied {copied.source} to {copied.destination}: journal seq {copied.seq} "
+         f"({(copied.head or '-')[:16]}), {copied.rows['orders']} orders, "
+         f"{copied.rows['targets']} targets, {copied.rows['journal']} journal entries, "
+         f"{copied.rows['hits']} hit buckets; proven")
+
+
 def _damaged(as_json: bool, where: str, problems: list[str], pages: bool | None) -> int:
     data = {"database": where, "intact": False, "problems": problems[:20],
             "pages_checked": pages, "recover": RESTORE_HELP}

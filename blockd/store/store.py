@@ -113,6 +113,7 @@ class Store:
         self.engine = engine
         self.where = where
         self.path = path
+        self.db = str(path) if path is not None else str(engine.url)  # as opened
         self._probe = FileProbe(path, where) if path is not None else None
 
     # -- opening -----------------------------------------------------------------
@@ -137,6 +138,7 @@ class Store:
         if is_postgres(db):
             where = redact(db)
         store = cls(make_engine(db, url), where, path)
+        store.db = db
         if not create:
             version = store.schema_version()
             if version == 0:
