@@ -73,9 +73,12 @@ class PgServer:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
                   "-t", "30", "-o", options, "start")
 
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
     def stop(self) -> None:
         """Fast shutdown (clients are disconnected); a no-op when it is not running."""
-        if (self.data / "postmaster.pid").exists():
+        if self.running():
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
 
     def remove(self) -> None:

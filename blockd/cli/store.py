@@ -110,6 +110,7 @@ def restore_cmd(app: App, file: Path, reason: str | None, yes: bool, actor: str 
     target = _db(app, db)
     why = _text("--reason", reason) if reason is not None else f"restored from {file}"
     who = default_actor(actor)
+    ops.sqlite_path(target)  # PostgreSQL: pg_restore, said before anything is read
     ops.prove(file)  # refuse a bad backup before touching anything
     _confirm(yes, f"Replace the live store {ops.sqlite_path(target)} with {file}?")
     before = ops.live_head(target)

@@ -38,9 +38,15 @@ def _open(field: str, db: str, *, create: bool = False) -> Store:
     if not db.strip():
         raise InputError(field, "must not be empty")
     try:
-        return Store.open(db, create=create)
+        store = Store.open(db, create=create)
     except StoreError as exc:
         raise InputError(field, str(exc)) from None
+    try:
+        store.schema_version()  # reachable (a new destination is not checked by open)
+    except StoreError as exc:
+        store.close()
+        raise InputError(field, str(exc)) from None
+    return store
 
 
 def _same(a: str, b: str) -> bool:

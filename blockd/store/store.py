@@ -140,18 +140,27 @@ class Store:
         store = cls(make_engine(db, url), where, path)
         store.db = db
         if not create:
-            version = store.schema_version()
-            if version == 0:
-                raise StoreSchemaError(f"{where} is not initialised; run `blockd init`")
-            if version != SCHEMA_VERSION:
-                raise StoreSchemaError(
-                    f"{where} has schema v{version}, this blockd uses v{SCHEMA_VERSION}; "
-                    "run `blockd init` to upgrade"
-                    if version < SCHEMA_VERSION
-                    else f"{where} has schema v{version}, newer than this blockd "
-                    f"(v{SCHEMA_VERSION}); upgrade blockd"
-                )
+            try:
+                store._check_version()
+            except BaseException:
+                if store.postgres:  # a refused store leaves no server connection behind
+                    store.close()  # (SQLite: unchanged, see shared.py on closing)
+                raise
         return store
+
+    def _check_version(self) -> None:
+        where = self.where
+        version = self.schema_version()
+        if version == 0:
+            raise StoreSchemaError(f"{where} is not initialised; run `blockd init`")
+        if version != SCHEMA_VERSION:
+            raise StoreSchemaError(
+                f"{where} has schema v{version}, this blockd uses v{SCHEMA_VERSION}; "
+                "run `blockd init` to upgrade"
+                if version < SCHEMA_VERSION
+                else f"{where} has schema v{version}, newer than this blockd "
+                f"(v{SCHEMA_VERSION}); upgrade blockd"
+            )
 
     def probe(self) -> None:
         """Raise StoreError unless the SQLite file is still there, still SQLite and the
