@@ -187,6 +187,10 @@ def test_a_daemon_follows_a_cli_change_within_a_second(site: tuple[Path, str],
     try:
         assert all(d.is_blocked(n) for n in BLOCKED)
         assert d.healthz() == (200, "ok\n")
+        deadline = time.monotonic() + 5
+        while d.metric("blockd_store_listening") != 1.0:  # woken by NOTIFY, not the poll
+            assert time.monotonic() < deadline, "no LISTEN in place"
+            time.sleep(0.05)
         seen = []
         for i in range(3):
             name = f"new{i}.example"
@@ -220,6 +224,7 @@ def test_a_stopped_server_leaves_the_daemon_enforcing(
             assert all(d.is_blocked(n) for n in BLOCKED)
             assert not d.is_blocked("ok.example")
             assert d.metric("blockd_store_healthy") == 0.0
+            assert d.metric("blockd_store_listening") == 0.0
             # a second daemon (another worker, a restart) starts from its own snapshot
             (config.parent / "state" / "dns.snapshot").rename(
                 config.parent / "state" / "late.snapshot")
@@ -234,6 +239,10 @@ def test_a_stopped_server_leaves_the_daemon_enforcing(
         for daemon in (d, late):
             assert daemon is not None
             daemon.wait_health("ok", limit=10.0)
+        deadline = time.monotonic() + 10
+        while d.metric("blockd_store_listening") != 1.0:  # the LISTEN is back too
+            assert time.monotonic() < deadline, "no LISTEN after the server came back"
+            time.sleep(0.05)
         r = run_cli(config, db, "order", "add", "BACK-1", "--authority", "Court",
                     "--issued", "2026-01-01", "back.example")
         assert r.returncode == 0, r.stderr
