@@ -86,8 +86,10 @@ def blockd(
     return run
 
 
-def db_digest(path: Path) -> str:
+def db_digest(path: Path | str) -> str:
     """A digest of every row of every table: equal digests mean an unchanged store."""
+    if str(path).startswith("postgresql://"):
+        return _pg_digest(str(path))
     con = sqlite3.connect(path)
     try:
         h = hashlib.sha256()
@@ -98,6 +100,38 @@ def db_digest(path: Path) -> str:
             for row in con.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
                 h.update(repr(row).encode())
         return h.hexdigest()
+    finally:
+        con.close()
+
+
+def _pg_digest(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        h = hashlib.sha256()
+        tables = [r[0] for r in con.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        for t in tables:
+            h.update(t.encode())
+            for row in con.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
+                h.update(repr(row).encode())
+        return h.hexdigest()
+
+
+def db_execute(db: Path | str, *statements: str) -> None:
+    """Run SQL behind blockd's back (a tamperer's edit), on SQLite or PostgreSQL."""
+    if str(db).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(db)) as con:
+            for statement in statements:
+                con.execute(statement)
+        return
+    con = sqlite3.connect(db)
+    try:
+        for statement in statements:
+            con.execute(statement)
+        con.commit()
     finally:
         con.close()
 
