@@ -94,6 +94,12 @@ def test_errors_are_typed_from_sqlstates(pg_server: PgServer, pg_url: str,
         finally:
             reader.close()
 
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # not a blockd schema now
+            admin.execute("ALTER TABLE journal RENAME TO journal_gone")
+            with pytest.raises(StoreSchemaError, match=r"not initialised.*journal"):
+                store.head()
+            admin.execute("ALTER TABLE journal_gone RENAME TO journal")
+
         monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 300)
         with psycopg.connect(pg_url) as other:  # another appliance holds the write lock
             other.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
