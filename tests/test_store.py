@@ -3,9 +3,11 @@ locking, atomic writes, typed errors."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,47 @@ def test_concurrent_writers_keep_the_chain(store_db: str) -> None:
     assert [e.seq for e in s.journal()] == list(range(1, 31))
     assert s.verify() == []
     s.close()
+
+
+def test_hits_add_sum_merge_and_prune_alike(store: Store) -> None:
+    """Counts add up, sketches merge, month and day totals follow, and retention deletes
+    by each order's policy, journaled once: the same on both databases (their SQL
+    differs: LEAST/GREATEST, DATE columns)."""
+    from datetime import timedelta
+
+    from blockd.core.hits import HitBucket, HitQuery
+    from blockd.core.sketch import Sketch
+
+    def sketch(*values: int) -> bytes:
+        s = Sketch()
+        for v in values:
+            s.add(int.from_bytes(hashlib.blake2b(v.to_bytes(8, "big")).digest()[:8], "big"))
+        return s.encode()
+
+    store.add_order(order("A"), [parse_target("a.example")], actor="t", at=NOW)
+    store.add_order(replace(order("B"), policy="uk"), [parse_target("b.example")],
+                    actor="t", at=NOW)
+    start = date(2026, 1, 25)
+    days = [start + timedelta(days=d) for d in range(0, 20, 3)]  # over a month end
+    for ref in ("A", "B"):
+        store.add_hits([HitBucket(d, ref, f"{ref.lower()}.example", "dns", 2, sketch(1, 2))
+                        for d in days])
+    store.add_hits([HitBucket(days[0], "A", "a.example", "dns", 5, sketch(3)),
+                    HitBucket(days[0], "A", "a.example", "http", 1, None)])
+    summary = store.hit_summary(HitQuery())
+    assert [(g.key, g.hits, g.first, g.last) for g in summary.groups] == [
+        ("A", 2 * len(days) + 6, days[0], days[-1]), ("B", 2 * len(days), days[0], days[-1])]
+    by_day = store.hit_summary(HitQuery(by="day", reference="A", since=days[0],
+                                        until=days[0]))
+    assert [(g.key, g.hits, g.clients) for g in by_day.groups] == [
+        (days[0].isoformat(), 8, 3)]
+    cutoff = days[3]  # B's policy keeps from days[3]; every other order only days[5] on
+    entry = store.prune_hits({"uk": cutoff}, days[5], actor="t", at=NOW)
+    assert entry is not None and entry.data["buckets"] == 5 + 3 + 1
+    assert {(r, d) for d, r, _, _ in store.hits()} == \
+        {("A", d) for d in days[5:]} | {("B", d) for d in days[3:]}
+    after = store.hit_summary(HitQuery(since=start, until=days[-1]))
+    assert [(g.key, g.hits, g.first) for g in after.groups] == [
+        ("B", 2 * len(days[3:]), days[3]), ("A", 2 * len(days[5:]), days[5])]
+    assert store.prune_hits({"uk": cutoff}, days[5], actor="t", at=NOW) is None
+    assert store.verify() == []

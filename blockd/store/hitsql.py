@@ -295,9 +295,10 @@ def prune(session: Session, cutoffs: Mapping[str, date], default: date
             session.execute(text(f"DELETE FROM {table} WHERE {refs} AND day < :d"), params)
         session.execute(text(f"DELETE FROM hit_months WHERE {refs} AND month <= :m"), params)
         session.execute(text(
+            # :m typed once: PostgreSQL refuses a parameter read as varchar and as text
             "INSERT INTO hit_months (reference, month, channel, count, first_day, last_day, "
-            f"buckets) SELECT reference, :m, channel, SUM(count), MIN(day), MAX(day), "
-            f"COUNT(*) FROM hit_orders WHERE {refs} AND day >= :d "
+            "buckets) SELECT reference, CAST(:m AS TEXT), channel, SUM(count), MIN(day), "
+            f"MAX(day), COUNT(*) FROM hit_orders WHERE {refs} AND day >= :d "
             f"AND substr({DAY_TEXT}, 1, 7) = :m GROUP BY reference, channel"), params)
     if deleted:  # the days before the latest cutoff, summed again from what is kept
         latest = max(cutoff for _, _, cutoff in groups_).isoformat()
