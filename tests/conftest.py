@@ -52,12 +52,10 @@ def pg_server() -> Iterator[PgServer]:
 
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, empty database on the session's server (dropped afterwards)."""
-    name = pg_server.new_database()
-    yield pg_server.url(name)
+    """An empty database on the session's server, for this test alone."""
+    yield pg_server.fresh()
     if not pg_server.running():  # a test that stopped the server failed half-way
         pg_server.start()
-    pg_server.drop_database(name)
 
 
 @pytest.fixture(params=STORES)

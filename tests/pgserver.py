@@ -3,8 +3,9 @@
 PostgreSQL refuses to run as root, so under root the cluster is created and run as
 ``nobody`` (``runuser``); its files live in a temporary directory removed at the end.
 fsync is off: the tests prove blockd's behaviour, not the disk's. Each test gets a fresh
-database (``CREATE DATABASE ... STRATEGY FILE_COPY`` from ``template0``, tens of ms),
-dropped WITH (FORCE) afterwards, so connections a test leaves open cannot leak.
+store in one shared database: every other connection to it is terminated and its schema
+dropped and created again (~10 ms, where a CREATE DATABASE costs ~190 ms here), so nothing
+a test left behind, connections included, reaches the next one.
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ class PgServer:
     def admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(f"host=127.0.0.1 port={self.port} user={USER} "
                                "dbname=postgres", autocommit=True)
+
+    def fresh(self, name: str = "blockd_test") -> str:
+        """The URL of database ``name`` emptied for a new test (created when missing)."""
+        with self.admin() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                            (name,)).fetchone() is None:
+                conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={USER} dbname={name}",
+                             autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                         "datname = current_database() AND pid <> pg_backend_pid()")
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+            conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")  # as initdb leaves it
+            conn.execute("DROP ROLE IF EXISTS reader_role")  # the one role a test creates
+        return self.url(name)
 
     def new_database(self) -> str:
         name = f"t{next(self._names)}"

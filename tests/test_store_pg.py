@@ -83,8 +83,7 @@ def test_errors_are_typed_from_sqlstates(pg_server: PgServer, pg_url: str,
                              prev_hash="0", hash="0"))
         name = pg_url.rsplit("/", 1)[1]
         with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute("CREATE ROLE reader_role LOGIN") if not admin.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = 'reader_role'").fetchone() else None
+            admin.execute("CREATE ROLE reader_role LOGIN")  # (pg_url drops it again)
             admin.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader_role")
         reader = Store.open(f"postgresql://reader_role@127.0.0.1:{pg_server.port}/{name}")
         try:
