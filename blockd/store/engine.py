@@ -167,13 +167,16 @@ CONNECT_TIMEOUT_S = 5  # a PostgreSQL server that does not answer is unreachable
 
 def make_engine(db: str, url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL
-    a connect timeout (a daemon must notice an unreachable server, not hang on it) and a
-    pool that tests connections, so a restarted server is used again."""
+    a connect timeout (a daemon must notice an unreachable server, not hang on it), a
+    pool that tests connections, so a restarted server is used again, and no server-side
+    prepared statements: their generic plan for a lookup of 500 target values ignored
+    the values' index (10k targets added to an order of 20k took 13 s instead of 1 s)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("postgresql"):
         kwargs = {"pool_pre_ping": True,
                   "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S,
-                                   "application_name": "blockd"}}
+                                   "application_name": "blockd",
+                                   "prepare_threshold": None}}
     try:
         engine = create_engine(url, **kwargs)
     except Exception as exc:  # bad URL or missing driver: one line, no traceback
