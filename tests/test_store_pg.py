@@ -7,6 +7,7 @@ commands say on PostgreSQL."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from pgserver import PgServer
 
 from blockd.core.model import OrderRecord
 from blockd.core.names import parse_target
+from blockd.store import engine as engine_module
 from blockd.store import store as store_module
 from blockd.store.engine import (
     StoreConflict,
@@ -72,6 +74,15 @@ def test_errors_are_typed_from_sqlstates(pg_server: PgServer, pg_url: str,
     assert "secret" not in str(refused.value) and "\n" not in str(refused.value)
     with pytest.raises(StoreMissing, match="does not exist"):
         Store.open(pg_server.url("no_such_database"))
+    # a server that accepts and never answers (a black hole) is given up after the
+    # connect timeout, not waited for
+    monkeypatch.setattr(engine_module, "CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(StoreMissing, match="cannot connect"):
+            Store.open(f"postgresql://blockd@127.0.0.1:{port}/x")
     with pytest.raises(StoreSchemaError, match="not initialised"):
         Store.open(pg_url)
 
@@ -373,4 +384,8 @@ def test_sqlite_only_commands_say_what_to_use(tmp_path: Path, pg_url: str,
     assert r.code == 0 and "intact" in r.out, r.err
     r = blockd("status", "--db", pg_url)
     assert r.code == 0 and "1 in force" in r.out, r.err
+    with_password = pg_url.replace("blockd@", "blockd:s3cret@")
+    for args in (("status",), ("config", "show"), ("config", "show", "--json")):
+        r = blockd(*args, "--db", with_password)
+        assert r.code == 0 and "s3cret" not in r.out + r.err, r
     assert blockd("audit", "verify", "--db", pg_url).code == 0

@@ -230,11 +230,11 @@ def check_cmd(app: App, budget: float, db: str | None, as_json: bool) -> int:
         store.close()
     if problems:
         return _damaged(as_json, store.where, problems, pages is not None)
-    checked = pages is not None and not store.postgres  # PostgreSQL checks its own pages
+    checked = pages is not None and not store.postgres  # SQLite's page check only
     data = {"database": store.where, "intact": True, "problems": [],
             "pages_checked": checked}
     emit(as_json, data, f"{store.where}: intact" + (
-        "" if checked else " (journal proven; PostgreSQL checks its own pages)"
+        "" if checked else " (journal proven; the pages are PostgreSQL's: pg_amcheck)"
         if store.postgres else f" (journal proven; the page check ran out of its "
         f"{budget:.0f} s budget)"))
     return 0

@@ -177,7 +177,8 @@ class Store:
         """SQLite's ``PRAGMA quick_check`` (every page readable, b-trees well formed),
         abandoned after ``budget`` seconds so a huge store cannot stall a daemon: the
         problems found (empty = intact), or None when it ran out of time. A damaged file
-        may also raise StoreDamaged. PostgreSQL checks its own pages: always []."""
+        may also raise StoreDamaged. On PostgreSQL always [] (its pages are for its own tools:
+        data checksums, pg_amcheck)."""
         if self.engine.dialect.name != "sqlite" or self.path is None:
             return []
         deadline = time.monotonic() + budget
