@@ -116,6 +116,32 @@ def _pg_digest(url: str) -> str:
         return h.hexdigest()
 
 
+def db_rows(db: Path | str, query: str) -> list[tuple[object, ...]]:
+    """The rows of ``query``, read behind blockd's back, on SQLite or PostgreSQL."""
+    if str(db).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(db)) as con:
+            return list(con.execute(query).fetchall())
+    con = sqlite3.connect(db)
+    try:
+        return list(con.execute(query).fetchall())
+    finally:
+        con.close()
+
+
+def stored_bytes(db: Path | str) -> bytes:
+    """Every byte the database keeps on disk: the SQLite file with its -wal/-shm, or the
+    whole PostgreSQL cluster's files (tables, indexes and WAL)."""
+    if str(db).startswith("postgresql://"):
+        (data,) = db_rows(db, "SHOW data_directory")[0]
+        root = Path(str(data))
+        return b"".join(p.read_bytes() for sub in ("base", "global", "pg_wal")
+                        for p in sorted((root / sub).rglob("*")) if p.is_file())
+    path = Path(db)
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
 def db_execute(db: Path | str, *statements: str) -> None:
     """Run SQL behind blockd's back (a tamperer's edit), on SQLite or PostgreSQL."""
     if str(db).startswith("postgresql://"):

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 import pytest
-from conftest import db_digest
+from conftest import db_digest, db_rows, stored_bytes
 from dnsstub import StubUpstream
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,9 +77,11 @@ def get(port: int, host: str, source: str) -> int:
         conn.close()
 
 
-@pytest.fixture
-def site(tmp_path: Path, upstream: StubUpstream) -> tuple[Path, Path]:
-    """(config, db): a DK order, and an order under a policy that feeds no client data."""
+@pytest.fixture(params=STORES)
+def site(request: pytest.FixtureRequest, tmp_path: Path, upstream: StubUpstream
+         ) -> tuple[Path, Path]:
+    """(config, db): a DK order, and an order under a policy that feeds no client data;
+    on SQLite, then on PostgreSQL (db is then its URL)."""
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "quiet.toml").write_text(
@@ -91,8 +92,11 @@ def site(tmp_path: Path, upstream: StubUpstream) -> tuple[Path, Path]:
         '[notice]\nipv4 = "127.0.0.80"\nresolve_cnames = false\n'
         f'[dns]\nupstream = ["127.0.0.1:{upstream.port}"]\nupstream_timeout = 0.3\n'
         'rate_limit = 100000\nrate_burst = 100000\n'
-        f'[policies]\ndir = "{policies}"\n[hits]\nflush_interval = 0.2\n')
+        f'[policies]\ndir = "{policies}"\n[hits]\nflush_interval = 0.2\n'
+        f'[store]\nstate_dir = "{tmp_path / "state"}"\n')
     db = tmp_path / "blockd.db"
+    if request.param == "postgresql":  # a str, as everything here passes str(db) on
+        db = request.getfixturevalue("pg_url")
     assert run_cli(config, db, "init").returncode == 0
     for args in (("DK-1", "--policy", "dk", "allofmp3.com"),
                  ("Q-1", "--policy", "quiet", "quiet.example")):
@@ -152,11 +156,11 @@ def test_hits_from_many_clients_are_counted_and_no_client_is_stored(
             assert get(http_port, "allofmp3.com", source) == 451
             assert get(http_port, "www.allofmp3.com", source) == 451
         time.sleep(1.0)  # two flush rounds
-        raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*") if p.is_file())
+        raw = stored_bytes(db)
     finally:
         stop(dns_proc)
         stop(http_proc)
-    raw += b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*") if p.is_file())
+    raw += stored_bytes(db)
     for client in DNS_CLIENTS + HTTP_CLIENTS:  # while running and after: text and binary
         assert client.encode() not in raw
         assert socket.inet_aton(client) not in raw
@@ -236,10 +240,9 @@ def test_prune_by_command_journals_once_and_keeps_what_is_due(
     assert r.returncode == 0, r.stderr
     done = json.loads(r.stdout)
     assert done["deleted"] == 2 and done["from"] == OLD and done["to"] == eleven
-    left = sqlite3.connect(db).execute("SELECT reference, day FROM hits").fetchall()
+    left = db_rows(db, "SELECT reference, CAST(day AS TEXT) FROM hits")
     assert left == [("DK-1", eleven)]
-    months = sqlite3.connect(db).execute(
-        "SELECT reference, month, count FROM hit_months").fetchall()
+    months = db_rows(db, "SELECT reference, month, count FROM hit_months")
     assert months == [("DK-1", eleven[:7], 1)]  # the monthly totals follow
     assert hits(config, db, "--order", "DK-1")["total"] == 1
     assert hits(config, db, "--by", "day")["total"] == 1  # and the totals per day
@@ -276,12 +279,11 @@ def test_timeline_records_each_channel_once_and_flags_a_late_order(
     assert "DEADLINE MISSED" in run_cli(config, db, "order", "show", "DK-LATE").stdout
     on_time = json.loads(run_cli(config, db, "order", "show", "DK-1", "--json").stdout)
     assert on_time["enforcement"]["verdict"] == "met"
-    rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM enforcements").fetchone()[0]
+    rows = db_rows(db, "SELECT COUNT(*) FROM enforcements")[0][0]
     dns_proc, _ = start(config, db, "dns")  # a restart applies the same entries again
     time.sleep(0.8)
     stop(dns_proc)
-    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM enforcements").fetchone()[0] \
-        == rows
+    assert db_rows(db, "SELECT COUNT(*) FROM enforcements")[0][0] == rows
     again = json.loads(run_cli(config, db, "order", "show", "DK-LATE", "--json").stdout)
     assert again["enforcement"] == first["enforcement"]  # the first times are kept
 
