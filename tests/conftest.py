@@ -132,12 +132,14 @@ def db_rows(db: Path | str, query: str) -> list[tuple[object, ...]]:
 
 def stored_bytes(db: Path | str) -> bytes:
     """Every byte the database keeps on disk: the SQLite file with its -wal/-shm, or the
-    whole PostgreSQL cluster's files (tables, indexes and WAL)."""
+    PostgreSQL database's files (tables, indexes, TOAST) and the cluster's WAL."""
     if str(db).startswith("postgresql://"):
-        (data,) = db_rows(db, "SHOW data_directory")[0]
+        (data,), (oid,) = (db_rows(db, "SHOW data_directory")[0],
+                           db_rows(db, "SELECT oid FROM pg_database "
+                                       "WHERE datname = current_database()")[0])
         root = Path(str(data))
-        return b"".join(p.read_bytes() for sub in ("base", "global", "pg_wal")
-                        for p in sorted((root / sub).rglob("*")) if p.is_file())
+        files = [*(root / "base" / str(oid)).iterdir(), *(root / "pg_wal").iterdir()]
+        return b"".join(p.read_bytes() for p in sorted(files) if p.is_file())
     path = Path(db)
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
 
