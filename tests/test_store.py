@@ -286,3 +286,41 @@ def test_hits_add_sum_merge_and_prune_alike(store: Store) -> None:
         ("B", 2 * len(days[3:]), days[3]), ("A", 2 * len(days[5:]), days[5])]
     assert store.prune_hits({"uk": cutoff}, days[5], actor="t", at=NOW) is None
     assert store.verify() == []
+
+
+WRITER = """
+import sys
+from datetime import UTC, date, datetime
+from blockd.core.model import OrderRecord
+from blockd.core.names import parse_target
+from blockd.store.store import Store
+now = datetime(2026, 1, 1, tzinfo=UTC)
+w = Store.open(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    w.add_order(OrderRecord(reference=f"W-{i}", authority="Court",
+                            issued_on=date(2025, 12, 1), received_at=now),
+                [parse_target(f"w{i}.example")], actor="w", at=now)
+w.close()
+"""
+
+
+def test_verify_is_not_fooled_by_a_concurrent_writer(store: Store) -> None:
+    """The journal and the tables are read apart; a write landing between the two must
+    not be reported as the tables disagreeing with the journal (on a store shared by
+    appliances, another machine writes at any time)."""
+    import subprocess
+    import sys
+
+    store.add_order(order("BASE"), [parse_target("base.example")], actor="t", at=NOW)
+    writes = 150
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, store.db, str(writes)],
+                              stderr=subprocess.PIPE, text=True)
+    found: list[list[str]] = []
+    try:
+        while writer.poll() is None:
+            found.append(store.verify())
+    finally:
+        _, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    assert len(store.journal()) == writes + 1 and len(found) > 5
+    assert [p for p in found if p] == []

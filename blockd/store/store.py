@@ -18,6 +18,7 @@ import itertools
 import json
 import operator
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -115,6 +116,7 @@ class Store:
         self.path = path
         self.db = str(path) if path is not None else str(engine.url)  # as opened
         self._probe = FileProbe(path, where) if path is not None else None
+        self._pinned = threading.local()  # the session of this thread's snapshot()
 
     # -- opening -----------------------------------------------------------------
 
@@ -215,8 +217,27 @@ class Store:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read of this thread inside shares one consistent snapshot: a proof that
+        reads the journal and then the tables must not see a write land between the two
+        (another appliance's, on a shared store) as the tables disagreeing."""
+        if getattr(self._pinned, "session", None) is not None:
+            yield  # already inside one
+            return
+        with self._read() as session:
+            self._pinned.session = session
+            try:
+                yield
+            finally:
+                self._pinned.session = None
+
+    @contextmanager
     def _read(self) -> Iterator[Session]:
         """One consistent snapshot (a follower reads the head and the rows together)."""
+        pinned: Session | None = getattr(self._pinned, "session", None)
+        if pinned is not None:  # inside snapshot(): its transaction, its errors
+            yield pinned
+            return
         try:
             with Session(self.engine) as session:
                 if self.engine.dialect.name == "sqlite":
