@@ -15,8 +15,13 @@ each anchor:
     replay them;
   * blocked (memo): 200k queries drawn from the list, replayed for the whole run: what a
     replay memo answers, named so;
+  * zipf mix: what an ISP's resolver sees, names drawn Zipf-distributed (s=1.0) from
+    1M allowed names (answered by the upstream) and, for 2% of the queries, from the
+    100k blocked ones; replayed for the run (popular names repeat, as in life);
   * cache hits: a small set of answerable names, warmed first;
   * cache misses: unique answerable names, never asked before.
+With ``--scaling``, only blockd runs: one worker on CPU 0, then ``--workers 2`` on both
+cores, on the cache-hit and the names-once workloads (dnsperf shares the cores then).
 Servers are pinned to CPU 0 and dnsperf to CPU 1 when taskset is available.
 
     python bench/dns_bench.py [--domains 100000] [--seconds 10] [--workers 1]
@@ -26,6 +31,7 @@ Needs Debian's unbound, dnsmasq-base and dnsperf. Sends traffic to 127.0.0.1 onl
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import shutil
@@ -154,6 +160,10 @@ def main() -> None:
     ap.add_argument("--domains", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--scaling", action="store_true",
+                    help="one worker against --workers 2 (blockd only)")
+    ap.add_argument("--hits-flush", type=float, default=None, metavar="SECONDS",
+                    help="blockd's [hits] flush_interval [default: its configuration's]")
     ap.add_argument("--rss-only", action="store_true",
                     help="only start blockd with the blocklist and report its memory "
                          "(e.g. --domains 1000000; no unbound needed)")
@@ -191,6 +201,20 @@ def main() -> None:
             path.write_text("".join(once))
             return path
 
+        def zipf(tag: str) -> Path:  # the same draw for every server
+            path = tmp / f"zipf-{tag}.txt"
+            if not path.exists():
+                draw = random.Random(11)
+                allowed_w = list(itertools.accumulate(1 / k for k in range(1, 1_000_001)))
+                blocked_w = list(itertools.accumulate(1 / k for k in range(1, len(blocked)
+                                                                         + 1)))
+                allowed = draw.choices(range(1_000_000), cum_weights=allowed_w, k=400_000)
+                picks = draw.choices(blocked, cum_weights=blocked_w, k=400_000)
+                path.write_text("".join(
+                    f"{picks[i]} A\n" if draw.random() < 0.02 else f"a{allowed[i]}.bench A\n"
+                    for i in range(400_000)))
+            return path
+
         qhits = tmp / "hits.txt"
         qhits.write_text("".join(f"h{i % 1000}.bench A\n" for i in range(200_000)))
 
@@ -226,13 +250,19 @@ def main() -> None:
             + "".join(f"address=/{d}/{NOTICE}\n" for d in blocked))
         config = tmp / "blockd.toml"
         config.write_text(f'[notice]\nipv4 = "{NOTICE}"\n[dns]\nrate_limit = 10000000\n'
-                          'rate_burst = 10000000\n')
+                          'rate_burst = 10000000\n'
+                          + (f"[hits]\nflush_interval = {args.hits_flush}\n"
+                             if args.hits_flush is not None else ""))
         env = {**os.environ, "BLOCKD_CONFIG": str(config)}
         blockd_cmd = [*pin(0), sys.executable, "-m", "blockd", "serve", "dns", "--db", str(db),
                       "--listen", f"{HOST}:{bd_port}", "--upstream", f"{HOST}:{up_port}",
                       "--workers", str(args.workers)]
         if args.workers > 1:
             blockd_cmd = blockd_cmd[3:] if blockd_cmd[0] == "taskset" else blockd_cmd
+        if args.scaling:
+            scaling(args, blockd_cmd, env, upstream, up_port, bd_port, unbound, qhits,
+                    blocked_once)
+            return
         with process([*pin(1), unbound, "-d", "-c", str(upstream)], "upstream"), \
              process([*pin(0), unbound, "-d", "-c", str(anchor)], "unbound") as ub, \
              process([*pin(0), dnsmasq, "-k", "-C", str(masq), "--user=root"],
@@ -252,8 +282,8 @@ def main() -> None:
             print(f"{'workload':<22} {'server':<8} {'QPS':>9} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'x unbound':>9} {'x dnsmasq':>9}")
             servers = (("unbound", ub_port), ("dnsmasq", dm_port), ("blockd", bd_port))
-            for label in ("blocked, each name once", "blocked (memo)", "cache hit",
-                          "cache miss"):
+            for label in ("blocked, each name once", "blocked (memo)", "zipf mix",
+                          "cache hit", "cache miss"):
                 results = {}
                 for server, port in servers:
                     once_only = label.startswith("blocked, each")
@@ -261,6 +291,8 @@ def main() -> None:
                         qfile = blocked_once(server)
                     elif label == "blocked (memo)":
                         qfile = qblocked
+                    elif label == "zipf mix":
+                        qfile = zipf("all")
                     elif label == "cache hit":
                         qfile = qhits
                         dnsperf(port, qfile, 2)  # warm the cache
@@ -276,7 +308,32 @@ def main() -> None:
             print(f"RSS after the run: unbound {rss_mb(ub.pid):.0f} MB, dnsmasq "
                   f"{rss_mb(dm.pid):.0f} MB, blockd {rss_mb(bd.pid):.0f} MB")
     print("goals (blockd): blocked, each name once >= 0.5x unbound and >= 0.75x dnsmasq; "
-          "cache hit >= 0.75x unbound; cache miss >= 0.4x unbound (one worker, one core)")
+          "zipf mix >= 0.5x unbound; cache hit >= 0.75x unbound; cache miss >= 0.4x "
+          "unbound (one worker, one core)")
+
+
+def scaling(args: argparse.Namespace, blockd_cmd: list[str], env: dict[str, str],
+            upstream: Path, up_port: int, bd_port: int, unbound: str, qhits: Path,
+            blocked_once: object) -> None:
+    """QPS of one worker on CPU 0 against --workers 2 on both cores (goal 1.7x)."""
+    base = [c for c in blockd_cmd if c not in ("taskset", "-c", "0")]
+    base = base[:base.index("--workers")]
+    runs = {1: [*pin(0), *base, "--workers", "1"], 2: [*base, "--workers", "2"]}
+    results: dict[tuple[int, str], float] = {}
+    with process([*pin(1), unbound, "-d", "-c", str(upstream)], "upstream"):
+        wait_dns(up_port)
+        for workers, cmd in runs.items():
+            with process(cmd, "blockd", env=env):
+                wait_dns(bd_port, 300)
+                dnsperf(bd_port, qhits, 2)  # warm the cache
+                results[(workers, "cache hit")] = dnsperf(bd_port, qhits, args.seconds)[0]
+                once = blocked_once(f"scale{workers}")  # type: ignore[operator]
+                results[(workers, "blocked, each name once")] = dnsperf(
+                    bd_port, once, args.seconds, once=True)[0]
+    print(f"{'workload':<24} {'1 worker':>10} {'2 workers':>10} {'ratio':>6}  (goal 1.7)")
+    for label in ("cache hit", "blocked, each name once"):
+        one, two = results[(1, label)], results[(2, label)]
+        print(f"{label:<24} {one:>10.0f} {two:>10.0f} {two / one if one else 0:>6.2f}")
 
 
 if __name__ == "__main__":

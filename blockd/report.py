@@ -10,7 +10,7 @@ deadline, hits per day (an inline SVG chart: no script, no network asset), and t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,18 +39,27 @@ VERDICTS = {MET: "deadline met", MISSED: "deadline MISSED", PENDING: "not yet in
             NO_DEADLINE: "no deadline in this policy"}
 
 
+STEPS = ("order and targets", "journal", "enforcement", "hits", "last verify")
+
+
 def build(store: Store, reference: str, policies: Mapping[str, EnforcementPolicy],
-          at: datetime) -> dict[str, Any]:
-    """The report's data (what ``--format json`` prints)."""
+          at: datetime, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """The report's data (what ``--format json`` prints); ``step`` hears each of
+    ``STEPS`` as it starts (the CLI's progress bar)."""
+    step(STEPS[0])
     order = store.get_order(reference)
     policy = policies.get(order.policy)
+    step(STEPS[1])
     history = store.journal(reference=order.reference)
     head = store.head()
     added = next((e.seq for e in history if e.action == ORDER_ADD), 0)
+    step(STEPS[2])
     proof = prove(order, policy, added, store.enforcements([e.seq for e in history]), at)
+    step(STEPS[3])
     days = store.hit_summary(HitQuery(reference=order.reference, by="day",
                                       since=at.date() - timedelta(days=CHART_DAYS - 1)))
     everything = store.hit_summary(HitQuery(reference=order.reference, by="channel"))
+    step(STEPS[4])
     verified = store.last_verify(order.reference)
     return {
         "generated_at": iso(at), "blockd_version": __version__,

@@ -240,3 +240,26 @@ def upstream() -> Iterator[StubUpstream]:
     other records define their own)."""
     with StubUpstream(["ok.example. 300 IN A 192.0.2.1"]) as up:
         yield up
+
+
+def on_a_terminal(cmd: list[str], env: dict[str, str], timeout: float = 120) -> bytes:
+    """Run ``cmd`` with its standard error on a pseudo-terminal (as an engineer's shell
+    has it) and standard output discarded; what it wrote there. Fails on a non-zero exit."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    code = proc.wait(timeout=timeout)
+    os.close(master)
+    assert code == 0, seen
+    return seen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -459,3 +460,149 @@ def test_import_shows_progress_on_a_terminal_only_and_ctrl_c_keeps_nothing(
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert db_digest(db) == before  # one transaction: nothing of the import remains
+
+
+@pytest.mark.parametrize("args", [["check", "www.allofmp3.com"], ["check", "-"], ["status"],
+                                  ["order", "show", "DK-1"],
+                                  ["order", "target", "add", "DK-1", "mirror.example"]])
+def test_quick_commands_load_no_orm_and_no_schema(tmp_path: Path, args: list[str]) -> None:
+    """What engineers type most runs on the standard library's sqlite3 and the validated
+    files remembered from the run before: no SQLAlchemy, sqlmodel or pydantic import
+    (0.65 s of the 0.3 s such a command may take). The first run validates."""
+    env = {**os.environ, "BLOCKD_DB": str(tmp_path / "q.db"), "BLOCKD_ACTOR": "t",
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("BLOCKD_CONFIG", None)
+    config = tmp_path / "blockd.toml"
+    config.write_text('[notice]\nisp_name = "Example ISP"\n')
+    env["BLOCKD_CONFIG"] = str(config)
+    exe = str(Path(sys.executable).with_name("blockd"))
+    for setup in (["init"], ["order", "add", "DK-1", "--authority", "Court", "--issued",
+                             "2006-10-25", "--policy", "dk", "allofmp3.com"]):
+        subprocess.run([exe, *setup], env=env, check=True, capture_output=True)
+    probe = ("import sys; from blockd.cli import main; code = main(sys.argv[1:]); "
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('sqlalchemy', 'sqlmodel', 'pydantic', 'aiohttp', 'dnslib')); "
+             "print('HEAVY', code, heavy)")
+    r = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True,
+                       text=True, input="allofmp3.com\nexample.org\n")
+    assert r.stdout.rstrip().splitlines()[-1] == "HEAVY 0 []", (r.stdout, r.stderr)
+    before = subprocess.run([exe, "audit", "verify"], env=env, capture_output=True, text=True)
+    assert before.returncode == 0, before.stdout + before.stderr
+
+
+def test_an_edited_configuration_is_validated_again(tmp_path: Path) -> None:
+    """The memo of a validated file is keyed by its content: an edit that breaks it is
+    reported the next time, never answered from the memo; a bad file is never kept."""
+    env = {**os.environ, "BLOCKD_DB": str(tmp_path / "q.db"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    config = tmp_path / "blockd.toml"
+    env["BLOCKD_CONFIG"] = str(config)
+    exe = str(Path(sys.executable).with_name("blockd"))
+    config.write_text('[dns]\nworkers = 2\n')
+    assert subprocess.run([exe, "init"], env=env, capture_output=True).returncode == 0
+    assert subprocess.run([exe, "check", "a.example"], env=env,
+                          capture_output=True).returncode == 1
+    kept = sorted((tmp_path / "cache" / "blockd").iterdir())
+    assert kept and all(p.stat().st_mode & 0o777 == 0o600 for p in kept)
+    config.write_text('[dns]\nworkers = "2"\n')  # same size class, new content
+    for _ in range(2):
+        r = subprocess.run([exe, "check", "a.example"], env=env, capture_output=True,
+                           text=True)
+        assert r.returncode == 2 and "dns.workers: must be a positive integer" in r.stderr
+    assert sorted((tmp_path / "cache" / "blockd").iterdir()) == kept
+    config.write_text('[dns]\nworkers = 2\n')
+    r = subprocess.run([exe, "check", "a.example"], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "not blocked" in r.stdout
+
+
+def test_a_memo_others_could_write_is_not_read(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memos are pickles: one in a directory or file that others may write is ignored
+    (validated again), and a damaged one is validated again too."""
+    from blockd import configmemo
+    from blockd.config import load_config
+
+    config = tmp_path / "blockd.toml"
+    config.write_text('[notice]\nisp_name = "Example ISP"\n')
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    first = load_config(config)
+    (memo,) = (cache / "blockd").iterdir()
+    fake = dataclasses.replace(first, isp_name="Someone Else")
+    import pickle
+
+    memo.write_bytes(pickle.dumps(fake))
+    assert load_config(config).isp_name == "Someone Else"  # the memo is what was read
+    memo.chmod(0o666)
+    assert load_config(config).isp_name == "Example ISP"
+    memo.chmod(0o600)
+    (cache / "blockd").chmod(0o777)
+    assert load_config(config).isp_name == "Example ISP"
+    (cache / "blockd").chmod(0o700)
+    memo.write_bytes(b"\x80\x05garbage")
+    assert load_config(config) == first
+    assert configmemo.cache_dir() == cache / "blockd"
+
+
+def test_export_and_report_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    from conftest import on_a_terminal
+
+    env = {**os.environ, "BLOCKD_DB": str(tmp_path / "p.db"), "BLOCKD_ACTOR": "tester"}
+    env.pop("BLOCKD_CONFIG", None)
+    blockd = [sys.executable, "-m", "blockd"]
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"site{i}.example\n" for i in range(5_000)))
+    for args in (["init"], ["order", "add", "BIG-1", "--authority", "Court", "--issued",
+                            "2026-01-02"],
+                 ["import", str(names), "--format", "list", "--order", "BIG-1"]):
+        subprocess.run([*blockd, *args], env=env, check=True, capture_output=True)
+    out = tmp_path / "out.rpz"
+    for args, words in ((["export", "--format", "rpz", "-o", str(out)],
+                         [b"reading orders", b"100%"]),
+                        (["report", "BIG-1", "-o", str(tmp_path / "r.html")],
+                         [b"report", b"hits", b"done", b"100%"])):
+        piped = subprocess.run([*blockd, *args], env=env, capture_output=True, text=True)
+        assert piped.returncode == 0 and "%" not in piped.stderr  # no bar off a terminal
+        seen = on_a_terminal([*blockd, *args], env)
+        assert all(w in seen for w in words), seen
+    assert out.read_text().count(" A 127.0.0.1\n") == 10_000  # each name and its *.
+
+
+def test_ctrl_c_during_an_export_leaves_no_file(tmp_path: Path) -> None:
+    """Interrupted while reading 100k targets: exit 130, no output and no half-written
+    temporary file beside it."""
+    import pty
+    import signal
+
+    env = {**os.environ, "BLOCKD_DB": str(tmp_path / "e.db"), "BLOCKD_ACTOR": "tester"}
+    env.pop("BLOCKD_CONFIG", None)
+    blockd = [sys.executable, "-m", "blockd"]
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"site{i}.example\n" for i in range(100_000)))
+    for args in (["init"], ["order", "add", "BIG-1", "--authority", "Court", "--issued",
+                            "2026-01-02"],
+                 ["import", str(names), "--format", "list", "--order", "BIG-1"]):
+        subprocess.run([*blockd, *args], env=env, check=True, capture_output=True)
+    out = tmp_path / "zone.rpz"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*blockd, "export", "--format", "rpz", "-o", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while b"reading orders" not in seen:
+        chunk = os.read(master, 4096)
+        assert chunk, seen
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=60) == 130, seen
+    os.close(master)
+    assert b"interrupted" in seen
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("zone")) == []

@@ -75,6 +75,10 @@ BAD_VALUES = [
     ("notice", "tls_cert", "1", "must be a path string, got 1"),
     ("notice", "tls_key", "{}", "must be a path string, got {}"),
     ("rpz", "zone", "'a..b'", "'a..b' has an empty label"),
+    ("rpz", "listen", "['primary:53']", "'primary:53' is not an IP address"),
+    ("rpz", "notify", "'127.0.0.1'", 'must be a list of "ADDRESS:PORT" strings'),
+    ("rpz", "allow_transfer", "['10.0.0.0/33']", "'10.0.0.0/33' does not appear to be an"),
+    ("rpz", "tsig_key", "1", "must be a path string, got 1"),
     ("dns", "listen", "['127.0.0.1:65536']", "'127.0.0.1:65536' has a bad port"),
     ("dns", "upstream", "[53]", 'must be a non-empty list of "ADDRESS:PORT" strings'),
     ("dns", "workers", "0", "must be a positive integer, got 0"),
@@ -82,6 +86,7 @@ BAD_VALUES = [
     ("dns", "rate_limit", "0", "must be a positive number, got 0"),
     ("dns", "rate_burst", "-1.5", "must be a positive number, got -1.5"),
     ("dns", "cache_mb", "1.5", "must be a positive integer, got 1.5"),
+    ("dns", "memo_mb", "0", "must be a positive integer, got 0"),
     ("dns", "upstream_timeout", "'1s'", "must be a positive number, got '1s'"),
     ("dns", "tcp_idle_timeout", "0.0", "must be a positive number, got 0.0"),
     ("dns", "stale_for", "-86400", "must be a positive number, got -86400"),
@@ -123,7 +128,7 @@ def test_each_bad_value_is_one_line(tmp_path: Path, section: str, key: str, valu
 
 def test_every_key_has_a_bad_value_case() -> None:
     """The table above covers the schema: a new key needs a case here."""
-    from blockd.config import _ConfigFile
+    from blockd.config_schema import _ConfigFile
 
     declared = {(section, field.alias or name)
                 for section, table in _ConfigFile.model_fields.items()

@@ -225,3 +225,24 @@ def test_long_names_compress_against_the_question() -> None:
     q = query(name, "A")
     m = answer(answers(), q)
     assert m.answer[0].name == dns.name.from_text(name)
+
+
+def test_every_target_of_an_order_shares_its_notice_tail() -> None:
+    """A notice answer points at the question's name and carries the order's EDE: the
+    names of different targets of one order share one tail, each answer still names its
+    own question; another order gets its own (its EDE text differs)."""
+    both = OrderRecord("TWO-1", "Court", date(2025, 1, 1), NOW, targets=frozenset(
+        {parse_target("one.example"), parse_target("=two.example")}))
+    other = OrderRecord("OTHER-2", "Court", date(2025, 1, 1), NOW,
+                        targets=frozenset({parse_target("three.example")}))
+    index = compile_index([both, other], NOW)
+    blocked = answers()
+    queries = [query(n) for n in ("www.one.example", "one.example", "two.example",
+                                  "three.example")]
+    tails = [blocked.tail(q, match(q, index)) for q in queries]
+    assert tails[0] is tails[1] is tails[2] and tails[3] is not tails[0]
+    for q, tail in zip(queries, tails, strict=True):
+        m = dns.message.from_wire(tail.render(q))
+        assert m.answer[0].name == m.question[0].name == dns.name.from_text(q.name)
+        assert [rr.to_text() for rr in m.answer[0]] == ["192.0.2.80"]
+        assert ede(m)[1].find("TWO-1" if q is not queries[3] else "OTHER-2") >= 0, ede(m)

@@ -257,3 +257,35 @@ def test_refusals_are_rate_limited_too() -> None:
     assert dns.message.from_wire(replies[0]).rcode() == dns.rcode.REFUSED  # type: ignore[arg-type]
     assert svc.stats.refused_acl == 2 and svc.stats.dropped == 2
     assert svc.handle(q, "127.0.0.1", tcp=True) is not None  # TCP: a real client
+
+
+def test_the_memo_and_the_tails_stay_within_memo_mb() -> None:
+    """[dns] memo_mb bounds the replay memo (3/4) and the blocked answers' tails (1/4) in
+    bytes: 12,000 blocked names of 4,000 targets, each asked once, never hold more, and
+    every answer is still the policy's (names asked again are answered from the memo)."""
+    targets = frozenset(parse_target(f"site{i}.example") for i in range(4_000))
+    policy = compile_index([OrderRecord("BIG-1", "Court", date(2006, 10, 25), NOW,
+                                        targets=targets)], NOW)
+    settings = DnsSettings(upstream=(("127.0.0.1", 9),), memo_mb=1, rate_limit=1e9,
+                           rate_burst=1e9)
+    answers = BlockedAnswers({}, "127.0.0.80", "::80", "https://isp.example/")
+    svc = DnsService(lambda: policy, answers, settings, Upstreams(settings.upstream))
+    most = most_tails = 0
+    for round_ in range(2):
+        for i in range(12_000):
+            name = f"{('www.', 'm.', '')[i % 3]}site{i // 3}.example"
+            q = dns.message.make_query(name, "A", use_edns=0)
+            q.id = i & 0xFFFF
+            r = dns.message.from_wire(run(svc.handle(q.to_wire(), "127.0.0.1")) or b"")
+            assert r.id == q.id and r.rcode() == dns.rcode.NOERROR
+            assert [str(rr) for rrset in r.answer for rr in rrset] == ["127.0.0.80"], name
+            assert r.question[0].name.to_text(omit_final_dot=True) == name
+            most = max(most, svc.memo_bytes)
+            most_tails = max(most_tails, answers.bytes)
+        if round_ == 0:
+            assert 0 < most <= 1024 * 1024 * 3 // 4
+            assert 0 < most_tails <= 1024 * 1024 // 4
+            assert len(svc._memo) < 12_000  # it started over, at least once
+    assert svc.stats.blocked == 24_000
+    svc.flush()
+    assert svc.memo_bytes == 0

@@ -162,7 +162,7 @@ def test_every_policy_key_has_a_bad_value_case() -> None:
     """The table above covers the schema: a new key needs a case here."""
     from pydantic import BaseModel
 
-    from blockd.config import _PolicyFile
+    from blockd.config_schema import _PolicyFile
 
     declared = set()
     for name, field in _PolicyFile.model_fields.items():

@@ -293,6 +293,7 @@ def test_rpz_render() -> None:
         "$TTL 30",
         "@ SOA localhost. hostmaster.invalid. ( 41 3600 600 86400 30 )",
         "@ NS localhost.",
+        '@ TXT "4294967337:"',  # the journal head (seq: the serial, unwrapped; no hash)
         "nx.example CNAME .",
         "*.nx.example CNAME .",
         f"exact.example A {NOTICE4}",

@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 from pgserver import STORES, PgServer
 
 from blockd.core.hits import ERROR_3SIGMA, HitBucket, summarise
-from blockd.core.sketch import Sketch, union_estimate
+from blockd.core.sketch import Sketch, merge_stored, union_estimate
+from blockd.store.hits import HitCounter
+from blockd.store.shared import SharedStore
 
 DNS_CLIENTS = [f"127.83.201.{i}" for i in range(10, 70)]  # 60 addresses
 HTTP_CLIENTS = [f"127.83.202.{i}" for i in range(10, 35)]  # 25 addresses
@@ -331,6 +333,44 @@ def test_merged_sketches_estimate_the_union(parts: list[set[int]]) -> None:
     for v in union:
         whole.add(hashed(v))
     assert union_estimate(stored) == whole.estimate()  # a union, never a sum
+
+
+@given(st.lists(st.sets(st.integers(min_value=0, max_value=5000), max_size=500),
+                min_size=2, max_size=4))
+@settings(max_examples=60, deadline=None)
+def test_stored_sketches_merge_as_their_registers_do(parts: list[set[int]]) -> None:
+    """merge_stored (pair by pair while sparse) stores what merging the register
+    arrays stores: the register-wise maximum, sparse or dense by the same rule."""
+    stored = []
+    whole = Sketch()
+    for part in parts:
+        sketch = Sketch()
+        for v in part:
+            sketch.add(hashed(v))
+            whole.add(hashed(v))
+        stored.append(sketch.encode())
+    merged = stored[0]
+    for other in stored[1:]:
+        merged = merge_stored(merged, other)
+    assert merged == whole.encode()
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**6), max_size=150))
+@settings(max_examples=60, deadline=None)
+def test_pending_registers_store_what_a_sketch_stores(clients: list[int]) -> None:
+    """A pending bucket holds one register as an int, then a dict, then the array; each
+    form is written as the sketch of the same clients is."""
+    counter = HitCounter(SharedStore("/nonexistent/never-opened.db"))
+    whole = Sketch()
+    for c in clients:
+        address = f"10.{c >> 16 & 255}.{c >> 8 & 255}.{c & 255}"
+        counter.add("dns", "R", "a.example", 1, address)
+        whole.registers[counter._hashed[address][0]] = max(
+            whole.registers[counter._hashed[address][0]], counter._hashed[address][1])
+    for _key, (count, slots) in counter.entries.items():
+        assert count == len(clients)
+        assert Sketch.encode_slots(slots) == whole.encode()
+        assert Sketch.from_slots(slots).registers == whole.registers
 
 
 @given(st.binary(max_size=2000))

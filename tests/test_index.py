@@ -180,3 +180,14 @@ def test_incremental_equals_scratch(ops: list[tuple[object, ...]]) -> None:
     for probe in PROBES:
         assert refs(got.decide(probe)) == refs(scratch.decide(probe)), probe
     assert got.valid_until == scratch.valid_until
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(op, max_size=25))
+def test_first_match_is_the_decisions_primary(ops: list[tuple[object, ...]]) -> None:
+    """The resolver's first_match (no Decision built) is decide_name's primary match for
+    every name, with several orders, exact, wildcard and subtree targets on one name."""
+    _, book = journal_from(ops)
+    index = compile_index(book.records(), T0 + timedelta(hours=2), {"default": Action.NOTICE})
+    for probe in [*PROBES[:6], "a.com.x", "com", "q.x.b.a.com", "b.a.com.org"]:
+        assert index.first_match(probe) == index.decide_name(probe).primary, probe

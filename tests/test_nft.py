@@ -468,3 +468,20 @@ def test_the_reconciler_applies_differences_and_keeps_bounded_state(
     assert out == {"exists_before": False, "first": 40, "again": None, "counters_big": 40,
                    "second": 39, "counters_small": 1, "stats": [2, 40, 39]}
     assert oracle(netns)["sets"] == {"v4_reject": ["45.33.2.0/24"]}
+
+
+def test_apply_shows_its_steps_on_a_terminal_only(netns: str, tmp_path: Path,
+                                                  blockd: Runner, db: Path) -> None:
+    from conftest import on_a_terminal
+
+    assert blockd("init").code == 0
+    assert blockd("order", "add", "IP-1", "--authority", "Court", "--issued", "2026-01-02",
+                  "45.33.32.0/24", "2a01:4f8::/48").code == 0
+    env = {**os.environ, "BLOCKD_DB": str(db)}
+    env.pop("BLOCKD_CONFIG", None)
+    seen = on_a_terminal(["ip", "netns", "exec", netns, sys.executable, "-m", "blockd", "nft",
+                          "apply"], env)
+    assert b"nft apply" in seen and b"applying" in seen and b"100%" in seen, seen
+    assert "45.33.32.0/24" in str(oracle(netns))
+    piped = blockd_ns(netns, db, "nft", "apply")
+    assert "%" not in piped.stderr and "applied: 0 added, 0 removed" in piped.stdout

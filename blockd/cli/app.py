@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from blockd.config import Config
     from blockd.core.enforcement import EnforcementPolicy
     from blockd.core.guard import Guard
+    from blockd.store.lite import LiteStore
     from blockd.store.store import Store
+
+    AnyStore = Store | LiteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +62,23 @@ class App:
             raise InputError("--db", "must not be empty")
         store = Store.open(db or self.config.db, create=create)
         OPENED.append(store)
+        return store
+
+    def quick_store(self, db: str | None) -> Store | LiteStore:
+        """The store for the quick commands (`check`, `status`, `order show`, `order
+        target add`): a SQLite file through the standard library's driver, so the command
+        does not wait for SQLAlchemy to import; any other store through ``Store``."""
+        from blockd.core.model import InputError
+        from blockd.store.lite import open_quick
+
+        if db is not None and not db.strip():
+            raise InputError("--db", "must not be empty")
+        store = open_quick(db or self.config.db)
+        if store is None:
+            return self.store(db)
+        context = click.get_current_context(silent=True)
+        if context is not None:  # closed when the command ends (in-process runs too)
+            context.call_on_close(store.close)
         return store
 
     def policy_named(self, name: str) -> EnforcementPolicy:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,7 +20,9 @@ from blockd.core.journal import JournalEntry
 from blockd.core.model import InputError, Target, TargetKind
 from blockd.core.names import parse_address, parse_target
 from blockd.core.timeparse import iso, parse_instant, to_utc
-from blockd.store.store import Store
+
+if TYPE_CHECKING:
+    from blockd.cli.app import AnyStore
 
 # more subjects than this: build the whole index once instead of asking the store per name
 WHOLE_INDEX_FROM = 20
@@ -71,7 +73,7 @@ class Checker:
     """Decides subjects at one instant: from the journal replayed up to it (``--at``),
     from the whole index (many subjects), or from the orders that could cover each one."""
 
-    def __init__(self, app: App, store: Store, at: datetime, replay: bool, whole: bool
+    def __init__(self, app: App, store: AnyStore, at: datetime, replay: bool, whole: bool
                  ) -> None:
         self.app, self.store, self.at = app, store, at
         self.relied: JournalEntry | None = None
@@ -141,11 +143,11 @@ def check(ctx: click.Context, subjects: tuple[str, ...], at_text: str | None, re
     at = parse_instant(at_text, "--at", now=now()) if at_text is not None else now()
     if len(subjects) == 1 and subjects[0] != "-":
         target = subject_target(subjects[0])
-        checker = Checker(app, app.store(db), at, at_text is not None, whole=False)
+        checker = Checker(app, app.quick_store(db), at, at_text is not None, whole=False)
         decision, via = checker.decide(target, resolve)
         ctx.exit(_one(app, checker, decision, via, at if at_text else None, as_json))
     stream = _stdin_subjects() if subjects == ("-",) else iter(subjects)
-    checker = Checker(app, app.store(db), at, at_text is not None, whole=True)
+    checker = Checker(app, app.quick_store(db), at, at_text is not None, whole=True)
     any_blocked = any_error = False
     out = sys.stdout
     for subject in stream:

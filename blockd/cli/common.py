@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,7 +38,10 @@ from blockd.core.names import parse_target
 from blockd.core.proof import OrderProof, prove
 from blockd.core.timeparse import iso
 from blockd.formats import BREAKS
-from blockd.store.store import Forced, Store
+from blockd.store.records import Forced
+
+if TYPE_CHECKING:
+    from blockd.cli.app import AnyStore
 
 MAX_TEXT = 500
 
@@ -138,7 +141,7 @@ def skeleton(reference: str) -> str:
     return unicodedata.normalize("NFKC", reference).translate(_LOOKALIKES).casefold()
 
 
-def _distinct_reference(store: Store, ref: str, force: bool) -> None:
+def _distinct_reference(store: AnyStore, ref: str, force: bool) -> None:
     """Refuse a new reference that looks like an existing one (unless forced)."""
     mine = skeleton(ref)
     clash = next((s.order.reference for s in store.list_orders()
@@ -254,7 +257,7 @@ def _summary(e: JournalEntry) -> str:
     return printable(f"{e.seq:>6}  {e.at}  {e.actor:<20} {e.action:<14} {ref}{what}{forced}")
 
 
-def order_proof(store: Store, order: OrderRecord, policy: EnforcementPolicy | None,
+def order_proof(store: AnyStore, order: OrderRecord, policy: EnforcementPolicy | None,
                 history: Sequence[JournalEntry], at: datetime,
                 kinds: set[TargetKind] | None = None) -> OrderProof | None:
     """Received -> in force per channel for an order, from the enforcement timeline."""
@@ -265,10 +268,19 @@ def order_proof(store: Store, order: OrderRecord, policy: EnforcementPolicy | No
                  kinds)
 
 
-def _index_at(app: App, store: Store, at: datetime) -> BlockIndex:
+def _index_at(app: App, store: AnyStore, at: datetime, *, progress: bool = False
+              ) -> BlockIndex:
+    """The orders in force at ``at``; ``progress``: a bar over the rows on a terminal."""
     builder = IndexBuilder(at, app.actions())
-    for order, rows in store.load_rows():
-        builder.load_rows(order, rows)
+    if not progress:
+        for order, rows in store.load_rows():
+            builder.load_rows(order, rows)
+        return builder.index()
+    from blockd.cli.progress import Progress, counted
+
+    with Progress("reading orders", store.stats()["targets"]) as bar:
+        for order, rows in store.load_rows():
+            builder.load_rows(order, counted(rows, bar.update))
     return builder.index()
 
 
@@ -353,9 +365,13 @@ def write_output(output: Path, content: str) -> None:
     sees half a report or export."""
     if not str(output).strip() or not output.name:
         raise InputError("--output", "must name a file")
+    tmp = output.with_name(output.name + ".tmp")
     try:
-        tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(output)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise InputError("--output", f"cannot write {output}: {exc.strerror}") from None
+    except BaseException:  # Ctrl-C mid-write: no half file left beside the output
+        tmp.unlink(missing_ok=True)
+        raise

@@ -40,7 +40,7 @@ def _shown(value: Any) -> Any:
 
 def _keys() -> list[tuple[str, str, str, bool]]:
     """(section, key in the file, attribute, is it in [dns]) for every setting."""
-    from blockd.config import _ConfigFile
+    from blockd.config_schema import _ConfigFile
 
     out = []
     for section, table in _ConfigFile.model_fields.items():

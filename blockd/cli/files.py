@@ -101,7 +101,7 @@ def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: s
         parse_target(zone.rstrip("."), "--zone").value + ".")
     store = app.store(db)
     head = store.head()
-    policy = _index_at(app, store, at)
+    policy = _index_at(app, store, at, progress=True)
     entries = sorted(
         (ExportEntry(t, policy.action_for(o), o.reference, o.authority)
          for o, t in policy.entries()),
@@ -112,6 +112,7 @@ def export(app: App, fmt: str, output: Path | None, at_text: str | None, zone: s
         ttl = min((p.dns_ttl for p in app.policies.values()), default=30)
         content = module.render(
             entries, origin=origin, serial=head.seq if head else 0,
+            seq=head.seq if head else 0, head_hash=head.hash if head else None,
             notice_ipv4=app.config.notice_ipv4, notice_ipv6=app.config.notice_ipv6, ttl=ttl,
         )
     elif fmt == "list":

@@ -15,8 +15,10 @@ from blockd.cli.common import (
     now,
     pass_app,
 )
+from blockd.cli.progress import Steps
 from blockd.cli.root import cli
 
+READING_ORDERS, READING_KERNEL, APPLYING = "reading orders", "reading the kernel", "applying"
 
 @cli.group()
 def nft() -> None:
@@ -27,15 +29,20 @@ def nft() -> None:
     """
 
 
-def _nft_state(app: App, db: str | None) -> tuple[Any, Any, bool]:
+def _nft_state(app: App, db: str | None, steps: Steps | None = None
+               ) -> tuple[Any, Any, bool]:
     """(wanted, in the kernel, table exists) per (IP version, action) set."""
     from blockd.nft import netlink, ruleset
     from blockd.nft.guarded import refuser
 
+    if steps is not None:
+        steps.step(READING_ORDERS)
     store = app.store(db)
     actions = {name: p.nft_action for name, p in app.policies.items()}
     want = ruleset.desired(_index_at(app, store, now()), actions,
                            refused=refuser(app.guard, store.forced_targets()))
+    if steps is not None:
+        steps.step(READING_KERNEL)
     names = netlink.existing_sets(ruleset.TABLE)
     current = {key: netlink.read_set(ruleset.TABLE, name, key[0]) if name in names else {}
                for key, name in ruleset.SETS.items()}
@@ -57,16 +64,18 @@ def nft_apply(app: App, dry_run: bool, db: str | None, as_json: bool) -> None:
     """
     from blockd.nft import netlink, reconcile, ruleset
 
-    want, current, exists = _nft_state(app, db)
-    changes = ruleset.diff({k: set(v) for k, v in current.items()}, want)
+    with Steps("nft apply", [READING_ORDERS, READING_KERNEL, APPLYING]) as steps:
+        want, current, exists = _nft_state(app, db, steps)
+        changes = ruleset.diff({k: set(v) for k, v in current.items()}, want)
+        if not dry_run:
+            steps.step(APPLYING)
+            netlink.apply(ruleset.plan(changes, exists, reconcile.notice_of(app.config),
+                                       app.config.nft_local_output))
     data: dict[str, Any] = {
         "table_created": not exists and not dry_run, "dry_run": dry_run,
         "add": [{"prefix": str(n), "action": c.key[1].value} for c in changes for n in c.add],
         "remove": [{"prefix": str(n), "action": c.key[1].value}
                    for c in changes for n in c.remove]}
-    if not dry_run:
-        netlink.apply(ruleset.plan(changes, exists, reconcile.notice_of(app.config),
-                                   app.config.nft_local_output))
 
     def text() -> str:
         lines = [f"+ {d['prefix']} ({d['action']})" for d in data["add"]] + \

@@ -178,7 +178,7 @@ def order_show(app: App, reference: str, limit: int, db: str | None, as_json: bo
     """Show one order with its targets, status history and enforcement deadline."""
     if limit < 0:
         raise InputError("--limit", "must be 0 or more")
-    store = app.store(db)
+    store = app.quick_store(db)
     record = store.get_order(_reference(reference), with_targets=False)
     shown, total, kinds = store.some_targets(record.reference, limit)
     data = _order_dict(record, app.policies.get(record.policy), now(), shown, total)
@@ -242,7 +242,7 @@ def target_add(app: App, reference: str, targets: tuple[str, ...], force: bool,
     """Add TARGETs to order REFERENCE (targets already on it are reported, not doubled)."""
     ref = _reference(reference)
     parsed, forced, collateral = _targets(app, targets, force, justification)
-    store = app.store(db)
+    store = app.quick_store(db)
     added, already = store.add_targets(ref, parsed, actor=default_actor(actor), at=now(),
                                        forced=forced, collateral=collateral)
     emit(as_json, {"reference": ref, "added": [t.spec for t in added],

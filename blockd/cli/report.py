@@ -28,9 +28,11 @@ def report(app: App, reference: str, fmt: str, output: Path | None, db: str | No
     and the last `blockd verify` result. The HTML needs no network and no script, and
     prints on A4.
     """
-    from blockd.report import build, render_html
+    from blockd.cli.progress import Steps
+    from blockd.report import STEPS, build, render_html
 
-    data = build(app.store(db), _reference(reference), app.policies, now())
+    with Steps("report", STEPS) as steps:
+        data = build(app.store(db), _reference(reference), app.policies, now(), steps.step)
     content = json.dumps(data, indent=2, ensure_ascii=False) + "\n" if fmt == "json" \
         else render_html(data)
     if output is None:

@@ -40,6 +40,7 @@ LAZY: dict[str, tuple[str, str]] = {
                "Make the running daemons re-read the configuration and the policies (as "
                "SIGHUP does), and say how each went."),
     "report": ("blockd.cli.report", "A self-contained compliance report for order REFERENCE."),
+    "rpz": ("blockd.cli.rpz", "The RPZ primary's secondaries: what each last fetched."),
     "serve": ("blockd.cli.serve", "Run a daemon in the foreground (systemd runs these)."),
     "store": ("blockd.cli.store",
               "Back up, restore, adopt and check the order store (safe while daemons run)."),
@@ -129,7 +130,7 @@ def status(app: App, db: str | None, as_json: bool) -> int:
     from blockd.store.engine import StoreDamaged
 
     try:
-        store = app.store(db)
+        store = app.quick_store(db)
         stats = store.stats()
         damage = store.quick_check(5.0)
     except StoreDamaged as exc:

@@ -1,4 +1,5 @@
-"""The daemons: `serve dns`, `serve http`, `serve nft` (foreground; systemd runs them)."""
+"""The daemons: `serve dns`, `serve http`, `serve nft`, `serve rpz` (foreground; systemd
+runs them)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from blockd.core.model import (
     BlockdError,
     InputError,
 )
+from blockd.core.names import parse_target
 from blockd.store.store import Store
 
 
@@ -159,6 +161,61 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
     app.policies  # noqa: B018 - validate the policy files before binding any port
     setup_logging(verbose)
     raise SystemExit(run(make_config, lambda core, _: [HttpDaemon(core)], instance="http"))
+
+
+@serve.command("rpz")
+@click.option("--listen", multiple=True, metavar="ADDR:PORT",
+              help="Address to serve the policy zone on, UDP and TCP; repeat for several "
+                   "(port 0: any free port) [default: configuration's, else 127.0.0.1:5354].")
+@click.option("--zone", metavar="NAME", help="The policy zone's name [default: "
+              "configuration's [rpz] zone, else rpz.blockd].")
+@click.option("--notify", multiple=True, metavar="ADDR:PORT",
+              help="Secondary to send NOTIFY to after every change; repeat [default: "
+                   "configuration's, else none].")
+@click.option("--allow-transfer", multiple=True, metavar="PREFIX",
+              help="Network allowed to query and transfer the zone (REFUSED otherwise); "
+                   "repeat [default: configuration's, else loopback only].")
+@click.option("--tsig-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Key file as tsig-keygen writes it (hmac-sha256): transfers must be "
+                   "signed with it, NOTIFY is [default: configuration's, else none].")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@db_option
+@pass_app
+def serve_rpz_cmd(app: App, listen: tuple[str, ...], zone: str | None,
+                  notify: tuple[str, ...], allow_transfer: tuple[str, ...],
+                  tsig_key: Path | None, verbose: bool, db: str | None) -> None:
+    """The RPZ primary: serves the targets of the orders in force as a response policy
+    zone (AXFR, IXFR), NOTIFYs the secondaries after every change, and follows the
+    journal and the clock live."""
+    from blockd.daemon.process import run, setup_logging
+    from blockd.daemon.rpz import RpzDaemon
+    from blockd.rpz.primary import TsigKey
+
+    listen_a = cli_addresses(listen, "--listen", 5354)
+    notify_a = cli_addresses(notify, "--notify", 53)
+    try:
+        networks = tuple(str(ipaddress.ip_network(n, strict=False)) for n in allow_transfer)
+    except ValueError as exc:
+        raise InputError("--allow-transfer", str(exc)) from None
+    origin = parse_target(zone.rstrip("."), "--zone").value + "." if zone else None
+    if tsig_key is not None:
+        TsigKey.load(tsig_key)  # one line naming the file now, not at the first transfer
+
+    def make_config() -> Config:
+        config = load_config(app.config_path).with_db(db)
+        return dataclasses.replace(
+            config, rpz_listen=listen_a or config.rpz_listen,
+            rpz_zone=origin or config.rpz_zone, rpz_notify=notify_a or config.rpz_notify,
+            rpz_allow_transfer=networks or config.rpz_allow_transfer,
+            rpz_tsig_key=tsig_key or config.rpz_tsig_key)
+
+    config = make_config()
+    if config.rpz_tsig_key is not None:
+        TsigKey.load(config.rpz_tsig_key)
+    _startable(config, "rpz")
+    app.policies  # noqa: B018 - validate the policy files before binding any port
+    setup_logging(verbose)
+    raise SystemExit(run(make_config, lambda core, _: [RpzDaemon(core)], instance="rpz"))
 
 
 def _startable(config: Config, instance: str) -> None:

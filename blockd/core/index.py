@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import TypeVar
 
 from blockd.core.journal import (
     ORDER_ADD,
@@ -29,7 +30,6 @@ from blockd.core.journal import (
 )
 from blockd.core.model import Action, DomainMatch, OrderRecord, Target, TargetKind
 from blockd.core.names import (
-    name_suffixes,
     normalise_name,
     parse_address,
     target_from_parts,
@@ -44,6 +44,9 @@ _MATCH = {v: k for k, v in _MODE.items()}
 # code = order_index << 2 | mode. Plain ints keep a million keys well under the memory goal.
 Codes = int | tuple[int, ...]
 NetKey = tuple[int, int]  # (IP version, prefix length)
+# One slot of the index: a domain key (the target name), or (IP version, prefix length,
+# network as an int) for an address. All the targets of a slot share their RPZ owners.
+SlotKey = str | tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,20 @@ def _codes(value: Codes) -> tuple[int, ...]:
     return (value,) if isinstance(value, int) else value
 
 
+_K = TypeVar("_K")
+
+
+def _changed(old: Mapping[_K, Codes], new: Mapping[_K, Codes]) -> Iterator[_K]:
+    """Keys whose codes differ between two tables (added, removed or changed)."""
+    missing = object()
+    for key, value in new.items():
+        if old.get(key, missing) != value:
+            yield key
+    for key in old:
+        if key not in new:
+            yield key
+
+
 def _network(version: int, netint: int, plen: int) -> Target:
     """The target for a table slot (an int can be v4 or v6, so the class is explicit)."""
     bits = 32 if version == 4 else 128
@@ -157,29 +174,48 @@ class BlockIndex:
 
     def decide_name(self, name: str) -> Decision:
         """Decide for a normalised (lower-case punycode, no trailing dot) name."""
+        return Decision(name, self._sorted(self._found(name)))
+
+    def first_match(self, name: str) -> Match | None:
+        """``decide_name(name).primary`` without building the Decision: the resolver asks
+        this once per query."""
+        found = self._found(name)
+        if not found:
+            return None
+        if len(found) == 1:
+            return next(iter(found.values()))
+        return self._sorted(found)[0]
+
+    def _found(self, name: str) -> dict[int, Match]:
+        """The most specific match of each order covering ``name``, by order slot."""
         names = self._names
         found: dict[int, Match] = {}
-        for depth, key in enumerate(name_suffixes(name)):
+        depth, start, key = 0, 0, name
+        while True:  # the name, then each parent (name_suffixes, without the list)
             value = names.get(key)
-            if value is None:
-                continue
-            labels = key.count(".") + 1
-            for code in _codes(value):
-                mode = code & 3
-                if (mode == _EXACT and depth) or (mode == _WILDCARD and not depth):
-                    continue
-                idx = code >> 2
-                spec = labels * 4 + mode
-                best = found.get(idx)
-                if best is None or best.specificity < spec:
-                    made = self._made.get((idx, key, mode))
-                    if made is None:
-                        if len(self._made) >= MATCHES_KEPT:
-                            self._made.clear()
-                        made = self._made[(idx, key, mode)] = self._match(
-                            idx, Target(TargetKind.DOMAIN, key, _MATCH[mode]), spec)
-                    found[idx] = made
-        return Decision(name, self._sorted(found))
+            if value is not None:
+                labels = key.count(".") + 1
+                for code in (value,) if type(value) is int else value:  # type: ignore[union-attr]
+                    mode = code & 3
+                    if (mode == _EXACT and depth) or (mode == _WILDCARD and not depth):
+                        continue
+                    idx = code >> 2
+                    spec = labels * 4 + mode
+                    best = found.get(idx)
+                    if best is None or best.specificity < spec:
+                        made = self._made.get((idx, key, mode))
+                        if made is None:
+                            if len(self._made) >= MATCHES_KEPT:
+                                self._made.clear()
+                            made = self._made[(idx, key, mode)] = self._match(
+                                idx, Target(TargetKind.DOMAIN, key, _MATCH[mode]), spec)
+                        found[idx] = made
+            dot = name.find(".", start)
+            if dot == -1:
+                return found
+            start = dot + 1
+            key = name[start:]
+            depth += 1
 
     def decide_ip(self, address: str) -> Decision:
         ip = ipaddress.ip_address(address)
@@ -224,6 +260,65 @@ class BlockIndex:
                 target = _network(version, netint, plen)
                 for code in _codes(value):
                     yield self.orders[self._refs[code >> 2]], target
+
+    def slots(self) -> Iterator[SlotKey]:
+        """Every slot in force, in table order, without building the (order, target)s:
+        the RPZ primary streams a zone of a million slots from this."""
+        yield from self._names
+        for (version, plen), table in self._nets.items():
+            for netint in table:
+                yield (version, plen, netint)
+
+    def entries_at(self, key: SlotKey) -> list[tuple[OrderRecord, Target]]:
+        """The (order, target) pairs of one slot (empty when nothing is in force there)."""
+        if isinstance(key, str):
+            value = self._names.get(key)
+            if value is None:
+                return []
+            return [(self.orders[self._refs[c >> 2]],
+                     Target(TargetKind.DOMAIN, key, _MATCH[c & 3])) for c in _codes(value)]
+        version, plen, netint = key
+        codes = self._nets.get((version, plen), {}).get(netint)
+        if codes is None:
+            return []
+        target = _network(version, netint, plen)
+        return [(self.orders[self._refs[c >> 2]], target) for c in _codes(codes)]
+
+    def name_slots(self) -> Iterator[tuple[str, Codes]]:
+        """(name, codes) of every domain slot: the raw table, for the RPZ primary's
+        fast path (:meth:`code_entry` says what a code means)."""
+        return iter(self._names.items())
+
+    def code_entry(self, code: int) -> tuple[OrderRecord, DomainMatch]:
+        """The order and match mode a domain slot's code stands for."""
+        return self.orders[self._refs[code >> 2]], _MATCH[code & 3]
+
+    def net_slots(self) -> Iterator[SlotKey]:
+        """Every address slot in force, as :meth:`slots` gives them."""
+        for (version, plen), table in self._nets.items():
+            for netint in table:
+                yield (version, plen, netint)
+
+    def changed_keys(self, older: BlockIndex) -> set[SlotKey] | None:
+        """The slots whose entries may differ from ``older``'s; None when every slot may
+        (another builder numbered the orders, or an action or a policy changed).
+
+        A pass over both tables without copying either (a million keys in a fraction of
+        a second, no set of a million items), so the RPZ primary can send the difference
+        of a change instead of the zone.
+        """
+        if self._refs[: len(older._refs)] != older._refs or self._actions != older._actions:
+            return None
+        for ref, order in older.orders.items():
+            new = self.orders.get(ref)
+            if new is not None and new.policy != order.policy:
+                return None
+        names: set[str] = set(_changed(older._names, self._names))
+        out: set[SlotKey] = set(names)
+        for nk in older._nets.keys() | self._nets.keys():
+            a, b = older._nets.get(nk, {}), self._nets.get(nk, {})
+            out.update((nk[0], nk[1], n) for n in _changed(a, b))
+        return out
 
     def snapshot(self) -> frozenset[tuple[str, str]]:
         """(reference, target spec) pairs in force: equal for equal policies."""

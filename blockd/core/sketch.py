@@ -25,6 +25,8 @@ _SPARSE, _DENSE = 0x01, 0x02
 _SPARSE_MAX = M // 3  # beyond this many set registers the dense form is smaller
 _SET = re.compile(rb"[^\x00]")
 PENDING_SPARSE = 64  # a pending bucket keeps up to this many registers in a dict
+# pending registers: one as ``index << 8 | rank``, a few as a dict, or all of them
+Slots = int | dict[int, int] | bytearray
 
 
 class Sketch:
@@ -85,20 +87,27 @@ class Sketch:
         return bytes([_DENSE]) + bytes(registers)
 
     @classmethod
-    def from_slots(cls, slots: dict[int, int] | bytearray) -> Sketch:
-        """A sketch from pending registers: sparse (register -> rank) or dense."""
+    def from_slots(cls, slots: Slots) -> Sketch:
+        """A sketch from pending registers: one (``index << 8 | rank``), sparse
+        (register -> rank) or dense."""
         if isinstance(slots, bytearray):
             return cls(slots)
         sketch = cls()
+        if isinstance(slots, int):
+            sketch.registers[slots >> 8] = slots & 0xFF
+            return sketch
         for index, rank in slots.items():
             sketch.registers[index] = rank
         return sketch
 
     @staticmethod
-    def encode_slots(slots: dict[int, int] | bytearray) -> bytes:
+    def encode_slots(slots: Slots) -> bytes:
         """The stored form of pending registers, without expanding a sparse few."""
         if isinstance(slots, bytearray):
             return Sketch(slots).encode()
+        if isinstance(slots, int):
+            index = slots >> 8
+            return bytes((_SPARSE, index >> 8, index & 0xFF, slots & 0xFF))
         out = bytearray([_SPARSE])
         for index in sorted(slots):
             out += bytes((index >> 8, index & 0xFF, slots[index]))
@@ -123,6 +132,22 @@ def _pairs(data: bytes) -> Iterable[tuple[int, int]]:
         if all(index < M for index, _ in pairs):
             return pairs
     raise ValueError("not a stored sketch")
+
+
+def merge_stored(a: bytes, b: bytes) -> bytes:
+    """The stored form of the union of two stored sketches. Two sparse ones (nearly every
+    bucket of a flush: a target asked by a few clients) merge pair by pair, without
+    building and scanning two 1 KiB register arrays. ValueError if either is damaged."""
+    if a[:1] == b[:1] == bytes([_SPARSE]):
+        registers = dict(_pairs(a))
+        for index, value in _pairs(b):
+            if value > registers.get(index, 0):
+                registers[index] = value
+        if len(registers) <= _SPARSE_MAX:
+            return Sketch.encode_slots(registers)
+    sketch = Sketch.decode(a)
+    sketch.merge_bytes(b)
+    return sketch.encode()
 
 
 def union_estimate(stored: Iterable[bytes | None]) -> int | None:

@@ -64,6 +64,11 @@ def soa_owner(query: wire.Query, match: Match) -> bytes:
     return bytes([0xC0 | start >> 8, start & 0xFF])
 
 
+# what a cached tail costs beyond its bytes (key tuple, Tail object, dict slot; measured
+# with tracemalloc: about 270 bytes each)
+TAIL_OVERHEAD = 250
+
+
 class BlockedAnswers:
     """Builds blocked-answer tails for a policy snapshot; cache cleared on every swap."""
 
@@ -77,10 +82,13 @@ class BlockedAnswers:
         self.notice_url = notice_url
         self.serial = serial
         self._cache: dict[tuple[object, ...], Tail] = {}
+        self.max_bytes = 4 * 1024 * 1024  # the resolver sets its share of [dns] memo_mb
+        self.bytes = 0
 
     def clear(self, serial: int) -> None:
         self.serial = serial
         self._cache.clear()
+        self.bytes = 0
 
     def policy_of(self, match: Match) -> EnforcementPolicy | None:
         return self.policies.get(match.order.policy) or self.policies.get("default")
@@ -98,22 +106,26 @@ class BlockedAnswers:
 
     def tail(self, query: wire.Query, match: Match) -> Tail:
         """The answer after the question, cached. A notice address answer points at the
-        question's name, so it is kept per (order, target, type, EDNS, DO): the www., m.,
-        cdn. names under one target share it; other answers carry an SOA placed by the
-        name, and are kept per name."""
+        question's name and carries the order's EDE text, so it is kept per (order, type,
+        EDNS, DO): every name of every target of an order shares one (an order of 100k
+        targets, each name asked once, builds a handful); other answers carry an SOA
+        placed by the name, and are kept per name."""
         qtype = query.qtype
         if match.action is Action.NOTICE and (
                 (self.notice_v4 and qtype in (wire.T_A, wire.T_ANY))
                 or (self.notice_v6 and qtype == wire.T_AAAA)):
-            key: tuple[object, ...] = (match.order.reference, match.target.value,
-                                       match.specificity, qtype, query.edns, query.do)
+            key: tuple[object, ...] = (match.order.reference, qtype, query.edns, query.do)
         else:
             key = (query.name, qtype, query.edns, query.do)
         cached = self._cache.get(key)
         if cached is None:
-            if len(self._cache) > 100_000:
+            cached = self._build(query, match)
+            size = len(cached.body) + TAIL_OVERHEAD
+            if self.bytes + size > self.max_bytes:  # full: start over (see DnsService)
                 self._cache.clear()
-            cached = self._cache[key] = self._build(query, match)
+                self.bytes = 0
+            self._cache[key] = cached
+            self.bytes += size
         return cached
 
     def _build(self, query: wire.Query, match: Match) -> Tail:

@@ -31,9 +31,11 @@ EDE_STALE = 3
 DO_BIT = 0x8000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Query:
-    """What the fast path needs to know about a query."""
+    """What the fast path needs to know about a query. Treated as immutable, but not a
+    frozen dataclass: a frozen one's ``__init__`` (a setattr per field) cost 1.5 us of
+    every query."""
 
     id: int
     flags: int

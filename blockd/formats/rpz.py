@@ -1,9 +1,7 @@
 """RPZ zones (draft-vixie-dnsop-dns-rpz): what BIND, Unbound, PowerDNS and Knot load.
 
-Export: a whole domain is two owners (``name`` and ``*.name``), an exact name one, a
-wildcard target only ``*.name``; addresses become ``rpz-ip`` triggers. The SOA serial is
-the journal sequence number, so it grows with every change (IXFR sends the difference
-between two serials).
+Export: the records of :mod:`blockd.rpz.zone` (the same code path ``blockd serve rpz``
+serves from) as a master file. The exported SOA serial is the journal sequence number.
 
 Import: a small tokenizer and line parser rather than dnslib's zone reader. RPZ files use
 a narrow part of the master-file syntax (RFC 1035 section 5), and the parser must reject
@@ -18,63 +16,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from blockd.core.model import Action, DomainMatch, InputError, Target, TargetKind
-from blockd.core.names import normalise_name
+from blockd.core.model import DomainMatch, Target, TargetKind
 from blockd.formats import ExportEntry, FormatError, lines, quote, target_at
+from blockd.rpz import zone as rz
 
 # -- export ---------------------------------------------------------------------------
 
-MAX_OWNER = 253
-"""Longest owner name in text form without the final dot (255 octets on the wire)."""
-
-
-def rpz_ip_owner(target: Target) -> str:
-    """``10.0.0.2`` -> ``32.2.0.0.10.rpz-ip``; ``2001:db8::/48`` -> ``48.zz.db8.2001.rpz-ip``.
-
-    IPv6 is reversed by 16-bit groups as Python's compressed form writes them (lower case,
-    no leading zeros, ``::`` for the longest zero run), with ``zz`` standing for ``::``.
-    """
-    net = ipaddress.ip_network(target.value)
-    text = str(net.network_address)
-    if net.version == 4:
-        parts = text.split(".")
-    elif "::" in text:
-        head, tail = text.split("::")
-        parts = [*(head.split(":") if head else []), "zz", *(tail.split(":") if tail else [])]
-    else:
-        parts = text.split(":")
-    return ".".join([str(net.prefixlen), *reversed(parts), "rpz-ip"])
-
-
-def _owners(target: Target) -> list[str]:
-    if target.kind is not TargetKind.DOMAIN:
-        return [rpz_ip_owner(target)]
-    if target.match is DomainMatch.EXACT:
-        return [target.value]
-    if target.match is DomainMatch.WILDCARD:
-        return ["*." + target.value]
-    return [target.value, "*." + target.value]
-
-
-def _rdata(action: Action, target: Target, notice_ipv4: str | None,
-           notice_ipv6: str | None) -> list[str]:
-    """The policy records of one owner.
-
-    An ``rpz-ip`` trigger only gets notice data of its own address family: Unbound refuses
-    an A record under an IPv6 trigger ("record type does not correspond to netblock
-    address family"), and an IPv6 trigger only ever matches AAAA answers anyway.
-    """
-    if action is Action.NODATA:
-        return ["CNAME *."]
-    if action is Action.NOTICE:
-        if target.kind is TargetKind.DOMAIN and notice_ipv4:
-            return [f"A {notice_ipv4}"] + ([f"AAAA {notice_ipv6}"] if notice_ipv6 else [])
-        v6 = target.kind is not TargetKind.DOMAIN and ":" in target.value
-        if v6 and notice_ipv6:
-            return [f"AAAA {notice_ipv6}"]
-        if target.kind is not TargetKind.DOMAIN and not v6 and notice_ipv4:
-            return [f"A {notice_ipv4}"]
-    return ["CNAME ."]  # nxdomain, notice without an address; refused has no RPZ form
+MAX_OWNER = rz.MAX_OWNER
+rpz_ip_owner = rz.rpz_ip_owner  # kept here for the importers' and tests' sake
 
 
 def _comment(text: str) -> str:
@@ -82,76 +31,45 @@ def _comment(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
-def _check_address(value: str | None, version: int, field: str) -> None:
-    if value is None:
-        return
-    try:
-        ok = ipaddress.ip_address(value).version == version
-    except ValueError:
-        ok = False
-    if not ok:
-        raise InputError(field, f"{value!r} is not an IPv{version} address")
-
-
 def render(entries: Iterable[ExportEntry], *, origin: str = "rpz.blockd.", serial: int,
            notice_ipv4: str | None, notice_ipv6: str | None, ttl: int = 30,
-           soa_contact: str = "hostmaster.invalid.", **_: object) -> str:
-    """A complete policy zone: SOA, NS ``localhost.``, then one owner per trigger.
+           soa_contact: str = "hostmaster.invalid.", seq: int | None = None,
+           head_hash: str | None = None, **_: object) -> str:
+    """A complete policy zone: SOA, NS ``localhost.``, the journal head as a TXT record,
+    then one owner per trigger (:func:`blockd.rpz.zone.policy_records`, the records
+    ``blockd serve rpz`` serves).
 
-    A name covered by several entries appears once, with the first entry's action, because
-    RPZ allows one policy per owner. ``notice`` is the notice server's A (and AAAA) record,
-    or NXDOMAIN when no notice address is configured. The serial is taken modulo 2**32
-    (RFC 1982 serial arithmetic treats the wrap as an increase).
+    ``notice`` is the notice server's A (and AAAA) record, or NXDOMAIN when no notice
+    address is configured. ``seq`` (default: the serial) and ``head_hash`` name the
+    journal head the zone was made from.
 
     A name RPZ cannot carry is left out with a ``; NOT EXPORTED`` comment instead of
     breaking the zone: one bad owner makes BIND and Unbound reject the whole file, which
     would lift every block at once.
     """
-    apex = normalise_name(origin, "origin")
-    contact = normalise_name(soa_contact, "soa_contact")
-    _check_address(notice_ipv4, 4, "notice_ipv4")
-    _check_address(notice_ipv6, 6, "notice_ipv6")
-    if not 0 <= ttl < 2**31:
-        raise InputError("ttl", f"{ttl} is not a TTL (0 to 2147483647 seconds)")
+    settings = rz.ZoneSettings.checked(origin, notice_ipv4, notice_ipv6, ttl, soa_contact)
     out = [
         "; blockd response policy zone: the targets of the orders in force.",
         "; Actions: notice -> A/AAAA of the notice server (NXDOMAIN when it has no address);",
         "; nxdomain -> CNAME .; nodata -> CNAME *.;",
         "; refused -> CNAME . (RPZ has no REFUSED action, so it is exported as NXDOMAIN).",
-        f"$ORIGIN {apex}.",
+        f"$ORIGIN {settings.apex}.",
         f"$TTL {ttl}",
-        f"@ SOA localhost. {contact}. ( {serial % 2**32} 3600 600 86400 {ttl} )",
-        "@ NS localhost.",
     ]
-    seen: set[str] = set()
-    last: tuple[str, str] | None = None
-    for e in entries:
-        owners = [o for o in _owners(e.target) if o not in seen]
-        if not owners:
-            continue
-        order = (e.reference, e.authority)
-        if order != last:
-            out.append(f"; order {_comment(e.reference)} ({_comment(e.authority)})")
-            last = order
-        problem = _unexportable(e.target, apex)
-        if problem:
-            out.append(f"; NOT EXPORTED: {_comment(e.target.spec)}: {problem}")
-            continue
-        records = _rdata(e.action, e.target, notice_ipv4, notice_ipv6)
-        for owner in owners:
-            seen.add(owner)
-            out.extend(f"{owner} {rdata}" for rdata in records)
+    head = rz.apex_records(settings, serial, serial if seq is None else seq, head_hash)
+    for owner, rtype, data in head:
+        if rtype == "SOA":  # the numbers in parentheses, as zone files usually have them
+            mname, rname, numbers = data.split(" ", 2)
+            data = f"{mname} {rname} ( {numbers} )"
+        out.append(f"{owner or '@'} {rtype} {data}")
+    for item in rz.policy_records(entries, settings):
+        if isinstance(item, rz.OrderMark):
+            out.append(f"; order {_comment(item.reference)} ({_comment(item.authority)})")
+        elif isinstance(item, rz.Skipped):
+            out.append(f"; NOT EXPORTED: {_comment(item.spec)}: {item.problem}")
+        else:
+            out.append(f"{item[0]} {item[1]} {item[2]}")
     return "\n".join(out) + "\n"
-
-
-def _unexportable(target: Target, apex: str) -> str | None:
-    if target.kind is not TargetKind.DOMAIN:
-        return None
-    if target.value.rsplit(".", 1)[-1].startswith("rpz-"):
-        return "RPZ reserves names ending in an rpz- label for its triggers"
-    if len(target.value) + 2 + 1 + len(apex) > MAX_OWNER:  # "*." + name + "." + apex
-        return f"too long to put under {apex}. (a DNS name has at most 255 octets)"
-    return None
 
 
 # -- import ---------------------------------------------------------------------------
@@ -387,6 +305,8 @@ def _record(line: _Line, zone: _Zone) -> str | None:
             if zone.soa_seen:
                 raise FormatError(number, "a second SOA record")
             zone.soa_seen = True
+        return None
+    if not owner and rtype == "TXT":  # the journal head blockd publishes at the apex
         return None
     if not owner:
         raise FormatError(number, f"a policy record ({rtype}) at the zone apex")

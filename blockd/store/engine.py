@@ -10,16 +10,20 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from typing import TYPE_CHECKING, Any
 
 from blockd.core.model import BlockdError
 
+if TYPE_CHECKING:  # SQLAlchemy loads with the first engine: the quick commands never need it
+    from sqlalchemy import Engine
+    from sqlalchemy.exc import DBAPIError
+
 BUSY_TIMEOUT_MS = 5000
 SQLITE_MAGIC = b"SQLite format 3\x00"
+SCHEMA_VERSION = 3  # the tables' version: v2 targets.forced; v3 hits per channel with
+# sketches, timeline, verify runs (store/tables.py, store/migrations.py)
 
 
 class StoreError(BlockdError):
@@ -136,9 +140,14 @@ def _pg_kind(orig: BaseException | None) -> type[StoreError] | None:
 
 
 def explain(exc: DBAPIError, where: str) -> StoreError:
-    """The typed, one-line error for a driver error."""
-    orig = exc.orig
-    message = " ".join((str(orig) if orig is not None else str(exc)).split())
+    """The typed, one-line error for a driver error raised through SQLAlchemy."""
+    return explain_driver(exc.orig if exc.orig is not None else exc, where)
+
+
+def explain_driver(orig: BaseException, where: str) -> StoreError:
+    """The typed, one-line error for the driver's own error (``sqlite3.Error``, a
+    psycopg error)."""
+    message = " ".join(str(orig).split())
     code = getattr(orig, "sqlite_errorcode", None)
     kind = _BY_SQLITE_CODE.get(code & 0xFF, StoreError) if isinstance(code, int) else StoreError
     pg = _pg_kind(orig)
@@ -171,6 +180,8 @@ def make_engine(db: str, url: str) -> Engine:
     pool that tests connections, so a restarted server is used again, and no server-side
     prepared statements: their generic plan for a lookup of 500 target values ignored
     the values' index (10k targets added to an order of 20k took 13 s instead of 1 s)."""
+    from sqlalchemy import create_engine
+
     kwargs: dict[str, Any] = {}
     if url.startswith("postgresql"):
         kwargs = {"pool_pre_ping": True,
@@ -198,6 +209,8 @@ def redact(db: str) -> str:
 
 
 def _sqlite_setup(engine: Engine) -> None:
+    from sqlalchemy import event
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writers)
@@ -210,6 +223,33 @@ def _sqlite_setup(engine: Engine) -> None:
         except Exception:  # a read-only file keeps its journal mode; reading still works
             pass
         cur.close()
+
+
+def quick_check(path: Path, budget: float = 10.0) -> list[str] | None:
+    """SQLite's ``PRAGMA quick_check`` (every page readable, b-trees well formed),
+    abandoned after ``budget`` seconds so a huge store cannot stall a daemon: the
+    problems found (empty = intact), or None when it ran out of time."""
+    deadline = time.monotonic() + budget
+    # a connection of its own: a pooled one answers from its page cache, which does
+    # not notice pages overwritten behind SQLite's back. Read-only, so closing it can
+    # never checkpoint a WAL into a damaged file.
+    try:
+        raw = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                              timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        return [str(exc)]
+    try:
+        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 20_000)
+        rows = [str(r[0]) for r in raw.execute("PRAGMA quick_check(20)")]
+    except sqlite3.OperationalError as exc:
+        if "interrupt" in str(exc):
+            return None
+        return [str(exc)]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        raw.close()
+    return [] if rows == ["ok"] else rows
 
 
 class FileProbe:

@@ -129,6 +129,11 @@ class IndexFollower:
             raise RuntimeError("index not loaded yet: await start() first")
         return self._index
 
+    @property
+    def head_hash(self) -> str | None:
+        """The hash of the journal entry the index in force stands on (None: empty)."""
+        return self._last_hash
+
     def set_actions(self, actions: Mapping[str, Action]) -> None:
         """New DNS actions per policy name (SIGHUP): in force from the next poll."""
         self.actions = dict(actions)

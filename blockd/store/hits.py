@@ -65,9 +65,10 @@ class HitCounter:
     ``modes`` says, for an order reference, what its policy feeds the client estimate;
     it is asked once per reference until :meth:`forget` (a new index or policy).
     Each pending bucket is ``[count, slots]`` in one dict: one lookup per hit. ``slots``
-    holds the sketch's registers: None (no client fed), a dict of the few set (most
-    buckets: a name asked by one or two clients costs bytes, not a 1 KiB array), or the
-    dense array once more than PENDING_SPARSE are set.
+    holds the sketch's registers: None (no client fed), one register as the int
+    ``index << 8 | rank`` (most buckets: a name asked by one client; 28 bytes, where a
+    dict was 232), a dict of the few set, or the dense array once more than
+    PENDING_SPARSE are set.
     """
 
     def __init__(self, store: SharedStore,
@@ -141,8 +142,13 @@ class HitCounter:
             slot = self._slot(value)
         index, rank = slot
         slots = entry[1]
-        if slots is None:
-            entry[1] = {index: rank}
+        if slots is None:  # most buckets: one client, one register, held as one int
+            entry[1] = index << 8 | rank
+        elif type(slots) is int:
+            if slots >> 8 != index:
+                entry[1] = {slots >> 8: slots & 0xFF, index: rank}
+            elif rank > slots & 0xFF:
+                entry[1] = index << 8 | rank
         elif rank > slots.get(index, 0) if type(slots) is dict else rank > slots[index]:
             slots[index] = rank
             if type(slots) is dict and len(slots) > PENDING_SPARSE:

@@ -14,15 +14,27 @@ they always agree; ``blockd audit verify`` does not cover them (hits are not jou
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
-from typing import Any
-
-from sqlalchemy import text
-from sqlmodel import Session
+from typing import TYPE_CHECKING, Any
 
 from blockd.core.hits import GroupRow, HitBucket, HitQuery
-from blockd.core.sketch import Sketch
+from blockd.core.sketch import Sketch, merge_stored
+
+if TYPE_CHECKING:  # the reads run on any connection (`order show` reads without SQLAlchemy)
+    from sqlmodel import Session
+
+# how the reads run a query: (SQL with :named parameters, parameters) -> rows
+Run = Callable[[str, Mapping[str, Any]], Iterable[Sequence[Any]]]
+
+
+def session_runner(session: Session) -> Run:
+    """The reads on a SQLAlchemy session."""
+    from sqlalchemy import text
+
+    def run(sql: str, params: Mapping[str, Any]) -> Iterable[Sequence[Any]]:
+        return session.execute(text(sql), params)
+    return run
 
 BATCH = 500
 DAY_TEXT = "CAST(day AS TEXT)"  # a DATE column is text in SQLite, a date in PostgreSQL
@@ -32,6 +44,8 @@ _GROUP_KEYS = {"order": "reference", "target": "reference || ' ' || target", "da
 
 def add(session: Session, buckets: Sequence[HitBucket]) -> None:
     """Add a batch: counts add up, sketches merge, month totals follow."""
+    from sqlalchemy import text
+
     counts: dict[tuple[str, date, str], int] = {}
     sketches: dict[tuple[str, date, str], Sketch] = {}
     for b in buckets:  # the per-order rollup: counts summed, sketches merged once each
@@ -82,16 +96,15 @@ def add(session: Session, buckets: Sequence[HitBucket]) -> None:
 def merged(a: bytes | None, b: bytes | None) -> bytes | None:
     if a is None or b is None:
         return a if b is None else b
-    sketch = Sketch.decode(a)
-    sketch.merge_bytes(b)
-    return sketch.encode()
+    return merge_stored(a, b)
 
 
 def _stored(session: Session, table: str, key: tuple[str, ...],
             wanted: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], bytes | None]:
     """The rows of ``table`` among ``wanted`` keys, with their stored sketch: keys that
     differ in their last column only share one indexed query (a flush of 100,000 new
-    buckets was 100,000 queries)."""
+    buckets was 100,000 queries). Sent to the driver as they are: SQLAlchemy's parsing of
+    a 500-parameter ``text()`` was a third of a flush."""
     found: dict[tuple[str, ...], bytes | None] = {}
     groups: dict[tuple[str, ...], list[str]] = {}
     spread = "target" if "target" in key else "reference"
@@ -99,16 +112,16 @@ def _stored(session: Session, table: str, key: tuple[str, ...],
     for row in wanted:
         parts = dict(zip(key, row, strict=True))
         groups.setdefault(tuple(parts[c] for c in fixed), []).append(parts[spread])
+    mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
+    where = " AND ".join(f"{c} = {mark}" for c in fixed)
+    connection = session.connection()
     for prefix, values in groups.items():
-        where = " AND ".join(f"{c} = :f{i}" for i, c in enumerate(fixed))
         for start in range(0, len(values), BATCH):
             chunk = values[start:start + BATCH]
-            params: dict[str, str] = {f"f{i}": v for i, v in enumerate(prefix)}
-            params.update({f"s{i}": v for i, v in enumerate(chunk)})
-            marks = ", ".join(f":s{i}" for i in range(len(chunk)))
-            for value, clients in session.execute(text(
+            marks = ", ".join([mark] * len(chunk))
+            for value, clients in connection.exec_driver_sql(
                     f"SELECT {spread}, clients FROM {table} WHERE {where} AND "
-                    f"{spread} IN ({marks})"), params):
+                    f"{spread} IN ({marks})", (*prefix, *chunk)):
                 parts = dict(zip(fixed, prefix, strict=True))
                 parts[spread] = str(value)
                 found[tuple(parts[c] for c in key)] = clients
@@ -192,7 +205,7 @@ def _months(since: date | None, until: date | None
     return (first_whole, last_whole), head, tail
 
 
-def groups(session: Session, query: HitQuery, top: int | None) -> list[GroupRow]:
+def groups(run: Run, query: HitQuery, top: int | None) -> list[GroupRow]:
     """(key, hits, first day, last day, buckets, buckets that may hold a sketch), busiest
     first (by day: in date order), summed by the database."""
     key = _GROUP_KEYS[query.by]
@@ -224,10 +237,10 @@ def groups(session: Session, query: HitQuery, top: int | None) -> list[GroupRow]
         sql = (f"SELECT {key} AS key, SUM(count) AS hits, MIN(day), MAX(day), COUNT(*) "
                f"FROM {table}{where} GROUP BY key ORDER BY {order}{limit}")
     return [(str(k), int(n), _day(lo), _day(hi), int(b), int(b))
-            for k, n, lo, hi, b in session.execute(text(sql), params)]
+            for k, n, lo, hi, b in run(sql, params)]
 
 
-def sketches(session: Session, query: HitQuery, keys: Sequence[str] | None
+def sketches(run: Run, query: HitQuery, keys: Sequence[str] | None
              ) -> Iterator[tuple[str, bytes]]:
     """(group key, stored sketch) of the daily buckets matching ``query``; only of the
     groups ``keys`` if given (the rows --top kept)."""
@@ -243,20 +256,20 @@ def sketches(session: Session, query: HitQuery, keys: Sequence[str] | None
         where += f" AND {column} IN ({marks})"
         params.update({f"k{i}": v for i, v in enumerate(values)})
     wanted = set(keys) if keys is not None else None
-    for key, sketch in session.execute(
-            text(f"SELECT {_GROUP_KEYS[query.by]}, clients FROM {table}{where}"), params):
+    for key, sketch in run(f"SELECT {_GROUP_KEYS[query.by]}, clients FROM {table}{where}",
+                           params):
         if wanted is None or str(key) in wanted:
             yield str(key), bytes(sketch)
 
 
-def buckets(session: Session, query: HitQuery) -> Iterator[HitBucket]:
+def buckets(run: Run, query: HitQuery) -> Iterator[HitBucket]:
     """Stored daily buckets matching ``query`` (target "" from the per-order table)."""
     table = table_for(query)
     where, params = _filter(query, table, query.since, query.until)
     target = "target" if table == "hits" else "''"
     clients = "clients" if query.clients else "NULL"
-    for ref, day, tgt, channel, count, sketch in session.execute(text(
-            f"SELECT reference, day, {target}, channel, count, {clients} FROM {table}{where}"),
+    for ref, day, tgt, channel, count, sketch in run(
+            f"SELECT reference, day, {target}, channel, count, {clients} FROM {table}{where}",
             params):
         yield HitBucket(_day(day), ref, tgt, channel, count, sketch)
 
@@ -272,6 +285,8 @@ def prune(session: Session, cutoffs: Mapping[str, date], default: date
           ) -> tuple[int, str | None, str | None]:
     """Delete buckets older than each order's policy keeps them; (target buckets deleted,
     first day, last day). The month a cutoff falls in is summed again from what is kept."""
+    from sqlalchemy import text
+
     groups_: list[tuple[str, dict[str, Any], date]] = [
         ("reference IN (SELECT reference FROM orders WHERE policy = :p)", {"p": name}, cutoff)
         for name, cutoff in cutoffs.items()]

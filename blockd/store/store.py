@@ -17,12 +17,10 @@ import ipaddress
 import itertools
 import json
 import operator
-import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -68,8 +66,11 @@ from blockd.store.engine import (
     explain,
     is_postgres,
     make_engine,
+    quick_check,
     redact,
 )
+from blockd.store.records import Forced as Forced
+from blockd.store.records import OrderSummary as OrderSummary
 from blockd.store.tables import (
     SCHEMA_VERSION,
     EnforcementRow,
@@ -83,28 +84,6 @@ from blockd.store.tables import (
 INSERT_BATCH = 5000  # target rows per INSERT statement
 WRITE_LOCK = 0x626C6F636B64  # "blockd": the advisory lock that serialises writers
 NOTIFY_CHANNEL = "blockd_journal"  # payload: the new journal head's seq
-
-
-@dataclass(frozen=True, slots=True)
-class Forced:
-    """Why the overblocking guard was overridden; recorded in the journal entry.
-
-    ``targets`` are the targets the guard refused (``refusals`` says why, as text for the
-    journal); they are stored with ``forced`` set, so the kernel may take them.
-    """
-
-    justification: str
-    refusals: tuple[str, ...]
-    targets: frozenset[Target] = frozenset()
-
-    def payload(self) -> dict[str, Any]:
-        return {"justification": self.justification, "refusals": list(self.refusals)}
-
-
-@dataclass(frozen=True, slots=True)
-class OrderSummary:
-    order: OrderRecord
-    targets: int
 
 
 class Store:
@@ -183,27 +162,7 @@ class Store:
         data checksums, pg_amcheck)."""
         if self.engine.dialect.name != "sqlite" or self.path is None:
             return []
-        deadline = time.monotonic() + budget
-        # a connection of its own: a pooled one answers from its page cache, which does
-        # not notice pages overwritten behind SQLite's back. Read-only, so closing it can
-        # never checkpoint a WAL into a damaged file.
-        try:
-            raw = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                  timeout=BUSY_TIMEOUT_MS / 1000)
-        except sqlite3.Error as exc:
-            return [str(exc)]
-        try:
-            raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 20_000)
-            rows = [str(r[0]) for r in raw.execute("PRAGMA quick_check(20)")]
-        except sqlite3.OperationalError as exc:
-            if "interrupt" in str(exc):
-                return None
-            return [str(exc)]
-        except sqlite3.DatabaseError as exc:
-            return [str(exc)]
-        finally:
-            raw.close()
-        return [] if rows == ["ok"] else rows
+        return quick_check(self.path, budget)
 
     def schema_version(self) -> int:
         with self._read() as session:
@@ -643,15 +602,16 @@ class Store:
     def hit_buckets(self, query: HitQuery) -> Iterator[HitBucket]:
         """Stored daily buckets matching ``query``."""
         with self._read() as session:
-            yield from hitsql.buckets(session, query)
+            yield from hitsql.buckets(hitsql.session_runner(session), query)
 
     def hit_summary(self, query: HitQuery, top: int | None = None) -> HitSummary:
         """What `blockd hits` prints: counts summed by the database (whole months from
         the monthly totals), client sketches merged for the groups shown."""
         with self._read() as session:
-            groups = hitsql.groups(session, query, top)
+            run = hitsql.session_runner(session)
+            groups = hitsql.groups(run, query, top)
             keys = [g[0] for g in groups] if top is not None else None
-            return from_groups(groups, lambda: hitsql.sketches(session, query, keys))
+            return from_groups(groups, lambda: hitsql.sketches(run, query, keys))
 
     def prune_hits(self, cutoffs: Mapping[str, date], default: date, *, actor: str,
                    at: datetime) -> JournalEntry | None:

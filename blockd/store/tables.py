@@ -11,8 +11,10 @@ from datetime import date, datetime
 from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3  # v2: targets.forced; v3: hits per channel with sketches, timeline,
-# verify runs
+# v2: targets.forced; v3: hits per channel with sketches, timeline, verify runs (the number
+# lives in engine.py, which the quick commands load without SQLAlchemy)
+from blockd.store.engine import SCHEMA_VERSION as SCHEMA_VERSION
+
 TABLES = ("meta", "orders", "targets", "journal", "hits", "hit_orders", "hit_months",
           "hit_days", "enforcements", "verify_runs")
 
