@@ -250,6 +250,19 @@ def test_a_stopped_server_leaves_the_daemon_enforcing(
             late = start_daemon(db, late_config, "--metrics", "127.0.0.1:0")  # type: ignore[arg-type]
             assert all(late.is_blocked(n) for n in BLOCKED)
             assert late.wait_health("snapshot").startswith("store unreadable")
+            # the CLI says so in one line; a daemon with no snapshot refuses to start
+            r = run_cli(config, db, "status")
+            assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+            assert "cannot connect" in r.stderr
+            bare = config.parent / "bare.toml"
+            bare.write_text(config.read_text().replace(
+                str(config.parent / "state"), str(config.parent / "empty-state")))
+            r = subprocess.run([sys.executable, "-m", "blockd", "serve", "dns", "--db", db,
+                                "--listen", "127.0.0.1:0"], capture_output=True, text=True,
+                               env={**os.environ, "BLOCKD_CONFIG": str(bare)}, timeout=60,
+                               check=False)
+            assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+            assert "no usable snapshot" in r.stderr or "no snapshot" in r.stderr
         finally:
             pg_server.start()
         for daemon in (d, late):
