@@ -263,6 +263,16 @@ def test_a_stopped_server_leaves_the_daemon_enforcing(
                                check=False)
             assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
             assert "no usable snapshot" in r.stderr or "no snapshot" in r.stderr
+            # and without a state directory at all: refused before anything is opened
+            none = config.parent / "none.toml"
+            none.write_text(config.read_text().replace(
+                f'state_dir = "{config.parent / "state"}"\n', ""))
+            r = subprocess.run([sys.executable, "-m", "blockd", "serve", "dns", "--db", db,
+                                "--listen", "127.0.0.1:0"], capture_output=True, text=True,
+                               env={**os.environ, "BLOCKD_CONFIG": str(none)}, timeout=60,
+                               check=False)
+            assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+            assert "store.state_dir: must be set" in r.stderr
         finally:
             pg_server.start()
         for daemon in (d, late):
