@@ -372,6 +372,12 @@ def test_migrate_from_sqlite_copies_everything_and_proves_it(
         a.close()
         b.close()
 
+    back = str(tmp_path / "back.db")  # and back to SQLite, the new order with it
+    r = blockd("store", "migrate", "--from", pg_url, "--to", back)
+    assert r.code == 0, r.err
+    assert blockd("audit", "verify", "--db", back).code == 0
+    assert blockd("check", "new.example", "--db", back).code == 0
+
     again = blockd("store", "migrate", "--from", src, "--to", pg_url)
     assert again.code == 2 and again.err.count("\n") == 1
     assert "--to:" in again.err and "not empty" in again.err
