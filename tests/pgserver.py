@@ -2,7 +2,8 @@
 
 PostgreSQL refuses to run as root, so under root the cluster is created and run as
 ``nobody`` (``runuser``); its files live in a temporary directory removed at the end.
-fsync is off: the tests prove blockd's behaviour, not the disk's. Each test gets a fresh
+fsync is off: the tests prove blockd's behaviour, not the disk's; the WAL is kept small
+(a test reads every file of the store for client addresses). Each test gets a fresh
 store in one shared database: every other connection to it is terminated and its schema
 dropped and created again (~10 ms, where a CREATE DATABASE costs ~190 ms here), so nothing
 a test left behind, connections included, reaches the next one.
@@ -70,7 +71,7 @@ class PgServer:
     def start(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=300")
+                   "-c max_connections=300 -c max_wal_size=64MB -c min_wal_size=32MB")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
                   "-t", "30", "-o", options, "start")
 
