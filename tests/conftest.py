@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite file per test and an in-process runner for the real CLI."""
+"""Shared fixtures: a real SQLite file per test, a real PostgreSQL server (one per session,
+a fresh database per test) and an in-process runner for the real CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dnsstub import StubUpstream
+from pgserver import STORES, PgServer
 
 from blockd.cli import main
 from blockd.config import load_config
@@ -36,6 +38,34 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "var" / "blockd.db"
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL cluster for the session, always stopped and removed at the end. A
+    server that cannot start fails the tests that need it (never skips them)."""
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """An empty database on the session's server, for this test alone."""
+    yield pg_server.fresh()
+    if not pg_server.running():  # a test that stopped the server failed half-way
+        pg_server.start()
+
+
+@pytest.fixture(params=STORES)
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store of a test that runs on both: a SQLite file path or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "var" / "blockd.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def blockd(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -54,8 +84,10 @@ def blockd(
     return run
 
 
-def db_digest(path: Path) -> str:
+def db_digest(path: Path | str) -> str:
     """A digest of every row of every table: equal digests mean an unchanged store."""
+    if str(path).startswith("postgresql://"):
+        return _pg_digest(str(path))
     con = sqlite3.connect(path)
     try:
         h = hashlib.sha256()
@@ -66,6 +98,66 @@ def db_digest(path: Path) -> str:
             for row in con.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
                 h.update(repr(row).encode())
         return h.hexdigest()
+    finally:
+        con.close()
+
+
+def _pg_digest(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        h = hashlib.sha256()
+        tables = [r[0] for r in con.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        for t in tables:
+            h.update(t.encode())
+            for row in con.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
+                h.update(repr(row).encode())
+        return h.hexdigest()
+
+
+def db_rows(db: Path | str, query: str) -> list[tuple[object, ...]]:
+    """The rows of ``query``, read behind blockd's back, on SQLite or PostgreSQL."""
+    if str(db).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(db)) as con:
+            return list(con.execute(query).fetchall())
+    con = sqlite3.connect(db)
+    try:
+        return list(con.execute(query).fetchall())
+    finally:
+        con.close()
+
+
+def stored_bytes(db: Path | str) -> bytes:
+    """Every byte the database keeps on disk: the SQLite file with its -wal/-shm, or the
+    PostgreSQL database's files (tables, indexes, TOAST) and the cluster's WAL."""
+    if str(db).startswith("postgresql://"):
+        (data,), (oid,) = (db_rows(db, "SHOW data_directory")[0],
+                           db_rows(db, "SELECT oid FROM pg_database "
+                                       "WHERE datname = current_database()")[0])
+        root = Path(str(data))
+        files = [*(root / "base" / str(oid)).iterdir(), *(root / "pg_wal").iterdir()]
+        return b"".join(p.read_bytes() for p in sorted(files) if p.is_file())
+    path = Path(db)
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
+def db_execute(db: Path | str, *statements: str) -> None:
+    """Run SQL behind blockd's back (a tamperer's edit), on SQLite or PostgreSQL."""
+    if str(db).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(db)) as con:
+            for statement in statements:
+                con.execute(statement)
+        return
+    con = sqlite3.connect(db)
+    try:
+        for statement in statements:
+            con.execute(statement)
+        con.commit()
     finally:
         con.close()
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Result, Runner, db_digest, on_a_terminal
+from conftest import Result, Runner, db_digest, db_execute, on_a_terminal
 
 REF = "FI-15124/2006"
 ADD = ["order", "add", REF, "--authority", "Copenhagen City Court", "--issued", "2006-10-25",
@@ -37,12 +37,14 @@ def error(r: Result, *fragments: str) -> str:
 
 
 @pytest.fixture
-def store(blockd: Runner, db: Path) -> Path:
+def store(blockd: Runner, store_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An initialised store the runner uses: a SQLite file, then a PostgreSQL database."""
+    monkeypatch.setenv("BLOCKD_DB", store_db)
     ok(blockd("init"))
-    return db
+    return store_db
 
 
-def test_allofmp3_end_to_end(blockd: Runner, store: Path) -> None:
+def test_allofmp3_end_to_end(blockd: Runner, store: str) -> None:
     out = json.loads(ok(blockd(*ADD, "allofmp3.com", "--json")).out)
     assert out["targets"] == ["allofmp3.com"] and out["jurisdiction"] == "DK"
     assert out["deadline"] == "7 working days"
@@ -78,7 +80,7 @@ def test_allofmp3_end_to_end(blockd: Runner, store: Path) -> None:
     assert json.loads(ok(blockd("order", "list", "--in-force", "--json")).out) == []
 
 
-def test_sunset_by_date_needs_no_command(blockd: Runner, store: Path) -> None:
+def test_sunset_by_date_needs_no_command(blockd: Runner, store: str) -> None:
     ok(blockd(*ADD, "--until", "2030-06-30", "allofmp3.com"))
     # a bare date is read in the policy's zone (Copenhagen) and covers that whole day
     assert blockd("check", "allofmp3.com", "--at", "2030-06-30T23:59:00+02:00").code == 0
@@ -91,7 +93,7 @@ def test_sunset_by_date_needs_no_command(blockd: Runner, store: Path) -> None:
     assert "not yet in force" not in ok(blockd("order", "show", "LATER-1")).out
 
 
-def test_idn_and_ipv6(blockd: Runner, store: Path) -> None:
+def test_idn_and_ipv6(blockd: Runner, store: str) -> None:
     ok(blockd(*ADD, "bücher.example", "2a01:4f8:0:0::/48", "45.33.32.156"))
     show = json.loads(ok(blockd("order", "show", REF, "--json")).out)
     assert sorted(show["targets"]) == ["2a01:4f8::/48", "45.33.32.156", "xn--bcher-kva.example"]
@@ -124,14 +126,14 @@ def test_idn_and_ipv6(blockd: Runner, store: Path) -> None:
         ("198.41.0.4", "root server"),
     ],
 )
-def test_overblocking_guard_refuses(blockd: Runner, store: Path, target: str,
+def test_overblocking_guard_refuses(blockd: Runner, store: str, target: str,
                                     reason: str) -> None:
     before = db_digest(store)
     error(blockd(*ADD, "allofmp3.com", target), "overblocking guard", reason)
     assert db_digest(store) == before
 
 
-def test_force_is_journaled(blockd: Runner, store: Path) -> None:
+def test_force_is_journaled(blockd: Runner, store: str) -> None:
     ok(blockd(*ADD, "allofmp3.com"))
     error(blockd("order", "target", "add", REF, "blogspot.com", "--justification", "x"),
           "--justification", "only meaningful with --force")
@@ -168,7 +170,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("extra", "field"), BAD_INPUTS)
 def test_bad_input_names_the_field_and_changes_nothing(
-    blockd: Runner, store: Path, extra: list[str], field: str
+    blockd: Runner, store: str, extra: list[str], field: str
 ) -> None:
     ok(blockd("order", "add", "EXISTING-1", "--authority", "Court", "--issued", "2020-01-01",
               "existing.example"))
@@ -204,7 +206,7 @@ def test_bad_input_names_the_field_and_changes_nothing(
         (["order", "frobnicate"], "No such command"),
     ],
 )
-def test_other_errors_are_one_line(blockd: Runner, store: Path, args: list[str],
+def test_other_errors_are_one_line(blockd: Runner, store: str, args: list[str],
                                    field: str) -> None:
     ok(blockd("order", "add", "EXISTING-1", "--authority", "Court", "--issued", "2020-01-01",
               "existing.example"))
@@ -236,36 +238,30 @@ def test_missing_and_locked_database(blockd: Runner, tmp_path: Path) -> None:
     assert r.code == 1 and "damaged" in r.out and "blockd store restore" in r.out, r
 
 
-def test_tamper_detection(blockd: Runner, store: Path) -> None:
+def test_tamper_detection(blockd: Runner, store: str) -> None:
     ok(blockd(*ADD, "allofmp3.com"))
     ok(blockd("order", "target", "add", REF, "mp3sparks.com"))
     ok(blockd("order", "suspend", REF, "--reason", "appeal"))
     ok(blockd("audit", "verify"))
-    con = sqlite3.connect(store)
-    con.execute("UPDATE journal SET payload = replace(payload, 'mp3sparks', 'innocent') "
-                "WHERE seq = 2")
-    con.commit()
+    db_execute(store, "UPDATE journal SET payload = replace(payload, 'mp3sparks', "
+               "'innocent') WHERE seq = 2")
     r = blockd("audit", "verify", "--json")
     assert r.code == 1
     problems = json.loads(r.out)["problems"]
     assert any(p.startswith("entry 2: content does not match its hash") for p in problems)
     # a direct edit of the order tables, with the journal intact, is caught too
-    con.execute("UPDATE journal SET payload = replace(payload, 'innocent', 'mp3sparks') "
-                "WHERE seq = 2")
-    con.execute("UPDATE orders SET status = 'active'")
-    con.commit()
+    db_execute(store, "UPDATE journal SET payload = replace(payload, 'innocent', "
+               "'mp3sparks') WHERE seq = 2", "UPDATE orders SET status = 'active'")
     r = blockd("audit", "verify")
     assert r.code == 1
     assert "status is 'active' in the table, 'suspended' in the journal" in r.out
-    con.execute("UPDATE orders SET status = 'suspended'")
-    con.execute("DELETE FROM journal WHERE seq = 2")
-    con.commit()
+    db_execute(store, "UPDATE orders SET status = 'suspended'",
+               "DELETE FROM journal WHERE seq = 2")
     r = blockd("audit", "verify")
     assert r.code == 1 and "sequence gap" in r.out
-    con.close()
 
 
-def test_import_all_or_nothing(blockd: Runner, store: Path, tmp_path: Path) -> None:
+def test_import_all_or_nothing(blockd: Runner, store: str, tmp_path: Path) -> None:
     ok(blockd(*ADD, "allofmp3.com"))
     good = tmp_path / "mirrors.txt"
     good.write_text("# clones\nmp3sparks.com\nallofmp3.com  # already there\n*.mp3clone.example\n"
@@ -289,7 +285,7 @@ def test_import_all_or_nothing(blockd: Runner, store: Path, tmp_path: Path) -> N
     assert db_digest(store) == before
 
 
-def test_export_rpz_loads_in_bind_and_unbound(blockd: Runner, store: Path,
+def test_export_rpz_loads_in_bind_and_unbound(blockd: Runner, store: str,
                                               tmp_path: Path) -> None:
     ok(blockd(*ADD, "allofmp3.com", "=exact.example", "*.wild.example", "bücher.example",
               "45.33.32.0/24", "45.33.33.7", "2a01:4f8::/48"))
@@ -340,7 +336,7 @@ def test_help_everywhere(blockd: Runner) -> None:
             assert "--db" in r.out, cmd
 
 
-def test_status_json(blockd: Runner, store: Path) -> None:
+def test_status_json(blockd: Runner, store: str) -> None:
     ok(blockd(*ADD, "allofmp3.com", "mp3sparks.com"))
     s = json.loads(ok(blockd("status", "--json")).out)
     assert s["orders"]["active"] == 1 and s["in_force"] == 1 and s["targets_in_force"] == 2

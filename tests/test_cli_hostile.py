@@ -133,6 +133,13 @@ def test_audit_log_escapes_control_characters_already_stored(blockd: Runner, db:
     assert "ok\\x0a" in r.out
 
 
+@pytest.fixture
+def db(store_db: str) -> str:
+    """This module's store: a SQLite file, then a PostgreSQL database (conftest's runner
+    and db_digest take either)."""
+    return store_db
+
+
 FREE_TEXT = ["--authority", "--requested-by", "--legal-basis", "--notice", "--contact",
              "--appeal", "--actor", "--justification", "reference", "--reason"]
 ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=40)  # surrogates too

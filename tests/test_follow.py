@@ -1,9 +1,11 @@
-"""Following the journal on a real SQLite file: changes, clock transitions, fail-closed."""
+"""Following the journal on a real SQLite file (and PostgreSQL where the store, not the
+file, is under test): changes, clock transitions, fail-closed."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -38,13 +40,22 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
-def test_follows_changes_and_time(store: Store) -> None:
+@pytest.fixture
+def any_store(store_db: str) -> Iterator[Store]:
+    s = Store.open(store_db, create=True)
+    s.init()
+    yield s
+    s.close()
+
+
+def test_follows_changes_and_time(any_store: Store) -> None:
+    store = any_store
     clock = FakeClock()
     store.add_order(order("A", effective_until=T0 + timedelta(minutes=10)),
                     [parse_target("allofmp3.com")], actor="t", at=T0)
 
     async def scenario() -> None:
-        f = IndexFollower(SharedStore(str(store.path)), {}, clock=clock)
+        f = IndexFollower(SharedStore(store.db), {}, clock=clock)
         swaps: list[int] = []
         f.on_swap(lambda p: swaps.append(p.seq))
         await f.load()

@@ -20,6 +20,13 @@ from blockd.store.store import Store
 DAY = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
 
 
+@pytest.fixture
+def db(store_db: str) -> str:
+    """This module's store: a SQLite file, then a PostgreSQL database (conftest's runner
+    and db_digest take either)."""
+    return store_db
+
+
 def day(n: float, hour: int = 10) -> datetime:
     return DAY + timedelta(days=n, hours=hour - 10)
 

@@ -8,9 +8,9 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,10 +21,11 @@ from pathlib import Path
 import dns.message
 import dns.query
 import pytest
-from conftest import db_digest
+from conftest import db_digest, db_rows, stored_bytes
 from dnsstub import StubUpstream
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pgserver import STORES, PgServer
 
 from blockd.core.hits import ERROR_3SIGMA, HitBucket, summarise
 from blockd.core.sketch import Sketch, merge_stored, union_estimate
@@ -79,9 +80,11 @@ def get(port: int, host: str, source: str) -> int:
         conn.close()
 
 
-@pytest.fixture
-def site(tmp_path: Path, upstream: StubUpstream) -> tuple[Path, Path]:
-    """(config, db): a DK order, and an order under a policy that feeds no client data."""
+@pytest.fixture(params=STORES)
+def site(request: pytest.FixtureRequest, tmp_path: Path, upstream: StubUpstream
+         ) -> tuple[Path, Path]:
+    """(config, db): a DK order, and an order under a policy that feeds no client data;
+    on SQLite, then on PostgreSQL (db is then its URL)."""
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "quiet.toml").write_text(
@@ -92,8 +95,11 @@ def site(tmp_path: Path, upstream: StubUpstream) -> tuple[Path, Path]:
         '[notice]\nipv4 = "127.0.0.80"\nresolve_cnames = false\n'
         f'[dns]\nupstream = ["127.0.0.1:{upstream.port}"]\nupstream_timeout = 0.3\n'
         'rate_limit = 100000\nrate_burst = 100000\n'
-        f'[policies]\ndir = "{policies}"\n[hits]\nflush_interval = 0.2\n')
+        f'[policies]\ndir = "{policies}"\n[hits]\nflush_interval = 0.2\n'
+        f'[store]\nstate_dir = "{tmp_path / "state"}"\n')
     db = tmp_path / "blockd.db"
+    if request.param == "postgresql":  # a str, as everything here passes str(db) on
+        db = request.getfixturevalue("pg_url")
     assert run_cli(config, db, "init").returncode == 0
     for args in (("DK-1", "--policy", "dk", "allofmp3.com"),
                  ("Q-1", "--policy", "quiet", "quiet.example")):
@@ -153,15 +159,17 @@ def test_hits_from_many_clients_are_counted_and_no_client_is_stored(
             assert get(http_port, "allofmp3.com", source) == 451
             assert get(http_port, "www.allofmp3.com", source) == 451
         time.sleep(1.0)  # two flush rounds
-        raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*") if p.is_file())
+        raw = stored_bytes(db)
     finally:
         stop(dns_proc)
         stop(http_proc)
-    raw += b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*") if p.is_file())
-    for client in DNS_CLIENTS + HTTP_CLIENTS:  # while running and after: text and binary
-        assert client.encode() not in raw
-        assert socket.inet_aton(client) not in raw
-        assert hashlib.sha256(client.encode()).hexdigest().encode() not in raw
+    raw += stored_bytes(db)
+    # while running and after: text and binary, in one pass (PostgreSQL's files are MBs)
+    forms = [f for client in DNS_CLIENTS + HTTP_CLIENTS for f in (
+        client.encode(), socket.inet_aton(client),
+        hashlib.sha256(client.encode()).hexdigest().encode())]
+    assert re.findall(b"|".join(re.escape(f) for f in forms), raw) == []
+    assert b"allofmp3.com" in raw  # the files read are the ones the store is written to
 
     by_channel = rows_by(hits(config, db, "--order", "DK-1", "--by", "channel",
                               "--since", "today"), "channel")
@@ -237,10 +245,9 @@ def test_prune_by_command_journals_once_and_keeps_what_is_due(
     assert r.returncode == 0, r.stderr
     done = json.loads(r.stdout)
     assert done["deleted"] == 2 and done["from"] == OLD and done["to"] == eleven
-    left = sqlite3.connect(db).execute("SELECT reference, day FROM hits").fetchall()
+    left = db_rows(db, "SELECT reference, CAST(day AS TEXT) FROM hits")
     assert left == [("DK-1", eleven)]
-    months = sqlite3.connect(db).execute(
-        "SELECT reference, month, count FROM hit_months").fetchall()
+    months = db_rows(db, "SELECT reference, month, count FROM hit_months")
     assert months == [("DK-1", eleven[:7], 1)]  # the monthly totals follow
     assert hits(config, db, "--order", "DK-1")["total"] == 1
     assert hits(config, db, "--by", "day")["total"] == 1  # and the totals per day
@@ -277,12 +284,11 @@ def test_timeline_records_each_channel_once_and_flags_a_late_order(
     assert "DEADLINE MISSED" in run_cli(config, db, "order", "show", "DK-LATE").stdout
     on_time = json.loads(run_cli(config, db, "order", "show", "DK-1", "--json").stdout)
     assert on_time["enforcement"]["verdict"] == "met"
-    rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM enforcements").fetchone()[0]
+    rows = db_rows(db, "SELECT COUNT(*) FROM enforcements")[0][0]
     dns_proc, _ = start(config, db, "dns")  # a restart applies the same entries again
     time.sleep(0.8)
     stop(dns_proc)
-    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM enforcements").fetchone()[0] \
-        == rows
+    assert db_rows(db, "SELECT COUNT(*) FROM enforcements")[0][0] == rows
     again = json.loads(run_cli(config, db, "order", "show", "DK-LATE", "--json").stdout)
     assert again["enforcement"] == first["enforcement"]  # the first times are kept
 
@@ -396,13 +402,19 @@ def test_summaries_sum_counts_and_order_busiest_first() -> None:
     assert damaged.damaged == 1 and damaged.clients == 1 and damaged.total == 2
 
 
-@pytest.fixture(scope="module")
-def spread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A store with buckets over 150 days of three orders, written as daemons write."""
+@pytest.fixture(scope="module", params=STORES)
+def spread(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[str]:
+    """A store with buckets over 150 days of three orders, written as daemons write (on
+    SQLite and on PostgreSQL, whose SQL for the sums differs)."""
     from blockd.store.store import Store
 
-    db = tmp_path_factory.mktemp("spread") / "blockd.db"
-    store = Store.open(str(db), create=True)
+    if request.param == "sqlite":
+        db = str(tmp_path_factory.mktemp("spread") / "blockd.db")
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        db = server.url(server.new_database())
+    store = Store.open(db, create=True)
     store.init()
     start = datetime(2026, 1, 20, tzinfo=UTC).date()
     batch = [HitBucket(start + timedelta(days=d), f"O-{o}", f"t{d % 3}.example", channel,
@@ -419,7 +431,7 @@ def spread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
        st.sampled_from(["order", "channel", "day"]))
 @settings(max_examples=60, deadline=None)
 def test_sums_over_months_and_days_agree_with_the_daily_buckets(
-        spread: Path, since_day: int, length: int, by: str) -> None:
+        spread: str, since_day: int, length: int, by: str) -> None:
     """Whole months come from the monthly totals, the ends from the days: the same sums
     as adding up every daily bucket, for any range."""
     from blockd.core.hits import HitQuery
@@ -428,7 +440,7 @@ def test_sums_over_months_and_days_agree_with_the_daily_buckets(
     start = datetime(2026, 1, 20, tzinfo=UTC).date()
     since = start + timedelta(days=since_day)
     query = HitQuery(since=since, until=since + timedelta(days=length), by=by)
-    store = Store.open(str(spread))
+    store = Store.open(spread)
     try:
         fast = store.hit_summary(query)
         slow = summarise(store.hit_buckets(query), by)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import db_execute
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -80,14 +81,14 @@ def _anchored(blockd: Any, db: Path) -> str:
     return anchor
 
 
-def test_an_anchor_catches_entries_deleted_from_the_end(blockd: Any, db: Path) -> None:
-    anchor = _anchored(blockd, db)
-    con = sqlite3.connect(db)  # the newest entry and its effect, both removed
-    con.execute("DELETE FROM journal WHERE seq = 2")
-    con.execute("DELETE FROM targets WHERE value = 'b.example'")
-    con.execute("UPDATE orders SET updated_seq = 1")
-    con.commit()
-    con.close()
+def test_an_anchor_catches_entries_deleted_from_the_end(
+        blockd: Any, store_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKD_DB", store_db)  # SQLite, then PostgreSQL
+    anchor = _anchored(blockd, Path(store_db))
+    # the newest entry and its effect, both removed
+    db_execute(store_db, "DELETE FROM journal WHERE seq = 2",
+               "DELETE FROM targets WHERE value = 'b.example'",
+               "UPDATE orders SET updated_seq = 1")
     assert blockd("audit", "verify").code == 0  # consistent in itself: undetectable alone
     r = blockd("audit", "verify", "--anchor", anchor)
     assert r.code == 1

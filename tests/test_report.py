@@ -17,6 +17,7 @@ import pytest
 from conftest import db_digest
 from daemons import free_port
 from dnsstub import StubUpstream
+from pgserver import STORES, PgServer
 from playwright.sync_api import sync_playwright
 from test_http_browser import ARTIFACTS, CHROMIUM, FLAGS
 
@@ -30,10 +31,12 @@ def run_cli(config: Path, db: Path, *args: str) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
-@pytest.fixture(scope="module")
-def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+@pytest.fixture(scope="module", params=STORES)
+def record(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Path, Path]]:
     """(config, db): an order received 20 days ago under the dk policy (7 working days),
-    amended, with a target added and one removed, enforced by real daemons, verified."""
+    amended, with a target added and one removed, enforced by real daemons, verified; in
+    a SQLite file, then in PostgreSQL (db is then its URL)."""
     tmp = tmp_path_factory.mktemp("report")
     dns_port, http_port = free_port(), free_port()
     with StubUpstream(["ok.example. 300 IN A 192.0.2.1"]) as upstream:
@@ -42,8 +45,12 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
             f'[dns]\nlisten = ["127.0.0.1:{dns_port}"]\n'
             f'upstream = ["127.0.0.1:{upstream.port}"]\nupstream_timeout = 0.3\n'
             f'[notice]\nlisten = ["127.0.0.1:{http_port}"]\nipv4 = "127.0.0.80"\n'
-            'resolve_cnames = false\n[hits]\nflush_interval = 0.2\n')
+            'resolve_cnames = false\n[hits]\nflush_interval = 0.2\n'
+            f'[store]\nstate_dir = "{tmp / "state"}"\n')
         db = tmp / "blockd.db"
+        if request.param == "postgresql":
+            server: PgServer = request.getfixturevalue("pg_server")
+            db = server.url(server.new_database())  # type: ignore[assignment]
         received = datetime.now(UTC) - timedelta(days=20)
         steps = [
             ("init",),

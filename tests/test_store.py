@@ -1,9 +1,13 @@
-"""The store on a real SQLite file: schema versions, WAL, locking, atomic writes."""
+"""The store on a real SQLite file and a real PostgreSQL server: schema versions, WAL,
+locking, atomic writes, typed errors."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,16 @@ def order(ref: str = "R-1") -> OrderRecord:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(store_db: str) -> Iterator[Store]:
+    """An initialised store: SQLite, then PostgreSQL."""
+    s = Store.open(store_db, create=True)
+    s.init()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
     s = Store.open(str(tmp_path / "b.db"), create=True)
     s.init()
     return s
@@ -173,9 +186,9 @@ def test_store_compile_equals_journal_replay(store: Store) -> None:
 
 
 def test_readers_see_committed_state_while_a_writer_holds_the_lock(
-    store: Store, tmp_path: Path
+    sqlite_store: Store, tmp_path: Path
 ) -> None:
-    store.add_order(order(), [parse_target("a.example")], actor="t", at=NOW)
+    sqlite_store.add_order(order(), [parse_target("a.example")], actor="t", at=NOW)
     con = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
     con.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
     con.execute("DELETE FROM targets")
@@ -184,7 +197,7 @@ def test_readers_see_committed_state_while_a_writer_holds_the_lock(
     con.execute("ROLLBACK")
 
 
-def test_locked_database_gives_a_clear_error(store: Store, tmp_path: Path,
+def test_locked_database_gives_a_clear_error(sqlite_store: Store, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import blockd.store.engine as mod
 
@@ -200,10 +213,12 @@ def test_locked_database_gives_a_clear_error(store: Store, tmp_path: Path,
     locked.add_order(order("L"), [], actor="t", at=NOW)
 
 
-def test_concurrent_writers_keep_the_chain(tmp_path: Path) -> None:
+def test_concurrent_writers_keep_the_chain(store_db: str) -> None:
     """Two writers racing: sequence numbers stay gapless and the chain verifies."""
-    path = str(tmp_path / "race.db")
-    Store.open(path, create=True).init()
+    path = store_db
+    first = Store.open(path, create=True)
+    first.init()
+    first.close()
     errors: list[BaseException] = []
 
     def writer(prefix: str) -> None:
@@ -214,6 +229,8 @@ def test_concurrent_writers_keep_the_chain(tmp_path: Path) -> None:
                             actor=prefix, at=NOW)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
+        finally:
+            s.close()
 
     threads = [threading.Thread(target=writer, args=(p,)) for p in ("x", "y")]
     for t in threads:
@@ -224,3 +241,86 @@ def test_concurrent_writers_keep_the_chain(tmp_path: Path) -> None:
     s = Store.open(path)
     assert [e.seq for e in s.journal()] == list(range(1, 31))
     assert s.verify() == []
+    s.close()
+
+
+def test_hits_add_sum_merge_and_prune_alike(store: Store) -> None:
+    """Counts add up, sketches merge, month and day totals follow, and retention deletes
+    by each order's policy, journaled once: the same on both databases (their SQL
+    differs: LEAST/GREATEST, DATE columns)."""
+    from datetime import timedelta
+
+    from blockd.core.hits import HitBucket, HitQuery
+    from blockd.core.sketch import Sketch
+
+    def sketch(*values: int) -> bytes:
+        s = Sketch()
+        for v in values:
+            s.add(int.from_bytes(hashlib.blake2b(v.to_bytes(8, "big")).digest()[:8], "big"))
+        return s.encode()
+
+    store.add_order(order("A"), [parse_target("a.example")], actor="t", at=NOW)
+    store.add_order(replace(order("B"), policy="uk"), [parse_target("b.example")],
+                    actor="t", at=NOW)
+    start = date(2026, 1, 25)
+    days = [start + timedelta(days=d) for d in range(0, 20, 3)]  # over a month end
+    for ref in ("A", "B"):
+        store.add_hits([HitBucket(d, ref, f"{ref.lower()}.example", "dns", 2, sketch(1, 2))
+                        for d in days])
+    store.add_hits([HitBucket(days[0], "A", "a.example", "dns", 5, sketch(3)),
+                    HitBucket(days[0], "A", "a.example", "http", 1, None)])
+    summary = store.hit_summary(HitQuery())
+    assert [(g.key, g.hits, g.first, g.last) for g in summary.groups] == [
+        ("A", 2 * len(days) + 6, days[0], days[-1]), ("B", 2 * len(days), days[0], days[-1])]
+    by_day = store.hit_summary(HitQuery(by="day", reference="A", since=days[0],
+                                        until=days[0]))
+    assert [(g.key, g.hits, g.clients) for g in by_day.groups] == [
+        (days[0].isoformat(), 8, 3)]
+    cutoff = days[3]  # B's policy keeps from days[3]; every other order only days[5] on
+    entry = store.prune_hits({"uk": cutoff}, days[5], actor="t", at=NOW)
+    assert entry is not None and entry.data["buckets"] == 5 + 3 + 1
+    assert {(r, d) for d, r, _, _ in store.hits()} == \
+        {("A", d) for d in days[5:]} | {("B", d) for d in days[3:]}
+    after = store.hit_summary(HitQuery(since=start, until=days[-1]))
+    assert [(g.key, g.hits, g.first) for g in after.groups] == [
+        ("B", 2 * len(days[3:]), days[3]), ("A", 2 * len(days[5:]), days[5])]
+    assert store.prune_hits({"uk": cutoff}, days[5], actor="t", at=NOW) is None
+    assert store.verify() == []
+
+
+WRITER = """
+import sys
+from datetime import UTC, date, datetime
+from blockd.core.model import OrderRecord
+from blockd.core.names import parse_target
+from blockd.store.store import Store
+now = datetime(2026, 1, 1, tzinfo=UTC)
+w = Store.open(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    w.add_order(OrderRecord(reference=f"W-{i}", authority="Court",
+                            issued_on=date(2025, 12, 1), received_at=now),
+                [parse_target(f"w{i}.example")], actor="w", at=now)
+w.close()
+"""
+
+
+def test_verify_is_not_fooled_by_a_concurrent_writer(store: Store) -> None:
+    """The journal and the tables are read apart; a write landing between the two must
+    not be reported as the tables disagreeing with the journal (on a store shared by
+    appliances, another machine writes at any time)."""
+    import subprocess
+    import sys
+
+    store.add_order(order("BASE"), [parse_target("base.example")], actor="t", at=NOW)
+    writes = 150
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, store.db, str(writes)],
+                              stderr=subprocess.PIPE, text=True)
+    found: list[list[str]] = []
+    try:
+        while writer.poll() is None:
+            found.append(store.verify())
+    finally:
+        _, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    assert len(store.journal()) == writes + 1 and len(found) > 5
+    assert [p for p in found if p] == []

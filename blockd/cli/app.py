@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 2
+OPENED: list[Store] = []  # closed when the command ends (root.main): a PostgreSQL
+# connection left to the garbage collector stays open on the server until then
 
 
 @dataclass
@@ -58,7 +60,9 @@ class App:
 
         if db is not None and not db.strip():
             raise InputError("--db", "must not be empty")
-        return Store.open(db or self.config.db, create=create)
+        store = Store.open(db or self.config.db, create=create)
+        OPENED.append(store)
+        return store
 
     def quick_store(self, db: str | None) -> Store | LiteStore:
         """The store for the quick commands (`check`, `status`, `order show`, `order

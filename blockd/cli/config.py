@@ -71,6 +71,10 @@ def show(app: App, db: str | None, as_json: bool) -> None:
         source = "file" if key in raw.get(section, {}) else "default"
         if (section, key) == ("store", "db") and db:
             value, source = db, ("environment" if db == env_db else "flag")
+        if (section, key) == ("store", "db"):  # a URL's password is not printed
+            from blockd.store.engine import redact
+
+            value = redact(str(value))
         rows.append({"key": f"{section}.{key}", "value": _shown(value), "source": source})
     where = (str(path) if path is not None else
              f"none ({SYSTEM_CONFIG} not present; built-in defaults)")

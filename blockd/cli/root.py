@@ -251,4 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # every write is one transaction: nothing was half done
         click.echo("blockd: interrupted (a change is written whole or not at all)", err=True)
         return 130
+    finally:
+        _close_stores()
     return result if isinstance(result, int) else 0
+
+
+def _close_stores() -> None:
+    """Close the stores the command opened (closing twice is harmless)."""
+    from blockd.cli.app import OPENED
+
+    while OPENED:
+        OPENED.pop().close()

@@ -221,8 +221,14 @@ def serve_rpz_cmd(app: App, listen: tuple[str, ...], zone: str | None,
 def _startable(config: Config, instance: str) -> None:
     """Fail now, with one clear line, if the daemon could start from neither the store
     nor its snapshot of the last good policy (the core would find the same later)."""
+    from blockd.core.model import InputError
+    from blockd.store.engine import is_postgres
     from blockd.store.snapshot import snapshot_path
 
+    if is_postgres(config.db) and config.state_dir is None:  # not ./var/state by chance
+        raise InputError("store.state_dir", "must be set when the store is PostgreSQL "
+                         "(there is no database file to keep the daemons' snapshots "
+                         "beside)")
     try:
         Store.open(config.db).close()
     except BlockdError as exc:

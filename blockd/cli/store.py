@@ -110,6 +110,7 @@ def restore_cmd(app: App, file: Path, reason: str | None, yes: bool, actor: str 
     target = _db(app, db)
     why = _text("--reason", reason) if reason is not None else f"restored from {file}"
     who = default_actor(actor)
+    ops.sqlite_path(target)  # PostgreSQL: pg_restore, said before anything is read
     ops.prove(file)  # refuse a bad backup before touching anything
     _confirm(yes, f"Replace the live store {ops.sqlite_path(target)} with {file}?")
     before = ops.live_head(target)
@@ -175,6 +176,29 @@ def adopt_cmd(app: App, extra: tuple[str, ...], reason: str, yes: bool, actor: s
          + ", ".join(f"seq {s} ({h[:16]})" for s, h in replaced))
 
 
+@store_group.command("migrate")
+@click.option("--from", "source", metavar="DB", required=True,
+              help="The store to copy (a SQLite path or a URL).")
+@click.option("--to", "destination", metavar="DB", required=True,
+              help="An empty database to copy it into, e.g. postgresql://user@host/blockd.")
+@json_option
+def migrate_cmd(source: str, destination: str, as_json: bool) -> None:
+    """Copy a whole store (orders, targets, journal, hits, enforcement timeline, verify
+    runs) into an empty database, in one transaction, and prove the copy (journal chain,
+    tables == replay). The source is only read; a destination that holds any table is
+    refused. Stop the writers first: entries appended to the source afterwards are not
+    copied."""
+    from blockd.store.copy import migrate
+
+    copied = migrate(source, destination)
+    emit(as_json, {"from": copied.source, "to": copied.destination, "rows": copied.rows,
+                   "seq": copied.seq, "head": copied.head},
+         f"copied {copied.source} to {copied.destination}: journal seq {copied.seq} "
+         f"({(copied.head or '-')[:16]}), {copied.rows['orders']} orders, "
+         f"{copied.rows['targets']} targets, {copied.rows['journal']} journal entries, "
+         f"{copied.rows['hits']} hit buckets; proven")
+
+
 def _damaged(as_json: bool, where: str, problems: list[str], pages: bool | None) -> int:
     data = {"database": where, "intact": False, "problems": problems[:20],
             "pages_checked": pages, "recover": RESTORE_HELP}
@@ -206,9 +230,11 @@ def check_cmd(app: App, budget: float, db: str | None, as_json: bool) -> int:
         store.close()
     if problems:
         return _damaged(as_json, store.where, problems, pages is not None)
+    checked = pages is not None and not store.postgres  # SQLite's page check only
     data = {"database": store.where, "intact": True, "problems": [],
-            "pages_checked": pages is not None}
+            "pages_checked": checked}
     emit(as_json, data, f"{store.where}: intact" + (
-        "" if pages is not None else f" (journal proven; the page check ran out of its "
+        "" if checked else " (journal proven; the pages are PostgreSQL's: pg_amcheck)"
+        if store.postgres else f" (journal proven; the page check ran out of its "
         f"{budget:.0f} s budget)"))
     return 0

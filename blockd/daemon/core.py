@@ -9,6 +9,7 @@ them all and flushes the hits that were counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +22,7 @@ from blockd.core.index import BlockIndex
 from blockd.core.model import Action
 from blockd.daemon.metrics import StatsCollector
 from blockd.daemon.tasks import Tasks
+from blockd.store.engine import is_postgres
 from blockd.store.follow import Clock, IndexFollower, utcnow
 from blockd.store.hits import HitCounter
 from blockd.store.retention import daemon_actor, prune
@@ -77,6 +79,8 @@ class Core:
         self.reload_errors = 0  # reloads refused for a broken file (process.reload_core)
         self._started = False
         self._verifying: asyncio.Task[Any] | None = None
+        self._wake = asyncio.Event()  # a journal notification arrived: poll now
+        self.listening: bool | None = None  # PostgreSQL LISTEN in place (None: SQLite)
 
     # -- what the daemons read -------------------------------------------------------
 
@@ -132,11 +136,30 @@ class Core:
         await self.follower.load()
         self._started = True
         self._verifying = self.tasks.spawn(self._prove())  # serving meanwhile
-        self.tasks.spawn(self._every(self.follow_interval, self.follower.poll))
+        self.tasks.spawn(self._follow())
+        if is_postgres(self.config.db):  # other hosts write: they say so at commit
+            from blockd.store.listen import listen
+
+            self.tasks.spawn(listen(self.config.db, self._wake.set, self._listening))
         self.tasks.spawn(self._every(self.config.hits_flush_interval, self._flush))
         self.tasks.spawn(self._every(SNAPSHOT_INTERVAL, self.follower.save_snapshot))
         self.tasks.spawn(self._every(self.config.store_check_interval, self._check))
         self.tasks.spawn(self._every(PRUNE_INTERVAL, self.prune_hits, first=PRUNE_FIRST))
+
+    async def _follow(self) -> None:
+        """Poll the journal every ``follow_interval``, and at once when woken (a
+        PostgreSQL notification): one poll at a time, so swaps stay in journal order."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.follow_interval)
+            self._wake.clear()
+            try:
+                await self.follower.poll()
+            except Exception:  # a failing round must not end the loop
+                log.exception("background step failed")
+
+    def _listening(self, up: bool) -> None:
+        self.listening = up
 
     async def prune_hits(self) -> None:
         """Delete hit buckets past their policy's retention (one journal entry per run

@@ -159,6 +159,10 @@ class StatsCollector(Collector):
                     "while the last good policy is enforced without it", 1.0 if f.healthy else 0.0)
         yield counter("blockd_store_errors", "Failed or refused polls of the order store",
                       f.stats.store_errors)
+        if core.listening is not None:  # PostgreSQL only
+            yield gauge("blockd_store_listening",
+                        "1 while a LISTEN for journal notifications is in place (PostgreSQL;"
+                        " 0: following by polling alone)", 1.0 if core.listening else 0.0)
         yield gauge("blockd_store_unproven",
                     "Differences between the order tables and the journal at the last "
                     "load (the index then comes from the journal alone)", len(f.unproven))

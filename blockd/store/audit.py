@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
 
 def verify(store: Store) -> list[str]:
-    """Problems found (empty = the journal is intact and the tables match it)."""
+    """Problems found (empty = the journal is intact and the tables match it), read in
+    one snapshot: a write committed meanwhile is in both or in neither."""
+    with store.snapshot():
+        return _verify(store)
+
+
+def _verify(store: Store) -> list[str]:
     entries = store.journal()
     problems: list[str] = [str(f) for f in verify_chain(entries)]
     book = OrderBook()

@@ -1,8 +1,8 @@
 """Opening a store: the database URL, the SQLite pragmas, the file probe, typed errors.
 
 Errors carry their cause as a type (``StoreLocked``, ``StoreDamaged``...), decided from the
-driver's error code, never from its message text; each still prints as one line naming
-the database.
+driver's error code (SQLite's result code, PostgreSQL's SQLSTATE), never from its message
+text; each still prints as one line naming the database (never its password).
 """
 
 from __future__ import annotations
@@ -67,10 +67,20 @@ class StoreConflict(StoreError):
     """A write broke a uniqueness or foreign-key rule (a concurrent change)."""
 
 
+PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(PG_SCHEMES)
+
+
 def database_url(db: str) -> tuple[str, Path | None]:
     """A URL stays a URL; anything else is a SQLite file path. The path is the SQLite file
-    behind the URL when there is one (``sqlite:///file:PATH?mode=ro&uri=true`` included)."""
+    behind the URL when there is one (``sqlite:///file:PATH?mode=ro&uri=true`` included).
+    ``postgresql://`` means psycopg 3 (SQLAlchemy's default for it is psycopg2)."""
     if "://" in db:
+        if is_postgres(db):
+            return "postgresql+psycopg://" + db.split("://", 1)[1], None
         if not db.startswith("sqlite:///"):
             return db, None
         name, _, query = db.removeprefix("sqlite:///").partition("?")
@@ -95,16 +105,62 @@ _BY_SQLITE_CODE: dict[int, type[StoreError]] = {
 }
 
 
+# PostgreSQL SQLSTATEs: the exact code first, then its two-character class
+_BY_SQLSTATE: dict[str, type[StoreError]] = {
+    "3D000": StoreMissing,  # invalid_catalog_name: no such database
+    "42P01": StoreSchemaError,  # undefined_table: not initialised (or another schema)
+    "42703": StoreSchemaError,  # undefined_column
+    "40001": StoreLocked,  # serialization_failure
+    "40P01": StoreLocked,  # deadlock_detected
+    "55P03": StoreLocked,  # lock_not_available (lock_timeout)
+    "57014": StoreLocked,  # query_canceled (statement_timeout)
+    "53100": StoreFull,  # disk_full
+    "25006": StoreReadOnly,  # read_only_sql_transaction (a hot standby)
+    "42501": StoreReadOnly,  # insufficient_privilege
+    "XX001": StoreDamaged,  # data_corrupted
+    "XX002": StoreDamaged,  # index_corrupted
+    "08": StoreMissing,  # connection exception
+    "28": StoreMissing,  # invalid authorization: this user cannot open it
+    "57": StoreMissing,  # operator intervention: shut down, starting up, terminated
+    "23": StoreConflict,  # integrity constraint violation
+}
+
+
+def _pg_kind(orig: BaseException | None) -> type[StoreError] | None:
+    """The StoreError type for a psycopg error, None if ``orig`` is not one. A connection
+    that never reached a server (refused, unreachable) carries no SQLSTATE."""
+    if orig is None or not type(orig).__module__.startswith("psycopg"):
+        return None
+    state = getattr(orig, "sqlstate", None)
+    if not state:
+        import psycopg
+
+        return StoreMissing if isinstance(orig, psycopg.OperationalError) else StoreError
+    return _BY_SQLSTATE.get(state) or _BY_SQLSTATE.get(state[:2]) or StoreError
+
+
 def explain(exc: DBAPIError, where: str) -> StoreError:
     """The typed, one-line error for a driver error raised through SQLAlchemy."""
     return explain_driver(exc.orig if exc.orig is not None else exc, where)
 
 
 def explain_driver(orig: BaseException, where: str) -> StoreError:
-    """The typed, one-line error for the driver's own error (``sqlite3.Error``)."""
-    message = str(orig)
+    """The typed, one-line error for the driver's own error (``sqlite3.Error``, a
+    psycopg error)."""
+    message = " ".join(str(orig).split())
     code = getattr(orig, "sqlite_errorcode", None)
     kind = _BY_SQLITE_CODE.get(code & 0xFF, StoreError) if isinstance(code, int) else StoreError
+    pg = _pg_kind(orig)
+    if pg is not None:
+        if pg is StoreLocked:
+            return pg(f"database {where}: another writer held the lock for longer than "
+                      f"{BUSY_TIMEOUT_MS // 1000} s; try again ({message})")
+        if pg is StoreMissing and not getattr(orig, "sqlstate", None):
+            return pg(f"cannot connect to database {where}: {message}")
+        if pg is StoreSchemaError:
+            return pg(f"database {where} is not initialised (run `blockd init`) or not a "
+                      f"blockd database: {message}")
+        return pg(f"database {where}: {message}")
     if kind is StoreLocked:
         return kind(f"database {where} is locked by another process "
                     f"(waited {BUSY_TIMEOUT_MS // 1000} s); try again")
@@ -115,17 +171,41 @@ def explain_driver(orig: BaseException, where: str) -> StoreError:
     return kind(f"database {where}: {message}")
 
 
+CONNECT_TIMEOUT_S = 5  # a PostgreSQL server that does not answer is unreachable
+
+
 def make_engine(db: str, url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL
+    a connect timeout (a daemon must notice an unreachable server, not hang on it), a
+    pool that tests connections, so a restarted server is used again, and no server-side
+    prepared statements: their generic plan for a lookup of 500 target values ignored
+    the values' index (10k targets added to an order of 20k took 13 s instead of 1 s)."""
     from sqlalchemy import create_engine
 
+    kwargs: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        kwargs = {"pool_pre_ping": True,
+                  "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S,
+                                   "application_name": "blockd",
+                                   "prepare_threshold": None}}
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, **kwargs)
     except Exception as exc:  # bad URL or missing driver: one line, no traceback
-        raise StoreError(f"cannot use database {db!r}: {exc}") from None
+        raise StoreError(f"cannot use database {redact(db)!r}: "
+                         f"{' '.join(str(exc).split())}") from None
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine)
     return engine
+
+
+def redact(db: str) -> str:
+    """``db`` without a password (URLs are printed in errors and status lines)."""
+    scheme, sep, rest = db.partition("://")
+    if not sep or "@" not in rest:
+        return db
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -37,6 +37,7 @@ def session_runner(session: Session) -> Run:
     return run
 
 BATCH = 500
+DAY_TEXT = "CAST(day AS TEXT)"  # a DATE column is text in SQLite, a date in PostgreSQL
 _GROUP_KEYS = {"order": "reference", "target": "reference || ' ' || target", "day": "day",
                "channel": "channel"}
 
@@ -73,12 +74,15 @@ def add(session: Session, buckets: Sequence[HitBucket]) -> None:
         total[1] += int(new)
     _upsert(session, "hits", ("reference", "day", "target", "channel"), buckets)
     _upsert(session, "hit_orders", ("reference", "day", "channel"), list(orders.values()))
+    # the smaller/larger of two values: SQLite's scalar MIN/MAX, SQL's LEAST/GREATEST
+    least, greatest = (("MIN", "MAX") if session.get_bind().dialect.name == "sqlite"
+                       else ("LEAST", "GREATEST"))
     session.execute(text(
         "INSERT INTO hit_months (reference, month, channel, count, first_day, last_day, "
         "buckets) VALUES (:r, :m, :c, :n, :f, :l, :b) ON CONFLICT (reference, month, channel) "
         "DO UPDATE SET count = hit_months.count + excluded.count, "
-        "first_day = MIN(hit_months.first_day, excluded.first_day), "
-        "last_day = MAX(hit_months.last_day, excluded.last_day), "
+        f"first_day = {least}(hit_months.first_day, excluded.first_day), "
+        f"last_day = {greatest}(hit_months.last_day, excluded.last_day), "
         "buckets = hit_months.buckets + excluded.buckets"),
         [{"r": r, "m": m, "c": c, "n": n, "f": f.isoformat(), "l": last.isoformat(), "b": nb}
          for (r, m, c), (n, f, last, nb) in months.items()])
@@ -134,7 +138,7 @@ def _upsert(session: Session, table: str, key: tuple[str, ...],
     sql = (f"INSERT INTO {table} ({columns}, count, clients) "
            f"VALUES ({', '.join([mark] * (len(key) + 2))}) "
            f"ON CONFLICT ({columns}) DO UPDATE SET count = {table}.count + excluded.count, "
-           "clients = COALESCE(excluded.clients, clients)")
+           f"clients = COALESCE(excluded.clients, {table}.clients)")
     for start in range(0, len(buckets), BATCH * 10):
         chunk = buckets[start:start + BATCH * 10]
         keys = [tuple(_column(b, c) for c in key) for b in chunk]
@@ -219,11 +223,11 @@ def groups(run: Run, query: HitQuery, top: int | None) -> list[GroupRow]:
         for tag, days in (("h", head), ("t", tail)):
             if days is not None:
                 where, p = _filter(query, "hit_orders", days[0], days[1], "day", tag)
-                parts.append(f"SELECT {key} AS key, count, day AS lo, day AS hi, 1 AS buckets "
-                             f"FROM hit_orders{where}")
+                parts.append(f"SELECT {key} AS key, count, {DAY_TEXT} AS lo, {DAY_TEXT} AS "
+                             f"hi, 1 AS buckets FROM hit_orders{where}")
                 params.update(p)
         sql = (f"SELECT key, SUM(count) AS hits, MIN(lo), MAX(hi), SUM(buckets) FROM "
-               f"({' UNION ALL '.join(parts)}) GROUP BY key ORDER BY {order}{limit}")
+               f"({' UNION ALL '.join(parts)}) AS parts GROUP BY key ORDER BY {order}{limit}")
     elif table == "hit_orders" and query.reference is None:  # by day, all orders
         where, params = _filter(query, "hit_days", query.since, query.until)
         sql = (f"SELECT day AS key, SUM(count) AS hits, day, day, SUM(buckets) "
@@ -306,10 +310,11 @@ def prune(session: Session, cutoffs: Mapping[str, date], default: date
             session.execute(text(f"DELETE FROM {table} WHERE {refs} AND day < :d"), params)
         session.execute(text(f"DELETE FROM hit_months WHERE {refs} AND month <= :m"), params)
         session.execute(text(
+            # :m typed once: PostgreSQL refuses a parameter read as varchar and as text
             "INSERT INTO hit_months (reference, month, channel, count, first_day, last_day, "
-            f"buckets) SELECT reference, :m, channel, SUM(count), MIN(day), MAX(day), "
-            f"COUNT(*) FROM hit_orders WHERE {refs} AND day >= :d AND substr(day, 1, 7) = :m "
-            "GROUP BY reference, channel"), params)
+            "buckets) SELECT reference, CAST(:m AS TEXT), channel, SUM(count), MIN(day), "
+            f"MAX(day), COUNT(*) FROM hit_orders WHERE {refs} AND day >= :d "
+            f"AND substr({DAY_TEXT}, 1, 7) = :m GROUP BY reference, channel"), params)
     if deleted:  # the days before the latest cutoff, summed again from what is kept
         latest = max(cutoff for _, _, cutoff in groups_).isoformat()
         session.execute(text("DELETE FROM hit_days WHERE day < :d"), {"d": latest})

@@ -40,13 +40,18 @@ class SharedStore:
         return store
 
     def drop(self, store: Store | None = None) -> None:
-        """Forget the handle (``store``: only if it is still the current one)."""
+        """Forget the handle (``store``: only if it is still the current one). A
+        PostgreSQL handle is closed at once: retiring is for SQLite's WAL, and a retired
+        pool would hold its server connections."""
         with self._lock:
             if self._store is None or (store is not None and store is not self._store):
                 return
-            self._retired.append(self._store)
-            self._store = None
-            del self._retired[:-RETIRED]
+            dropped, self._store = self._store, None
+            if not dropped.postgres:
+                self._retired.append(dropped)
+                del self._retired[:-RETIRED]
+        if dropped.postgres:
+            dropped.close()
 
     def named_before(self, subject: str) -> bool:
         """:class:`blockd.core.ports.PastBlocks` for the notice server."""
