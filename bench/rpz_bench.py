@@ -86,6 +86,15 @@ def transfer(port: int, query: dns.message.Message) -> tuple[float, int, int]:
         return time.perf_counter() - start, messages, records
 
 
+def proof(log: Path) -> str:
+    """Whether the daemon's start-up proof of the tables had finished (its log line)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if "order tables proven against the journal" in line:
+            seconds = line.split("seconds=", 1)[1].split()[0]
+            return f"finished (it took {seconds} s)"
+    return "still running"
+
+
 def soa_serial(port: int) -> int:
     r = dns.query.udp(dns.message.make_query(ZONE, "SOA"), HOST, port=port, timeout=5)
     return int(r.answer[0][0].serial)
@@ -108,9 +117,10 @@ def main() -> None:
         print(f"store: {n:,} targets imported in {time.monotonic() - t:.1f} s")
 
         t = time.monotonic()
+        log = Path(tmp) / "serve.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "blockd", "serve", "rpz", "--db", str(db), "--listen",
-             f"{HOST}:0"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+             f"{HOST}:0"], env=env(), stdout=subprocess.PIPE, stderr=log.open("w"),
             text=True)
         try:
             assert proc.stdout is not None
@@ -118,7 +128,8 @@ def main() -> None:
             if "listening on" not in line:
                 raise SystemExit(f"serve rpz did not start: {line}")
             port = int(line.split("listening on ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
-            print(f"serve rpz: serving in {time.monotonic() - t:.1f} s, RSS "
+            serving = time.monotonic()
+            print(f"serve rpz: serving in {serving - t:.1f} s, RSS "
                   f"{vm(proc.pid, 'VmRSS'):.0f} MB")
 
             seconds, messages, records = transfer(port, dns.message.make_query(ZONE, "AXFR"))
@@ -138,8 +149,9 @@ def main() -> None:
                     time.sleep(0.01)
                 done = time.monotonic()
                 print(f"{label} change: new serial {done - committed:.2f} s after the CLI "
-                      f"returned (the CLI itself {committed - t:.2f} s); RSS "
-                      f"{vm(proc.pid, 'VmRSS'):.0f} MB")
+                      f"returned (the CLI itself {committed - t:.2f} s), "
+                      f"{committed - serving:.1f} s after serving began; proof of the "
+                      f"tables {proof(log)}; RSS {vm(proc.pid, 'VmRSS'):.0f} MB")
             q = dns.message.make_query(ZONE, "IXFR")
             q.authority = [dns.rrset.from_text(ZONE, 0, "IN", "SOA",
                                                f"localhost. h. {before} 1 1 1 1")]
