@@ -353,7 +353,7 @@ class SlotWire:
                     template = templates[codes] = self._template(codes)
             if template is None:
                 total += sum(1 for _ in self._slow(name))
-            elif max(map(len, name.split("."))) <= 63:
+            elif len(name) <= 63 or max(map(len, name.split("."))) <= 63:
                 total += len(template)
         for key in index.net_slots():
             total += sum(1 for _ in self._slow(key))
