@@ -81,8 +81,9 @@ HISTORY_TIMES = 1000  # install times kept (a secondary further behind is at the
 
 
 def secondary_serial(entry: dict[str, Any]) -> int | None:
-    """The serial a secondary is known to hold: the last it fetched, or the current one
-    it said it had (an IXFR answered "up to date"), whichever came later."""
+    """The serial a secondary is known to hold: that of its last transfer answer (an
+    IXFR answered "up to date" is one: it holds the current serial then). A SOA query
+    alone says nothing of what it holds."""
     transfer = entry.get("transfer")
     if isinstance(transfer, dict) and isinstance(transfer.get("serial"), int):
         return int(transfer["serial"])
