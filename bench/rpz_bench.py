@@ -150,9 +150,11 @@ def main() -> None:
                   f"(goal < {GOAL_AXFR_S:.0f} s: {ok}); daemon peak RSS {peak:.0f} MB")
 
             # the first changes after a start come while the daemon's background proof of
-            # the tables (a replay of the journal) runs; the third after it has finished
+            # the tables (a replay of the journal) runs; the third right after it has
+            # finished, the fourth in the steady state
             for label, target in (("first", "one-more.example"), ("second", "two-more.example"),
-                                  ("third", "three-more.example")):
+                                  ("third", "three-more.example"),
+                                  ("fourth", "four-more.example")):
                 if label == "third":
                     wait_for_proof(log, proc)
                 before = soa_serial(port)
