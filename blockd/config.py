@@ -109,6 +109,7 @@ class Config:
     rpz_notify: tuple[Address, ...] = ()
     rpz_allow_transfer: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     rpz_tsig_key: Path | None = None
+    rpz_metrics: Address | None = None  # its /metrics and /healthz (9256 if no port given)
     notice_listen: tuple[Address, ...] = (("127.0.0.1", 8080),)
     isp_name: str = "Your internet provider"
     isp_contact: str = ""

@@ -210,6 +210,8 @@ class _RpzTable(_Table):
     rpz_allow_transfer: Annotated[tuple[str, ...], BeforeValidator(_networks)] = Field(
         _CONFIG.rpz_allow_transfer, alias="allow_transfer")
     rpz_tsig_key: _Path | None = Field(_CONFIG.rpz_tsig_key, alias="tsig_key")
+    rpz_metrics: Annotated[Address | None, _metrics_address(9256)] = Field(
+        _CONFIG.rpz_metrics, alias="metrics")
 
 
 class _HitsTable(_Table):

@@ -23,13 +23,14 @@ def test_full_file(tmp_path: Path) -> None:
     path.write_text(
         '[store]\ndb = "/var/lib/blockd/b.db"\n[policies]\ndir = "pol"\n'
         '[notice]\nipv4 = "192.0.2.80"\nipv6 = "2001:db8::80"\nurl = "https://isp.example/b"\n'
-        '[rpz]\nzone = "RPZ.ISP.example"\n'
+        '[rpz]\nzone = "RPZ.ISP.example"\nmetrics = "127.0.0.1"\n'
         '[dns]\nlisten = ["[::1]:53", "127.0.0.1:53"]\nupstream = ["192.0.2.53"]\n'
         'workers = 2\nallow = ["10.0.0.0/8"]\nrate_limit = 50\n'
         '[hits]\nflush_interval = 1.5\n')
     c = load_config(path)
     assert c.policies_dir == tmp_path / "pol"
     assert c.rpz_zone == "rpz.isp.example."
+    assert c.rpz_metrics == ("127.0.0.1", 9256)  # the rpz daemon's default metrics port
     assert c.dns.listen == (("::1", 53), ("127.0.0.1", 53))
     assert c.dns.upstream == (("192.0.2.53", 53),)
     assert (c.dns.workers, c.dns.rate_limit, c.hits_flush_interval) == (2, 50.0, 1.5)
@@ -79,6 +80,7 @@ BAD_VALUES = [
     ("rpz", "notify", "'127.0.0.1'", 'must be a list of "ADDRESS:PORT" strings'),
     ("rpz", "allow_transfer", "['10.0.0.0/33']", "'10.0.0.0/33' does not appear to be an"),
     ("rpz", "tsig_key", "1", "must be a path string, got 1"),
+    ("rpz", "metrics", "9256", 'must be "ADDRESS:PORT" or "", got 9256'),
     ("dns", "listen", "['127.0.0.1:65536']", "'127.0.0.1:65536' has a bad port"),
     ("dns", "upstream", "[53]", 'must be a non-empty list of "ADDRESS:PORT" strings'),
     ("dns", "workers", "0", "must be a positive integer, got 0"),

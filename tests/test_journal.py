@@ -114,9 +114,26 @@ def test_an_anchor_catches_a_rewritten_history(blockd: Any, db: Path) -> None:
     assert r.code == 1 and "anchor 2: entry 2 has hash" in r.out and "rewritten" in r.out
 
 
-@pytest.mark.parametrize("bad", ["2", "x:abc", "2:" + "g" * 64, "2:" + "a" * 63, ""])
+def test_an_anchor_may_be_spelt_hash_at_seq(blockd: Any, db: Path) -> None:
+    """HASH@SEQ (as the issue writes it) is the same anchor as SEQ:HASH, and catches the
+    same rewrite."""
+    seq, digest = _anchored(blockd, db).split(":")
+    r = blockd("audit", "verify", "--anchor", f"{digest}@{seq}", "--json")
+    assert r.code == 0 and json.loads(r.out)["ok"] is True
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
+    for spelling in (f"{wrong}@{seq}", f"{seq}:{wrong}"):
+        r = blockd("audit", "verify", "--anchor", spelling)
+        assert r.code == 1 and "anchor 2: entry 2 has hash" in r.out, spelling
+    r = blockd("audit", "verify", "--anchor", f"{digest}@9")
+    assert r.code == 1 and "anchor 9: the journal no longer has entry 9" in r.out
+
+
+@pytest.mark.parametrize("bad", ["2", "x:abc", "2:" + "g" * 64, "2:" + "a" * 63, "",
+                                 "a" * 64 + "@", "a" * 64 + "@x", "@2", "g" * 64 + "@2",
+                                 "2:" + "a" * 64 + "@2", "2@" + "a" * 64])
 def test_a_malformed_anchor_is_a_one_line_error(blockd: Any, db: Path, bad: str) -> None:
     _anchored(blockd, db)
     r = blockd("audit", "verify", "--anchor", bad)
     assert r.code == 2 and r.err.startswith("blockd: error: --anchor: ")
+    assert "SEQ:HASH" in r.err and "HASH@SEQ" in r.err
     assert len(r.err.strip().splitlines()) == 1

@@ -41,6 +41,7 @@ from blockd.daemon.dns import DnsDaemon
 from blockd.daemon.http import HttpDaemon
 from blockd.daemon.metrics import STALE_AFTER, WorkerFiles, histogram, merge, nft_group
 from blockd.daemon.process import reload_core
+from blockd.daemon.rpz import RpzDaemon
 from blockd.dns.answers import BlockedAnswers
 from blockd.dns.service import DnsService
 from blockd.dns.upstream import DURATION_BUCKETS, Upstreams, UpstreamStats
@@ -190,7 +191,8 @@ def running(tmp_path_factory: pytest.TempPathFactory,
         '[notice]\nipv4 = "127.0.0.80"\nresolve_cnames = false\n'
         f'listen = ["127.0.0.1:0"]\nmetrics = "127.0.0.1:0"\n'
         f'[dns]\nupstream = ["127.0.0.1:{upstream.port}"]\nupstream_timeout = 0.3\n'
-        'listen = ["127.0.0.1:0"]\nmetrics = "127.0.0.1:0"\n')
+        'listen = ["127.0.0.1:0"]\nmetrics = "127.0.0.1:0"\n'
+        '[rpz]\nlisten = ["127.0.0.1:0"]\n')
     os.environ["BLOCKD_CONFIG"] = str(config)
     try:
         assert cli(db, "init") == 0
@@ -199,17 +201,27 @@ def running(tmp_path_factory: pytest.TempPathFactory,
     finally:
         del os.environ["BLOCKD_CONFIG"]
     base = load_config(config).with_db(str(db))
-    handles: list[DnsDaemon | HttpDaemon] = []
+    handles: list[DnsDaemon | HttpDaemon | RpzDaemon] = []
 
-    def build(core: Core) -> list[DnsDaemon | HttpDaemon]:
+    def build(core: Core) -> list[DnsDaemon | HttpDaemon | RpzDaemon]:
         reconciler = Reconciler(core.store, load_guard(base.policy_dirs),
                                 nft_actions(core.enforcement), notice_of(base))
         core.metrics.add("nft", nft_group(reconciler))
-        handles.extend([DnsDaemon(core), HttpDaemon(core)])
+        handles.extend([DnsDaemon(core), HttpDaemon(core), RpzDaemon(core)])
         return handles
 
     with Controller(base, build) as controller:
-        dns_d, http_d = handles
+        dns_d, http_d, rpz_d = handles
+        # a secondary has fetched the zone (its families have samples), and the records
+        # are counted (after the start-up proof)
+        [(_, rpz_port)] = controller.bound["rpz"]
+        assert list(dns.query.xfr("127.0.0.1", base.rpz_zone, port=rpz_port))
+        assert controller.core is not None
+        controller.call(controller.core.verified)
+        deadline = time.monotonic() + 20
+        while isinstance(rpz_d, RpzDaemon) and rpz_d.stats.records is None:
+            assert time.monotonic() < deadline, "the zone's records were never counted"
+            time.sleep(0.02)
         assert isinstance(dns_d, DnsDaemon) and isinstance(http_d, HttpDaemon)
         [(host, port)] = controller.bound["dns"]
         assert dns_d.metrics_bound is not None and http_d.metrics_bound is not None
@@ -315,7 +327,10 @@ def test_grafana_dashboard_uses_only_metrics_that_exist(running: Scraped) -> Non
                    "blockd_dns_upstream_errors_total", "blockd_policy_journal_seq",
                    "blockd_policy_age_seconds", "blockd_reload_errors_total",
                    "blockd_http_responses_total", "blockd_nft_elements",
-                   "blockd_nft_applies_total", "blockd_nft_packets_total"):
+                   "blockd_nft_applies_total", "blockd_nft_packets_total",
+                   "blockd_rpz_zone_records", "blockd_rpz_zone_serial",
+                   "blockd_rpz_secondary_serial_age_seconds", "blockd_rpz_transfers_total",
+                   "blockd_rpz_notify_sent_total", "blockd_rpz_notify_failed_total"):
         assert needed in used, needed
 
 
@@ -324,7 +339,8 @@ def test_alert_rules_use_only_metrics_that_exist(running: Scraped) -> None:
     rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {
         "BlockdStoreUnhealthy", "BlockdPolicyStale", "BlockdUpstreamsFailing",
-        "BlockdJournalVerifyFailing", "BlockdVerifyFailing", "BlockdVerifyNotRunning"}
+        "BlockdJournalVerifyFailing", "BlockdVerifyFailing", "BlockdVerifyNotRunning",
+        "BlockdRpzSecondaryStale"}
     from blockd.cli.verify import write_textfile
 
     textfile = running.dns.db.parent / "blockd-verify.prom"  # what `verify --textfile` writes
@@ -337,6 +353,8 @@ def test_alert_rules_use_only_metrics_that_exist(running: Scraped) -> None:
         assert rule["annotations"]["summary"]
         assert used_names(rule["expr"]) and used_names(rule["expr"]) <= have, rule["alert"]
     assert next(r for r in rules if r["alert"] == "BlockdStoreUnhealthy")["for"] == "5m"
+    stale = next(r for r in rules if r["alert"] == "BlockdRpzSecondaryStale")["expr"]
+    assert "blockd_rpz_secondary_serial_age_seconds" in stale and "> 600" in stale
     promtool = shutil.which("promtool")
     if promtool is not None:  # Debian's prometheus package
         out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,

@@ -7,11 +7,17 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
+import signal
 import socket
 import sqlite3
 import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -584,3 +590,152 @@ def test_serves_on_ipv6_loopback(serve: Callable[..., Served]) -> None:
     assert dns.query.udp(q, "::1", port=s.port, timeout=3).answer[0][0].serial == s.serial
     zone = dns.zone.from_xfr(dns.query.xfr("::1", ZONE, port=s.port))
     assert ("allofmp3.com", "A", NOTICE) in rrs(zone)
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+class NotifyAcker:
+    """A secondary's NOTIFY port: answers every NOTIFY it reads (in a thread)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.acked = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(data)
+            if query.opcode() == dns.opcode.NOTIFY:
+                self.sock.sendto(dns.message.make_response(query).to_wire(), peer)
+                self.acked += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def _until(what: Callable[[], bool], limit: float = 30.0) -> None:
+    """Wait for a condition (a deadline against hanging, not a figure)."""
+    deadline = time.monotonic() + limit
+    while not what():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_serve_rpz_metrics_and_healthz(store: Path, tmp_path: Path) -> None:
+    """`blockd serve rpz --metrics` as a real process, scraped and read with
+    prometheus_client's parser: the zone's serial and records (what an AXFR sends),
+    transfers by kind and result, NOTIFY sent and failed, how long a secondary's serial
+    has been behind, the core's families, and /healthz."""
+    from daemons import metric_of, scrape
+    from prometheus_client.parser import text_string_to_metric_families
+
+    acker = NotifyAcker()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a secondary that is down
+    silent.bind(("127.0.0.1", 0))
+    config = tmp_path / "blockd.toml"
+    config.write_text(f'[notice]\nipv4 = "{NOTICE}"\n[rpz]\nzone = "{ZONE}"\n')
+    env = {**os.environ, "BLOCKD_CONFIG": str(config), "BLOCKD_ACTOR": "tester"}
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blockd", "serve", "rpz", "--db", str(store), "--listen",
+         "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--notify", f"127.0.0.1:{acker.port}",
+         "--notify", f"127.0.0.1:{silent.getsockname()[1]}"],
+        stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line and "; metrics http://127.0.0.1:" in line, line
+        port = int(line.split("listening on ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
+        url = line.split("; metrics ", 1)[1].strip()
+
+        def metric(name: str, **labels: str) -> float:
+            return metric_of(scrape(url), name, **labels)
+
+        def soa() -> int:
+            r = dns.query.udp(dns.message.make_query(ZONE, "SOA"), "127.0.0.1", port=port,
+                              timeout=3)
+            return int(r.answer[0][0].serial)
+
+        def ixfr(serial: int, tcp: bool = True) -> list[tuple[str, str, str]]:
+            q = dns.message.make_query(ZONE, "IXFR")
+            q.authority = [dns.rrset.from_text(ZONE, 0, "IN", "SOA",
+                                               f"localhost. h. {serial} 1 1 1 1")]
+            if not tcp:
+                dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
+                return []
+            return [rr for m in _raw_transfer(port, q) for rr in _records(m)]
+
+        old = soa()
+        assert metric("blockd_rpz_zone_serial") == old
+        axfr = [rr for m in _raw_transfer(port, dns.message.make_query(ZONE, "AXFR"))
+                for rr in _records(m)]
+        _until(lambda: "blockd_rpz_zone_records " in scrape(url))  # after the proof
+        assert metric("blockd_rpz_zone_records") == len(axfr) - 1  # the SOA once
+        assert metric("blockd_rpz_transfers_total", kind="axfr", result="ok") == 1
+        assert metric("blockd_rpz_secondary_serial", secondary="127.0.0.1") == old
+        assert metric("blockd_rpz_secondary_serial_age_seconds", secondary="127.0.0.1") == 0
+        r = dns.query.udp(dns.message.make_query(ZONE, "AXFR"), "127.0.0.1", port=port,
+                          timeout=3)
+        assert r.rcode() == dns.rcode.FORMERR
+        assert metric("blockd_rpz_transfers_total", kind="axfr", result="refused") == 1
+
+        cli(store, "order", "target", "add", "R-1", "new.example")
+        _until(lambda: soa() != old)
+        new = soa()
+        text = scrape(url)
+        assert metric_of(text, "blockd_rpz_zone_serial") == new
+        assert metric_of(text, "blockd_rpz_zone_records") == len(axfr) - 1 + 2  # name, *.
+        assert metric_of(text, "blockd_rpz_secondary_serial", secondary="127.0.0.1") == old
+        time.sleep(0.05)  # the clock moves on: its serial is now behind by that at least
+        assert metric("blockd_rpz_secondary_serial_age_seconds", secondary="127.0.0.1") > 0
+        assert [a[1] for a in ixfr(old)].count("SOA") == 4  # incremental
+        assert metric("blockd_rpz_transfers_total", kind="ixfr", result="ok") == 1
+        assert metric("blockd_rpz_secondary_serial", secondary="127.0.0.1") == new
+        assert metric("blockd_rpz_secondary_serial_age_seconds", secondary="127.0.0.1") == 0
+        ixfr(new)
+        assert metric("blockd_rpz_transfers_total", kind="ixfr", result="up_to_date") == 1
+        ixfr(old, tcp=False)
+        assert metric("blockd_rpz_transfers_total", kind="ixfr", result="use_tcp") == 1
+        ixfr(new - 1000)
+        assert metric("blockd_rpz_transfers_total", kind="ixfr_fallback", result="ok") == 1
+
+        # NOTIFY: at start and after the change to both; the silent one never answers
+        _until(lambda: metric("blockd_rpz_notify_failed_total") >= 1)
+        assert acker.acked >= 2
+        assert metric("blockd_rpz_notify_sent_total") >= acker.acked + 1
+
+        text = scrape(url)
+        assert metric_of(text, "blockd_policy_journal_seq") == 3
+        assert metric_of(text, "blockd_store_healthy") == 1
+        assert metric_of(text, "process_resident_memory_bytes") > 0
+        assert "blockd_dns_queries" not in text  # only what this daemon runs
+        for family in text_string_to_metric_families(text):
+            if family.type == "counter":
+                assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+        with urllib.request.urlopen(url.replace("/metrics", "/healthz"), timeout=3) as resp:
+            assert resp.status == 200 and resp.read() == b"ok\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        log.seek(0)
+        err = log.read()
+        log.close()
+        acker.close()
+        silent.close()
+    assert "Traceback" not in err, err

@@ -17,7 +17,8 @@ import pytest
 from blockd.cli import main
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
-SERVICES = ["blockd-dns.service", "blockd-http.service", "blockd-nft.service"]
+SERVICES = ["blockd-dns.service", "blockd-http.service", "blockd-nft.service",
+            "blockd-rpz.service"]
 MAX_EXPOSURE = 2.0
 
 
@@ -72,12 +73,22 @@ def test_the_verify_timer_runs_the_self_test_hourly() -> None:
     assert "blockd-verify.timer" in (UNITS / "blockd.target").read_text()
 
 
+def test_the_target_pulls_in_every_daemon() -> None:
+    wants = " ".join(re.findall(r"^Wants=(.*)$", (UNITS / "blockd.target").read_text(), re.M))
+    assert set(SERVICES) <= set(wants.split())
+    for unit in SERVICES:
+        text = (UNITS / unit).read_text()
+        assert "Type=notify" in text and "WatchdogSec=" in text, unit
+        assert "PartOf=blockd.target" in text and "WantedBy=blockd.target" in text, unit
+
+
 def test_each_daemon_has_only_the_capability_it_needs() -> None:
     caps = {u: re.findall(r"^CapabilityBoundingSet=(.*)$", (UNITS / u).read_text(), re.M)
             for u in SERVICES}
     assert caps == {"blockd-dns.service": ["CAP_NET_BIND_SERVICE"],
                     "blockd-http.service": ["CAP_NET_BIND_SERVICE"],
-                    "blockd-nft.service": ["CAP_NET_ADMIN"]}
+                    "blockd-nft.service": ["CAP_NET_ADMIN"],
+                    "blockd-rpz.service": [""]}  # 5354 by default: no capability at all
     for unit in SERVICES:
         netlink = "AF_NETLINK" in (UNITS / unit).read_text()
         assert netlink == (unit == "blockd-nft.service"), unit
@@ -132,7 +143,8 @@ class NotifySocket:
 
 
 @pytest.mark.parametrize("command", [["dns", "--listen", "127.0.0.1:0"],
-                                     ["http", "--listen", "127.0.0.1:0"]])
+                                     ["http", "--listen", "127.0.0.1:0"],
+                                     ["rpz", "--listen", "127.0.0.1:0"]])
 def test_daemons_speak_sd_notify(tmp_path: Path, command: list[str]) -> None:
     db = tmp_path / "blockd.db"
     assert main(["init", "--db", str(db)]) == 0

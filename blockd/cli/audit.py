@@ -58,28 +58,39 @@ def audit_log(app: App, since: str | None, limit: int | None, db: str | None,
 @pass_app
 def audit_anchor(app: App, db: str | None, as_json: bool) -> None:
     """Print the journal head as SEQ:HASH, to record outside this store (a ticket, the
-    regulator's report, another machine). `audit verify --anchor SEQ:HASH` later proves
-    that the journal still holds that entry unchanged: rows deleted from the end, or an
-    entry rewritten with every later hash recomputed, cannot hide from it."""
+    regulator's report, another machine). `audit verify --anchor SEQ:HASH` (or HASH@SEQ)
+    later proves that the journal still holds that entry unchanged: rows deleted from the
+    end, or an entry rewritten with every later hash recomputed, cannot hide from it."""
     head = app.store(db).head()
     anchor = f"{head.seq}:{head.hash}" if head else "0:"
     emit(as_json, {"seq": head.seq if head else 0, "hash": head.hash if head else None,
                    "anchor": anchor, "at": head.at if head else None}, anchor)
 
 
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
 def _anchor(text: str) -> tuple[int, str]:
-    seq, sep, digest = text.strip().partition(":")
-    if not sep or not seq.isdigit() or int(seq) > MAX_SEQ or not re.fullmatch(
-            r"[0-9a-f]{64}", digest):
-        raise InputError("--anchor", f"{text!r} is not SEQ:HASH as `blockd audit anchor` "
-                                     "prints it")
+    """(seq, hash) of an anchor spelt SEQ:HASH (as `audit anchor` prints it and the RPZ
+    zone's TXT carries it) or HASH@SEQ (as the issue spells it): both are unambiguous,
+    since a hash is 64 hex digits and a seq only digits."""
+    value = text.strip()
+    if "@" in value:
+        digest, _, seq = value.partition("@")
+    else:
+        seq, _, digest = value.partition(":")
+    if not (":" in value) ^ ("@" in value) or not seq.isdigit() or int(seq) > MAX_SEQ \
+            or not _HASH.fullmatch(digest):
+        raise InputError("--anchor", f"{text!r} is neither SEQ:HASH (as `blockd audit "
+                                     "anchor` prints it) nor HASH@SEQ")
     return int(seq), digest
 
 
 @audit.command("verify")
-@click.option("--anchor", "anchors", multiple=True, metavar="SEQ:HASH",
-              help="A head recorded earlier with `blockd audit anchor`: the journal must "
-                   "still hold that entry with that hash. Repeat for several.")
+@click.option("--anchor", "anchors", multiple=True, metavar="SEQ:HASH|HASH@SEQ",
+              help="A head recorded earlier with `blockd audit anchor` (SEQ:HASH; "
+                   "HASH@SEQ is the same anchor): the journal must still hold that entry "
+                   "with that hash. Repeat for several.")
 @db_option
 @json_option
 @click.pass_context

@@ -178,12 +178,14 @@ def serve_http_cmd(app: App, listen: tuple[str, ...], tls_listen: str | None,
 @click.option("--tsig-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Key file as tsig-keygen writes it (hmac-sha256): transfers must be "
                    "signed with it, NOTIFY is [default: configuration's, else none].")
+@_metrics_option(9256)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @db_option
 @pass_app
 def serve_rpz_cmd(app: App, listen: tuple[str, ...], zone: str | None,
                   notify: tuple[str, ...], allow_transfer: tuple[str, ...],
-                  tsig_key: Path | None, verbose: bool, db: str | None) -> None:
+                  tsig_key: Path | None, metrics: str | None, verbose: bool,
+                  db: str | None) -> None:
     """The RPZ primary: serves the targets of the orders in force as a response policy
     zone (AXFR, IXFR), NOTIFYs the secondaries after every change, and follows the
     journal and the clock live."""
@@ -193,6 +195,7 @@ def serve_rpz_cmd(app: App, listen: tuple[str, ...], zone: str | None,
 
     listen_a = cli_addresses(listen, "--listen", 5354)
     notify_a = cli_addresses(notify, "--notify", 53)
+    metrics_a = cli_addresses((metrics,), "--metrics", 9256)[0] if metrics else None
     try:
         networks = tuple(str(ipaddress.ip_network(n, strict=False)) for n in allow_transfer)
     except ValueError as exc:
@@ -207,7 +210,8 @@ def serve_rpz_cmd(app: App, listen: tuple[str, ...], zone: str | None,
             config, rpz_listen=listen_a or config.rpz_listen,
             rpz_zone=origin or config.rpz_zone, rpz_notify=notify_a or config.rpz_notify,
             rpz_allow_transfer=networks or config.rpz_allow_transfer,
-            rpz_tsig_key=tsig_key or config.rpz_tsig_key)
+            rpz_tsig_key=tsig_key or config.rpz_tsig_key,
+            rpz_metrics=metrics_a or config.rpz_metrics)
 
     config = make_config()
     if config.rpz_tsig_key is not None:

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from blockd.daemon.core import Core
+    from blockd.daemon.rpz import RpzDaemon
     from blockd.dns.service import DnsService
     from blockd.dns.upstream import Upstreams
     from blockd.nft.reconcile import Reconciler
@@ -305,6 +306,60 @@ def nft_group(reconciler: Reconciler) -> Group:
             "Packets matched by the elements of each set (their counters' growth, read "
             "every 5 s or more)", "set",
             {name: s.packets.get(name, 0) for name in ruleset.SETS.values()})
+
+    return collect
+
+
+def rpz_group(daemon: RpzDaemon) -> Group:
+    """The RPZ primary: the zone, transfers by kind and result, NOTIFY, and how long
+    each secondary's serial has been behind. The ``secondary`` label is the address of
+    a host that fetched the zone (the few that ``allow_transfer`` lets in)."""
+    from blockd.daemon.rpz import secondary_serial
+
+    def collect() -> Iterator[Metric]:
+        s, zone = daemon.stats, daemon.zone
+        if zone is None:
+            return
+        yield gauge("blockd_rpz_zone_serial", "SOA serial of the zone version served",
+                    float(zone.serial))
+        if s.records is not None:  # counted once after the start-up proof
+            yield gauge("blockd_rpz_zone_records",
+                        "Records in the zone version served (what an AXFR sends, the SOA "
+                        "once)", float(s.records))
+        transfers = CounterMetricFamily(
+            "blockd_rpz_transfers",
+            "Zone transfer queries by kind (axfr; ixfr; ixfr_fallback: an IXFR answered "
+            "with the whole zone) and result (ok; up_to_date; use_tcp: an IXFR over UDP "
+            "told to retry over TCP; refused: not allowed, unsigned or malformed; "
+            "aborted: the client left mid-transfer)", labels=["kind", "result"])
+        for kind in ("axfr", "ixfr", "ixfr_fallback"):
+            for result in ("ok", "aborted", "refused"):
+                transfers.add_metric([kind, result], s.transfers[(kind, result)])
+        for kind, result in (("ixfr", "up_to_date"), ("ixfr", "use_tcp")):
+            transfers.add_metric([kind, result], s.transfers[(kind, result)])
+        yield transfers
+        yield counter("blockd_rpz_notify_sent", "NOTIFY messages sent (retries count)",
+                      s.notify_sent)
+        yield counter("blockd_rpz_notify_failed",
+                      "NOTIFY messages unanswered within their timeout, or not sent",
+                      s.notify_failed)
+        now = time.time()
+        serials = GaugeMetricFamily(
+            "blockd_rpz_secondary_serial", "The serial each secondary last fetched",
+            labels=["secondary"])
+        ages = GaugeMetricFamily(
+            "blockd_rpz_secondary_serial_age_seconds",
+            "Seconds each secondary's last fetched serial has been behind the zone's "
+            "(0 while it has the current one)", labels=["secondary"])
+        for host, entry in sorted(daemon.secondaries.items()):
+            serial = secondary_serial(entry)
+            if serial is None:
+                continue
+            since = s.behind_since(serial, zone.serial)
+            serials.add_metric([host], float(serial))
+            ages.add_metric([host], 0.0 if since is None else max(0.0, now - since))
+        yield serials
+        yield ages
 
     return collect
 

@@ -7,7 +7,8 @@ computed in a worker thread and installed as a new version with a new serial; th
 configured secondary gets a NOTIFY, retried until it answers. What each secondary last
 asked and fetched is written to ``<state dir>/rpz.json`` (atomically, at most twice a
 second), which ``blockd rpz status`` reads; the file also keeps the serial across
-restarts.
+restarts. With ``[rpz] metrics`` (``--metrics``) it serves ``/metrics`` and ``/healthz``
+like the other daemons, from the counters in :class:`RpzStats`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import random
 import socket
 import struct
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +31,19 @@ from blockd.config import Address
 from blockd.core.index import BlockIndex
 from blockd.daemon.core import Core
 from blockd.daemon.dns import hostport
+from blockd.daemon.metrics import MetricsServer, address_line, rpz_group
 from blockd.daemon.tasks import Tasks
 from blockd.rpz.primary import (
     Primary,
     Reply,
     TsigKey,
+    Version,
     Zone,
     notify_acknowledged,
     notify_message,
     serial_after,
 )
-from blockd.rpz.zone import ZoneSettings
+from blockd.rpz.zone import SlotWire, ZoneSettings
 
 log = logging.getLogger("blockd.rpz")
 
@@ -47,6 +52,46 @@ TCP_IDLE = 10.0  # seconds a transfer connection may sit without a query
 NOTIFY_TRIES = 5
 NOTIFY_FIRST_WAIT = 1.0  # seconds before the first retry; doubled after each
 WRITE_EVERY = 0.5  # seconds between writes of the status file at most
+
+
+@dataclass
+class RpzStats:
+    """What ``/metrics`` reports: plain counters the serving paths increment."""
+
+    transfers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, result)
+    notify_sent: int = 0
+    notify_failed: int = 0
+    records: int | None = None  # records in the current version (None: not counted yet)
+    # (serial, Unix time it was installed) of the versions since start, oldest first:
+    # how long a secondary's serial has been behind is read from it
+    installed: list[tuple[int, float]] = field(default_factory=list)
+
+    def behind_since(self, serial: int | None, current: int) -> float | None:
+        """When ``serial`` stopped being current (None: it is current). A serial older
+        than every version since start has been behind since the start, at least."""
+        if serial == current:
+            return None
+        for i, (have, _) in enumerate(self.installed[:-1]):
+            if have == serial:
+                return self.installed[i + 1][1]
+        return self.installed[0][1] if self.installed else time.time()
+
+
+HISTORY_TIMES = 1000  # install times kept (a secondary further behind is at the oldest)
+
+
+def secondary_serial(entry: dict[str, Any]) -> int | None:
+    """The serial a secondary is known to hold: that of its last transfer answer (an
+    IXFR answered "up to date" is one: it holds the current serial then). A SOA query
+    alone says nothing of what it holds."""
+    transfer = entry.get("transfer")
+    if isinstance(transfer, dict) and isinstance(transfer.get("serial"), int):
+        return int(transfer["serial"])
+    return None
+
+
+def _records_of(version: Version, settings: ZoneSettings) -> int:
+    return SlotWire(version.index, settings).count() + len(version.apex)
 
 
 def state_file(state_dir: Path) -> Path:
@@ -80,6 +125,7 @@ class _Udp(asyncio.DatagramProtocol):
             if self.transport is not None:
                 self.transport.sendto(message, addr)
             break
+        self.daemon.count(reply)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
@@ -112,6 +158,10 @@ class RpzDaemon:
         self._changed = asyncio.Event()
         self._notify_events: dict[Address, asyncio.Event] = {}
         self._dirty = True
+        self.stats = RpzStats()
+        self.metrics = (MetricsServer(core.metrics, *config.rpz_metrics)
+                        if config.rpz_metrics is not None else None)
+        self.metrics_bound: Address | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -130,9 +180,13 @@ class RpzDaemon:
                                 if isinstance(v, dict)}
         self.zone = Zone(self.settings, core.index, core.follower.head_hash, serial)
         self.primary = Primary(self.zone, core.config.rpz_allow_transfer, self.key)
+        self.stats.installed.append((serial, time.time()))
+        core.metrics.add("rpz", rpz_group(self))
         try:
             for host, port in self.listen:
                 await self._bind(host, port)
+            if self.metrics is not None:
+                self.metrics_bound = await self.metrics.start()
         except OSError:
             await self._close()
             raise
@@ -140,6 +194,7 @@ class RpzDaemon:
         core.on_reload(self.reload)
         self.tasks.spawn(self._follow())
         self.tasks.spawn(self._write_loop())
+        self.tasks.spawn(self._count_records())
         for target in self.notify_to:
             event = self._notify_events[target] = asyncio.Event()
             event.set()  # a restarted primary tells its secondaries at once
@@ -172,6 +227,8 @@ class RpzDaemon:
     async def stop(self) -> None:
         await self.tasks.cancel_all()
         await self._close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         with contextlib.suppress(OSError):
             await asyncio.to_thread(self._write)
 
@@ -191,7 +248,7 @@ class RpzDaemon:
         assert self.zone is not None
         return (f"blockd rpz: listening on {where} (udp+tcp); zone {self.settings.apex}. "
                 f"serial {self.zone.serial}; notify {notify}; journal seq "
-                f"{self.core.index.seq}")
+                f"{self.core.index.seq}" + address_line(self.metrics_bound))
 
     # -- versions --------------------------------------------------------------------
 
@@ -220,9 +277,28 @@ class RpzDaemon:
                 continue
             log.info("rpz version serial=%s seq=%s removed=%s added=%s", delta.new_serial,
                      change.seq, len(delta.removed), len(delta.added))
+            stats = self.stats
+            if stats.records is not None:
+                stats.records += len(delta.added) - len(delta.removed)
+            stats.installed.append((delta.new_serial, time.time()))
+            del stats.installed[:-HISTORY_TIMES]
             self._dirty = True
             for event in self._notify_events.values():
                 event.set()
+
+    async def _count_records(self) -> None:
+        """Count the records of the version in force once (a pass over the slots, in a
+        worker thread, after the start-up proof so as not to compete with it); from then
+        on each installed difference keeps the count."""
+        await self.core.verified()
+        while True:
+            zone = self.zone
+            assert zone is not None
+            version = zone.current
+            count = await asyncio.to_thread(_records_of, version, zone.settings)
+            if zone.current is version:  # else a newer version came meanwhile: again
+                self.stats.records = count
+                return
 
     # -- queries ---------------------------------------------------------------------
 
@@ -232,6 +308,12 @@ class RpzDaemon:
         if reply.kind is not None:
             self._note(host, reply.kind, reply.serial)
         return reply
+
+    def count(self, reply: Reply, aborted: bool = False) -> None:
+        """A transfer query answered (``aborted``: the client left mid-transfer)."""
+        if reply.transfer is not None and reply.outcome is not None:
+            outcome = "aborted" if aborted and reply.outcome == "ok" else reply.outcome
+            self.stats.transfers[(reply.transfer, outcome)] += 1
 
     def _note(self, host: str, kind: str, serial: int | None) -> None:
         entry = self.secondaries.setdefault(host, {})
@@ -252,10 +334,16 @@ class RpzDaemon:
                 head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
                 (length,) = struct.unpack("!H", head)
                 data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE)
-                for message in self.answer(data, host, tcp=True).messages:
-                    writer.write(struct.pack("!H", len(message)) + message)
-                    await writer.drain()
-                    await asyncio.sleep(0)  # a long transfer must not starve the loop
+                reply = self.answer(data, host, tcp=True)
+                try:
+                    for message in reply.messages:
+                        writer.write(struct.pack("!H", len(message)) + message)
+                        await writer.drain()
+                        await asyncio.sleep(0)  # a long transfer must not starve the loop
+                except BaseException:
+                    self.count(reply, aborted=True)
+                    raise
+                self.count(reply)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:  # never let one client's trouble end the server
@@ -282,6 +370,7 @@ class RpzDaemon:
                 if event.is_set():
                     break  # a newer version: notify that instead
                 ok = await self._notify_once(target, wait)
+                self.stats.notify_failed += not ok
                 self.notified[name] = {"serial": serial, "at": _now_text(), "acked": ok,
                                        "attempts": attempt}
                 self._dirty = True
@@ -315,6 +404,7 @@ class RpzDaemon:
             return False
         try:
             transport.sendto(wire)
+            self.stats.notify_sent += 1
             return await asyncio.wait_for(got, timeout)
         except (TimeoutError, OSError):
             return False

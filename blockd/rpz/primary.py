@@ -297,6 +297,17 @@ class Reply:
     messages: Iterable[bytes] = ()
     kind: str | None = None
     serial: int | None = None
+    # for AXFR and IXFR queries, what the metrics count: the transfer (axfr, ixfr,
+    # ixfr_fallback: an IXFR answered with the whole zone) and how it was answered
+    # (ok: the records go out; up_to_date; use_tcp: an IXFR over UDP; refused: not
+    # allowed, unsigned, or malformed). The daemon turns ok into aborted if the client
+    # hangs up before the last message.
+    transfer: str | None = None
+    outcome: str | None = None
+
+
+_TRANSFERS = {"axfr": ("axfr", "ok"), "ixfr": ("ixfr", "ok"),
+              "ixfr-axfr": ("ixfr_fallback", "ok"), "ixfr-none": ("ixfr", "up_to_date")}
 
 
 @dataclass
@@ -340,9 +351,20 @@ class Primary:
                     pass
             return Reply(_error_header(data, rcode))
         try:
-            return self._answer(query, host, tcp)
+            reply = self._answer(query, host, tcp)
         except Exception:  # a bug must cost this query, not the server
             return Reply(_error_header(data, SERVFAIL))
+        if len(query.question) == 1 and not query.flags & dns.flags.QR and \
+                query.opcode() == dns.opcode.QUERY:
+            rdtype = query.question[0].rdtype
+            if rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+                asked = "axfr" if rdtype == dns.rdatatype.AXFR else "ixfr"
+                reply.transfer, reply.outcome = _TRANSFERS.get(
+                    reply.kind or "", (asked, "refused"))
+                if reply.kind is None and asked == "ixfr" and not tcp and \
+                        reply.serial is not None:
+                    reply.outcome = "use_tcp"
+        return reply
 
     def _answer(self, query: dns.message.Message, host: str, tcp: bool) -> Reply:
         if query.flags & dns.flags.QR:
@@ -381,7 +403,7 @@ class Primary:
             return soa_only
         if not tcp:
             soa_only.kind = None  # RFC 1995 2: "use TCP": no transfer happened
-            return soa_only
+            return soa_only  # (its serial says it was answered, not refused)
         deltas = self.zone.since(serial)
         if deltas is None or not deltas or deltas[-1].new_serial != version.serial:
             return Reply(self._whole(query, version), "ixfr-axfr", version.serial)

@@ -93,6 +93,7 @@ class IndexFollower:
         self._work = threading.RLock()  # the worker-thread steps: one at a time
         self._builder: IndexBuilder | None = None
         self._index: BlockIndex | None = None
+        self._latest: BlockIndex | None = None  # the newest index built (under _work)
         self._last_hash: str | None = None
         self._listeners: list[Callable[[BlockIndex], None]] = []
         self._actions_changed = False
@@ -181,9 +182,10 @@ class IndexFollower:
             self._last_hash = info.hash
             self.origin = "snapshot"
             self._saved = (info.seq, info.hash, id(builder))  # nothing new to write
+            index = self._built(builder)
         self._complain(f"order store not used ({cause}); serving the last good policy from "
                        f"{self.snapshot} (journal seq {info.seq}, written {info.written_at})")
-        return builder.index()
+        return index
 
     async def poll(self) -> bool:
         """One round: apply new journal entries and clock transitions. True if swapped."""
@@ -219,7 +221,8 @@ class IndexFollower:
         def work() -> BlockIndex | None:
             with self._work:
                 builder = self._builder
-                return builder.index() if builder and builder.advance(self.clock()) else None
+                return self._built(builder) if builder and builder.advance(self.clock()) \
+                    else None
 
         fresh = await asyncio.to_thread(work)
         if fresh is not None:
@@ -315,6 +318,7 @@ class IndexFollower:
 
         # a daemon thread, not the default executor: stopping must not wait for a proof
         # that takes seconds at a million targets
+        started = time.monotonic()
         threading.Thread(target=work, name="blockd-verify", daemon=True).start()
         try:
             fresh = await done
@@ -323,6 +327,8 @@ class IndexFollower:
             return
         if fresh is not None:
             self._swap(fresh)
+        log.info("order tables proven against the journal: seconds=%.1f problems=%d",
+                 time.monotonic() - started, len(self.unproven))
 
     def _load(self) -> BlockIndex:
         """The whole index from the tables (the fast way; :meth:`verify` proves them)."""
@@ -338,22 +344,32 @@ class IndexFollower:
         self._builder = builder
         self.origin = "store"
         self.stats.loads += 1
-        index = builder.index()
+        index = self._built(builder)
         log.info("index loaded: journal seq %s, %s entries in force", index.seq, index.size)
         return index
 
     def _verify(self) -> BlockIndex | None:
         """Runs in a worker thread: a new index from the journal alone when the tables
-        are not what it proves, else None."""
-        with self._work:
-            return self._verify_locked()
+        are not what it proves, else None.
 
-    def _verify_locked(self) -> BlockIndex | None:
-        store = self.store.get()
-        problems = store.verify()
+        The proof itself (the replay of the whole journal and the comparison with the
+        tables: tens of seconds at a million targets on a loaded machine) runs without
+        ``_work``, so the follower keeps applying journal entries meanwhile; a change
+        made during the proof used to wait for it. That is safe because the proof only
+        reads, and everything it leads to happens under ``_work``: when it finds a
+        difference, the index is rebuilt from the whole journal as it is *then* (so
+        entries applied meanwhile are in it, and it is never older than the builder it
+        replaces), and :meth:`_swap` installs only the newest index built, so a proof
+        finishing after a newer poll cannot put an older policy back in force."""
+        problems = self.store.get().verify()
+        with self._work:
+            return self._verify_locked(problems)
+
+    def _verify_locked(self, problems: list[str]) -> BlockIndex | None:
         self.unproven = problems
         if not problems:
             return None
+        store = self.store.get()
         log.error("the order tables do not match the journal (%d problem(s), first: %s); "
                   "enforcing what the journal proves", len(problems), problems[0])
         builder = IndexBuilder(self.clock(), self.actions)
@@ -362,7 +378,7 @@ class IndexFollower:
             builder.apply(entry)
         self._last_hash = entries[-1].hash if entries else None
         self._builder = builder
-        return builder.index()
+        return self._built(builder)
 
     def _step(self) -> BlockIndex | None:
         """Runs in a worker thread; returns a new snapshot when something changed."""
@@ -408,7 +424,7 @@ class IndexFollower:
             builder.set_actions(self.actions)
             changed = True
         if builder.advance(self.clock()) or changed:
-            return builder.index()
+            return self._built(builder)
         return None
 
     @staticmethod
@@ -418,8 +434,21 @@ class IndexFollower:
                 f"(seq {seq} ({(head_hash or '-')[:16]})); keeping the policy in force. "
                 "To adopt this store: blockd store adopt")
 
+    def _built(self, builder: IndexBuilder) -> BlockIndex:
+        """An index of ``builder``, noted as the newest (called holding ``_work``)."""
+        index = self._latest = builder.index()
+        return index
+
     def _swap(self, index: BlockIndex) -> None:
-        """On the event loop: publish the snapshot, then let listeners drop caches."""
+        """On the event loop: publish the snapshot, then let listeners drop caches.
+
+        Only the newest index built is published: the worker threads' results reach the
+        loop in any order (a proof's rebuild may arrive after a poll that came later),
+        and every index built is handed here by the step that built it, so skipping an
+        older one never leaves the newest unpublished."""
+        if index is not self._latest:
+            log.debug("an older index arrived after a newer one: not published")
+            return
         self._index = index
         self.stats.swaps += 1
         for listener in self._listeners:
