@@ -74,6 +74,19 @@ def is_postgres(db: str) -> bool:
     return db.startswith(PG_SCHEMES)
 
 
+def check_version(where: str, version: int) -> None:
+    """StoreSchemaError unless the store is initialised at this blockd's schema."""
+    if version == 0:
+        raise StoreSchemaError(f"{where} is not initialised; run `blockd init`")
+    if version != SCHEMA_VERSION:
+        raise StoreSchemaError(
+            f"{where} has schema v{version}, this blockd uses v{SCHEMA_VERSION}; "
+            "run `blockd init` to upgrade"
+            if version < SCHEMA_VERSION
+            else f"{where} has schema v{version}, newer than this blockd "
+            f"(v{SCHEMA_VERSION}); upgrade blockd")
+
+
 def database_url(db: str) -> tuple[str, Path | None]:
     """A URL stays a URL; anything else is a SQLite file path. The path is the SQLite file
     behind the URL when there is one (``sqlite:///file:PATH?mode=ro&uri=true`` included).

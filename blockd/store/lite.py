@@ -37,11 +37,10 @@ from blockd.core.timeparse import to_utc
 from blockd.store import hitsql
 from blockd.store.engine import (
     BUSY_TIMEOUT_MS,
-    SCHEMA_VERSION,
     StoreConflict,
     StoreError,
     StoreMissing,
-    StoreSchemaError,
+    check_version,
     explain_driver,
     quick_check,
 )
@@ -72,16 +71,7 @@ class LiteStore:
         if not exists:
             raise StoreMissing(f"no database at {path}; run `blockd init` to create it")
         store = cls(path)
-        version = store.schema_version()
-        if version == 0:
-            raise StoreSchemaError(f"{path} is not initialised; run `blockd init`")
-        if version != SCHEMA_VERSION:
-            raise StoreSchemaError(
-                f"{path} has schema v{version}, this blockd uses v{SCHEMA_VERSION}; "
-                "run `blockd init` to upgrade"
-                if version < SCHEMA_VERSION
-                else f"{path} has schema v{version}, newer than this blockd "
-                f"(v{SCHEMA_VERSION}); upgrade blockd")
+        check_version(store.where, store.schema_version())
         return store
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ from blockd.store.engine import (
     FileProbe,
     StoreConflict,
     StoreMissing,
-    StoreSchemaError,
+    check_version,
     database_url,
     explain,
     is_postgres,
@@ -72,7 +72,6 @@ from blockd.store.engine import (
 from blockd.store.records import Forced as Forced
 from blockd.store.records import OrderSummary as OrderSummary
 from blockd.store.tables import (
-    SCHEMA_VERSION,
     EnforcementRow,
     HitRow,
     JournalRow,
@@ -130,18 +129,7 @@ class Store:
         return store
 
     def _check_version(self) -> None:
-        where = self.where
-        version = self.schema_version()
-        if version == 0:
-            raise StoreSchemaError(f"{where} is not initialised; run `blockd init`")
-        if version != SCHEMA_VERSION:
-            raise StoreSchemaError(
-                f"{where} has schema v{version}, this blockd uses v{SCHEMA_VERSION}; "
-                "run `blockd init` to upgrade"
-                if version < SCHEMA_VERSION
-                else f"{where} has schema v{version}, newer than this blockd "
-                f"(v{SCHEMA_VERSION}); upgrade blockd"
-            )
+        check_version(self.where, self.schema_version())
 
     def probe(self) -> None:
         """Raise StoreError unless the SQLite file is still there, still SQLite and the
