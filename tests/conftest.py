@@ -250,7 +250,15 @@ def on_a_terminal(cmd: list[str], env: dict[str, str], timeout: float = 120) -> 
     master, slave = pty.openpty()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
-    seen = b""
+    seen = read_to_end(master)
+    code = proc.wait(timeout=timeout)
+    os.close(master)
+    assert code == 0, seen
+    return seen
+
+
+def read_to_end(master: int, seen: bytes = b"") -> bytes:
+    """``seen`` and what a pseudo-terminal gives until its other end is closed."""
     while True:
         try:
             chunk = os.read(master, 4096)
@@ -259,7 +267,4 @@ def on_a_terminal(cmd: list[str], env: dict[str, str], timeout: float = 120) -> 
         if not chunk:
             break
         seen += chunk
-    code = proc.wait(timeout=timeout)
-    os.close(master)
-    assert code == 0, seen
     return seen

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Result, Runner, db_digest, db_execute, on_a_terminal
+from conftest import Result, Runner, db_digest, db_execute, on_a_terminal, read_to_end
 
 REF = "FI-15124/2006"
 ADD = ["order", "add", REF, "--authority", "Copenhagen City Court", "--issued", "2006-10-25",
@@ -577,14 +577,7 @@ def test_ctrl_c_during_an_export_leaves_no_file(tmp_path: Path) -> None:
         assert chunk, seen
         seen += chunk
     proc.send_signal(signal.SIGINT)
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_to_end(master, seen)
     assert proc.wait(timeout=60) == 130, seen
     os.close(master)
     assert b"interrupted" in seen

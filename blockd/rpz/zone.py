@@ -296,6 +296,18 @@ class SlotWire:
         self.cache = WireCache(settings.ttl)
         self._templates: dict[int, list[tuple[bytes, bytes]] | None] = {}
 
+    def _template_for(self, name: str, codes: object, limit: int
+                      ) -> list[tuple[bytes, bytes]] | None:
+        """The wire template of a name's slot (one order, a name short enough, not an
+        ``rpz-`` trigger), built once per order code; None: the record-by-record path."""
+        if not (isinstance(codes, int) and len(name) <= limit and "rpz-" not in name):
+            return None
+        templates = self._templates
+        if codes in templates:
+            return templates[codes]
+        template = templates[codes] = self._template(codes)
+        return template
+
     def _template(self, code: int) -> list[tuple[bytes, bytes]] | None:
         from blockd.formats import ExportEntry
 
@@ -316,16 +328,11 @@ class SlotWire:
 
     def records(self) -> Iterator[bytes]:
         """Every policy record of the index (no apex records), as wire bytes."""
-        index, settings, templates = self.index, self.settings, self._templates
+        index, settings = self.index, self.settings
         limit = MAX_OWNER - 3 - len(settings.apex)
         pointer = APEX_POINTER
         for name, codes in index.name_slots():
-            template = None
-            if isinstance(codes, int) and len(name) <= limit and "rpz-" not in name:
-                if codes in templates:
-                    template = templates[codes]
-                else:
-                    template = templates[codes] = self._template(codes)
+            template = self._template_for(name, codes, limit)
             if template is None:  # the shared path, record by record
                 yield from self._slow(name)
                 continue
@@ -341,16 +348,11 @@ class SlotWire:
     def count(self) -> int:
         """How many records :meth:`records` yields, without building them (the same
         walk: a templated slot counts its template's records)."""
-        index, templates = self.index, self._templates
+        index = self.index
         limit = MAX_OWNER - 3 - len(self.settings.apex)
         total = 0
         for name, codes in index.name_slots():
-            template = None
-            if isinstance(codes, int) and len(name) <= limit and "rpz-" not in name:
-                if codes in templates:
-                    template = templates[codes]
-                else:
-                    template = templates[codes] = self._template(codes)
+            template = self._template_for(name, codes, limit)
             if template is None:
                 total += sum(1 for _ in self._slow(name))
             elif len(name) <= 63 or max(map(len, name.split("."))) <= 63:

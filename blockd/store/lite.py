@@ -12,8 +12,6 @@ Anything else, and any store that is not a SQLite file, goes through ``Store``.
 from __future__ import annotations
 
 import ipaddress
-import itertools
-import operator
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,7 +42,7 @@ from blockd.store.engine import (
     explain_driver,
     quick_check,
 )
-from blockd.store.records import Forced, OrderSummary
+from blockd.store.records import Forced, OrderSummary, by_order
 
 INSERT_BATCH = 5000  # as Store: target rows per executemany
 _ORDER_COLUMNS = ("id, reference, authority, issued_on, received_at, status, jurisdiction, "
@@ -240,15 +238,8 @@ class LiteStore:
         """As ``Store.load_rows``: every order with a stream of its rows, one snapshot."""
         with self._read() as conn:
             orders = {r[0]: r for r in conn.execute(f"SELECT {_ORDER_COLUMNS} FROM orders")}
-            result = conn.execute("SELECT order_id, kind, value, match FROM targets "
-                                  "ORDER BY order_id")
-            seen: set[int] = set()
-            for order_id, group in itertools.groupby(result, key=operator.itemgetter(0)):
-                seen.add(order_id)
-                yield _record(orders[order_id]), ((k, v, m) for _, k, v, m in group)
-            for order_id, row in orders.items():
-                if order_id not in seen:
-                    yield _record(row), iter(())
+            yield from by_order(orders, conn.execute(
+                "SELECT order_id, kind, value, match FROM targets ORDER BY order_id"), _record)
 
     def enforcements(self, seqs: Sequence[int]) -> list[tuple[int, str, str, datetime]]:
         if not seqs:

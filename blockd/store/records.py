@@ -3,10 +3,16 @@ the quick commands' ``LiteStore``."""
 
 from __future__ import annotations
 
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from blockd.core.model import OrderRecord, Target
+
+R = TypeVar("R")
+Rows = Iterator[tuple[str, str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +35,17 @@ class Forced:
 class OrderSummary:
     order: OrderRecord
     targets: int
+
+
+def by_order(orders: Mapping[int, R], rows: Iterable[Any],
+             record: Callable[[R], OrderRecord]) -> Iterator[tuple[OrderRecord, Rows]]:
+    """Every order with a stream of its (kind, value, match) rows, from target rows
+    ``(order_id, kind, value, match)`` sorted by order id; orders without targets last.
+    Each order's stream is valid only until the next order is taken."""
+    seen: set[int] = set()
+    for order_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+        seen.add(order_id)
+        yield record(orders[order_id]), ((k, v, m) for _, k, v, m in group)
+    for order_id, row in orders.items():
+        if order_id not in seen:
+            yield record(row), iter(())

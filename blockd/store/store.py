@@ -14,9 +14,7 @@ appended to the journal sends a NOTIFY on :data:`NOTIFY_CHANNEL` when it commits
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import json
-import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -71,6 +69,7 @@ from blockd.store.engine import (
 )
 from blockd.store.records import Forced as Forced
 from blockd.store.records import OrderSummary as OrderSummary
+from blockd.store.records import by_order
 from blockd.store.tables import (
     EnforcementRow,
     HitRow,
@@ -497,16 +496,8 @@ class Store:
             if on_head is not None:
                 on_head(self._head(session))
             rows = {r.id: r for r in session.execute(select(OrderRow)).scalars()}
-            result = session.connection().exec_driver_sql(
-                "SELECT order_id, kind, value, match FROM targets ORDER BY order_id"
-            )
-            seen: set[int] = set()
-            for order_id, group in itertools.groupby(result, key=operator.itemgetter(0)):
-                seen.add(order_id)
-                yield _record(rows[order_id]), ((k, v, m) for _, k, v, m in group)
-            for order_id, row in rows.items():
-                if order_id not in seen:
-                    yield _record(row), iter(())
+            yield from by_order(rows, session.connection().exec_driver_sql(
+                "SELECT order_id, kind, value, match FROM targets ORDER BY order_id"), _record)
 
     def named_before(self, subject: str) -> bool:
         """Does any order, in force or not, name this host (a normalised name or an IP)?
