@@ -13,6 +13,7 @@ this user that nobody else may write.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -35,7 +36,9 @@ def cache_dir() -> Path:
     return Path(base) / "blockd"
 
 
+@functools.cache
 def _stamp() -> bytes:
+    """Once a process: every file a command loads is checked against the same code."""
     here = Path(__file__).parent
     parts = [_FORMAT]
     for name in _CODE:

@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dnsstub import StubUpstream
@@ -87,33 +88,25 @@ def blockd(
 def db_digest(path: Path | str) -> str:
     """A digest of every row of every table: equal digests mean an unchanged store."""
     if str(path).startswith("postgresql://"):
-        return _pg_digest(str(path))
+        import psycopg
+
+        with psycopg.connect(str(path)) as pg:
+            return _digest(pg, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                               "ORDER BY 1")
     con = sqlite3.connect(path)
     try:
-        h = hashlib.sha256()
-        tables = [r[0] for r in con.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-        for t in tables:
-            h.update(t.encode())
-            for row in con.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
-                h.update(repr(row).encode())
-        return h.hexdigest()
+        return _digest(con, "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
     finally:
         con.close()
 
 
-def _pg_digest(url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(url) as con:
-        h = hashlib.sha256()
-        tables = [r[0] for r in con.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
-        for t in tables:
-            h.update(t.encode())
-            for row in con.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
-                h.update(repr(row).encode())
-        return h.hexdigest()
+def _digest(con: Any, tables_sql: str) -> str:
+    h = hashlib.sha256()
+    for (t,) in con.execute(tables_sql).fetchall():
+        h.update(t.encode())
+        for row in con.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
+            h.update(repr(row).encode())
+    return h.hexdigest()
 
 
 def db_rows(db: Path | str, query: str) -> list[tuple[object, ...]]:

@@ -190,6 +190,22 @@ def chunks(targets: list[Target]) -> Iterator[list[str]]:
         yield [t.spec for t in targets[i : i + TARGETS_PER_ENTRY]]
 
 
+def target_add_payloads(reference: str, added: list[Target],
+                        forced: Mapping[str, Any] | None = None,
+                        collateral: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+    """The payloads of the ``target.add`` entries that add ``added`` to an order: one
+    per TARGETS_PER_ENTRY, the first carrying the guard override (``forced``) and the
+    collateral warnings."""
+    extra: dict[str, Any] = {}
+    if forced is not None:
+        extra["forced"] = forced
+    if collateral := list(collateral):
+        extra["collateral"] = collateral
+    for batch in chunks(added):
+        yield {"reference": reference, "targets": batch, **extra}
+        extra = {}
+
+
 # -- replay ---------------------------------------------------------------------------
 
 

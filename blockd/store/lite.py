@@ -12,6 +12,7 @@ Anything else, and any store that is not a SQLite file, goes through ``Store``.
 from __future__ import annotations
 
 import ipaddress
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,8 +27,8 @@ from blockd.core.journal import (
     TARGET_ADD,
     JournalEntry,
     adopted_heads,
-    chunks,
     make_entry,
+    target_add_payloads,
 )
 from blockd.core.model import InputError, OrderRecord, Status, Target, TargetKind
 from blockd.core.names import name_suffixes, target_from_parts
@@ -36,7 +37,6 @@ from blockd.store import hitsql
 from blockd.store.engine import (
     BUSY_TIMEOUT_MS,
     StoreConflict,
-    StoreError,
     StoreMissing,
     check_version,
     explain_driver,
@@ -48,6 +48,9 @@ INSERT_BATCH = 5000  # as Store: target rows per executemany
 _ORDER_COLUMNS = ("id, reference, authority, issued_on, received_at, status, jurisdiction, "
                   "effective_from, effective_until, requested_by, legal_basis, notice, "
                   "contact, appeal, policy, status_reason")
+
+
+_ORDER_COLUMNS_O = ", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(","))
 
 
 class LiteStore:
@@ -157,8 +160,6 @@ class LiteStore:
         """Every entry (of one order: its payload names the reference), oldest first."""
         sql, params = "SELECT seq, at, actor, action, payload, prev_hash, hash FROM journal", ()
         if reference is not None:  # as Store.journal: canonical JSON holds the exact text
-            import json
-
             needle = '"reference":' + json.dumps(reference, ensure_ascii=False)
             escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
             sql += " WHERE payload LIKE ? ESCAPE '/'"
@@ -179,7 +180,7 @@ class LiteStore:
 
     def list_orders(self, status: Status | None = None) -> list[OrderSummary]:
         where = " WHERE o.status = ?" if status is not None else ""
-        sql = (f"SELECT {_prefixed('o.')}, n FROM orders o LEFT OUTER JOIN "
+        sql = (f"SELECT {_ORDER_COLUMNS_O}, n FROM orders o LEFT OUTER JOIN "
                "(SELECT order_id, count(*) AS n FROM targets GROUP BY order_id) c "
                f"ON o.id = c.order_id{where} ORDER BY o.received_at, o.reference")
         with self._read() as conn:
@@ -277,12 +278,9 @@ class LiteStore:
                 return [], already
             prev = _head(conn)
             first: JournalEntry | None = None
-            for batch in chunks(added):
-                payload: dict[str, Any] = {"reference": reference, "targets": batch}
-                if forced is not None and first is None:
-                    payload["forced"] = forced.payload()
-                if collateral and first is None:
-                    payload["collateral"] = list(collateral)
+            for payload in target_add_payloads(
+                    reference, added, forced.payload() if forced is not None else None,
+                    collateral):
                 prev = make_entry(prev, at, actor, TARGET_ADD, payload)
                 conn.execute("INSERT INTO journal (seq, at, actor, action, payload, prev_hash, "
                              "hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -299,10 +297,6 @@ class LiteStore:
                       t in refused) for t in added[i : i + INSERT_BATCH]])
             conn.execute("UPDATE orders SET updated_seq = ? WHERE id = ?", (prev.seq, order_id))
             return added, already
-
-
-def _prefixed(prefix: str) -> str:
-    return ", ".join(prefix + c.strip() for c in _ORDER_COLUMNS.split(","))
 
 
 def _head(conn: sqlite3.Connection) -> JournalEntry | None:
@@ -366,5 +360,3 @@ def open_quick(db: str) -> LiteStore | None:
         return None
     return LiteStore.open(path)
 
-
-__all__ = ["LiteStore", "StoreError", "open_quick"]

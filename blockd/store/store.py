@@ -42,6 +42,7 @@ from blockd.core.journal import (
     chunks,
     make_entry,
     order_payload,
+    target_add_payloads,
 )
 from blockd.core.model import (
     InputError,
@@ -315,12 +316,9 @@ class Store:
                 return [], already
             prev = self._head(session)
             first: JournalEntry | None = None
-            for batch in chunks(added):
-                payload: dict[str, Any] = {"reference": reference, "targets": batch}
-                if forced is not None and first is None:
-                    payload["forced"] = forced.payload()
-                if collateral and first is None:
-                    payload["collateral"] = list(collateral)
+            for payload in target_add_payloads(
+                    reference, added, forced.payload() if forced is not None else None,
+                    collateral):
                 prev = self._append(session, prev, at, actor, TARGET_ADD, payload)
                 first = first or prev
             assert first is not None and prev is not None
